@@ -1,0 +1,1 @@
+"""Local stand-ins for OpenText Exstream and Firebase Cloud Messaging. Development tools, not product code."""

@@ -1,0 +1,76 @@
+"""The one settings object. Every tunable lives here and is read from ``EXSTREAM_PUSH_*`` variables."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ManifestKeys(BaseSettings):
+    """Names of the ``<key name=...>`` elements; each Exstream application defines its own."""
+
+    model_config = SettingsConfigDict(env_prefix="EXSTREAM_PUSH_KEY_", extra="ignore")
+
+    customer_id: str = "CustomerId"
+    document_id: str = "DocumentId"
+    document_type: str = "DocumentType"
+    locale: str = "Locale"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXSTREAM_PUSH_", extra="ignore")
+
+    home: Path = Path(".exstream-push")
+    database_url: str | None = None
+
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_project: str = "exstream-push"
+    fcm_concurrency: int = Field(64, ge=1, le=1000)
+    fcm_max_attempts: int = Field(5, ge=1)
+
+    exstream_url: str = "http://127.0.0.1:8091/orchestration"
+    exstream_domain: str = "default"
+    otds_url: str | None = None
+    otds_client_id: str = "exstream-push"
+    otds_client_secret: SecretStr = SecretStr("exstream-push")
+    exstream_status_channel: str = "push-status"
+
+    portal_url: str = "https://portal.example.com/documents"
+    link_secret: SecretStr | None = None
+    link_ttl: timedelta = timedelta(days=30)
+
+    batch_size: int = Field(25_000, ge=1)
+    keys: ManifestKeys = Field(default_factory=ManifestKeys)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'ledger.db').resolve()}"
+
+    @property
+    def resolved_otds_url(self) -> str:
+        """OTDS usually sits beside the orchestration service; default to the same origin."""
+        if self.otds_url:
+            return self.otds_url.rstrip("/")
+        origin = self.exstream_url.split("/orchestration")[0].rstrip("/")
+        return f"{origin}/otdsws"
+
+    @cached_property
+    def link_key(self) -> bytes:
+        """The deep-link signing key; generated once into the state folder when none is configured."""
+        if self.link_secret is not None:
+            return self.link_secret.get_secret_value().encode()
+        key_file = self.home / "link-secret"
+        if not key_file.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_urlsafe(32))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip().encode()
+
+
+def get_settings() -> Settings:
+    return Settings()
