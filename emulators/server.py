@@ -21,6 +21,7 @@ class ServerThread:
     """``with ServerThread(app) as server: server.url`` — uvicorn on 127.0.0.1, stopped on exit."""
 
     def __init__(self, app: ASGIApp, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.app = app
         self.host = host
         self.port = port or free_port(host)
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off")

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 
 class ManifestKeys(BaseSettings):
     """Names of the ``<key name=...>`` elements; each Exstream application defines its own."""
@@ -43,6 +45,9 @@ class Settings(BaseSettings):
     portal_url: str = "https://portal.example.com/documents"
     link_secret: SecretStr | None = None
     link_ttl: timedelta = timedelta(days=30)
+
+    templates_dir: Path = PROJECT_ROOT / "templates"
+    data_dir: Path = PROJECT_ROOT / "data"
 
     batch_size: int = Field(25_000, ge=1)
     keys: ManifestKeys = Field(default_factory=ManifestKeys)

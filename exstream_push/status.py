@@ -21,7 +21,6 @@ class SkipReason(StrEnum):
     OPTED_OUT = "opted_out"
     CATEGORY_OPTED_OUT = "category_opted_out"
     DUPLICATE = "duplicate"
-    DEVICE_INACTIVE = "device_inactive"
 
 
 class QuarantineReason(StrEnum):
@@ -29,6 +28,7 @@ class QuarantineReason(StrEnum):
     MISSING_DOCUMENT_TYPE = "missing_document_type"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONTENT_GUARD = "content_guard"
+    MALFORMED_XML = "malformed_xml"
 
 
 class UseCase(StrEnum):

@@ -1,0 +1,298 @@
+"""A local FCM HTTP v1 endpoint, so senders and the firebase-admin SDK can be exercised without Google.
+
+Failures are reproducible on purpose: device tokens with a known prefix always fail the same way (like a
+payment provider's test cards), and random faults are drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+MAX_MESSAGE_BYTES = 4096
+FAULT_CODES = (429, 500, 503)
+RETRY_AFTER = {"Retry-After": "1"}
+
+UNREGISTERED_PREFIX = "unregistered-"
+INVALID_PREFIX = "invalid-"
+FLAKY_PREFIX = "flaky-"
+QUOTA_PREFIX = "quota-"
+
+DEVICE_TARGETS = ("token", "fid")
+TARGET_FIELDS = (*DEVICE_TARGETS, "topic", "condition")
+KNOWN_BODY_FIELDS = frozenset({"message", "validate_only"})
+KNOWN_MESSAGE_FIELDS = frozenset(
+    {"name", "data", "notification", "android", "webpush", "apns", "fcm_options", *TARGET_FIELDS}
+)
+TOPIC_PATTERN = re.compile(r"(?:/topics/)?[a-zA-Z0-9\-_.~%]+")
+
+
+def _error_body(code: int, status: str, message: str, fcm_error_code: str) -> bytes:
+    """FCM's error shape; firebase-admin picks its exception class from `details[].errorCode`."""
+    return orjson.dumps(
+        {
+            "error": {
+                "code": code,
+                "message": message,
+                "status": status,
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                        "errorCode": fcm_error_code,
+                    }
+                ],
+            }
+        }
+    )
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+    headers: Mapping[str, str] | None = None
+
+
+UNREGISTERED = Reply(404, _error_body(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"))
+INVALID_TOKEN = Reply(
+    400,
+    _error_body(
+        400,
+        "INVALID_ARGUMENT",
+        "The registration token is not a valid FCM registration token",
+        "INVALID_ARGUMENT",
+    ),
+)
+QUOTA_EXCEEDED = Reply(
+    429,
+    _error_body(
+        429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Send messages'.", "QUOTA_EXCEEDED"
+    ),
+    RETRY_AFTER,
+)
+UNAVAILABLE = Reply(
+    503, _error_body(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE"), RETRY_AFTER
+)
+INTERNAL = Reply(500, _error_body(500, "INTERNAL", "Internal error encountered.", "INTERNAL"))
+RANDOM_FAULT_REPLIES = {429: QUOTA_EXCEEDED, 503: UNAVAILABLE, 500: INTERNAL}
+
+
+def invalid_argument(message: str) -> Reply:
+    return Reply(400, _error_body(400, "INVALID_ARGUMENT", message, "INVALID_ARGUMENT"))
+
+
+def check_faults(faults: Mapping[int, float]) -> dict[int, float]:
+    """Reject rates that could not be drawn from one uniform number per request."""
+    for code, rate in faults.items():
+        if code not in FAULT_CODES:
+            raise ValueError(
+                f"unknown fault code {code!r}: allowed codes are {', '.join(map(str, FAULT_CODES))}"
+            )
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault rate for {code} is {rate!r}: it must be between 0 and 1")
+    total = math.fsum(faults.values())
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"fault rates add up to {total:g}: their sum must not exceed 1")
+    return dict(faults)
+
+
+def parse_fault_spec(spec: str) -> dict[int, float]:
+    """Parse `"429=0.05,503=0.05,500=0.01"` (as given on a command line); an empty spec means no faults."""
+    faults: dict[int, float] = {}
+    if not spec.strip():
+        return faults
+    for item in spec.split(","):
+        code_text, separator, rate_text = item.partition("=")
+        if not separator:
+            raise ValueError(f"bad fault {item.strip()!r} in {spec!r}: expected CODE=RATE, e.g. 503=0.05")
+        try:
+            code = int(code_text)
+            rate = float(rate_text)
+        except ValueError:
+            raise ValueError(
+                f"bad fault {item.strip()!r} in {spec!r}: CODE must be an integer and RATE a number"
+            ) from None
+        if code in faults:
+            raise ValueError(f"fault code {code} appears twice in {spec!r}")
+        faults[code] = rate
+    return check_faults(faults)
+
+
+def _validation_error(body: Any) -> str | None:
+    """The first reason FCM would refuse this request body, or None when it would take it."""
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received. The request body must be a JSON object."
+    unknown_fields = body.keys() - KNOWN_BODY_FIELDS
+    if unknown_fields:
+        return (
+            f"Invalid JSON payload received. Unknown name {sorted(unknown_fields)[0]!r}: Cannot find field."
+        )
+    message = body.get("message")
+    if not isinstance(message, dict):
+        return "Invalid JSON payload received. 'message' must be a JSON object."
+    if not isinstance(body.get("validate_only", False), bool):
+        return "Invalid value at 'validate_only': it must be a boolean."
+    unknown_fields = message.keys() - KNOWN_MESSAGE_FIELDS
+    if unknown_fields:
+        name = sorted(unknown_fields)[0]
+        return f"Invalid JSON payload received. Unknown name {name!r} at 'message': Cannot find field."
+    targets = [field for field in TARGET_FIELDS if field in message]
+    if len(targets) != 1:
+        return f"Exactly one of {', '.join(TARGET_FIELDS)} must be specified; got {len(targets)}."
+    target = message[targets[0]]
+    if not isinstance(target, str) or not target:
+        return f"Invalid value at 'message.{targets[0]}': it must be a non-empty string."
+    if targets[0] == "topic" and not TOPIC_PATTERN.fullmatch(target):
+        return f"Invalid value at 'message.topic': {target!r} is not a valid topic name."
+    data = message.get("data")
+    if data is not None:
+        if not isinstance(data, dict):
+            return "Invalid value at 'message.data': it must be a map of strings."
+        for key, value in data.items():
+            if not isinstance(value, str):
+                return f"Invalid value at 'message.data[{key}]': data values must be strings."
+    size = len(orjson.dumps(message))
+    if size > MAX_MESSAGE_BYTES:
+        return f"Message is too big: {size} bytes serialized, the limit is {MAX_MESSAGE_BYTES} bytes."
+    return None
+
+
+class FcmEmulatorState:
+    """Everything the emulator remembers, kept in one object so tests can inspect it in-process."""
+
+    def __init__(
+        self, faults: Mapping[int, float] | None = None, latency: float = 0.0, seed: int | None = None
+    ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency is {latency!r}: it must not be negative")
+        self.faults = check_faults(faults or {})
+        self.latency = latency
+        self.seed = seed
+        self._fault_thresholds = list(
+            zip(itertools.accumulate(self.faults.values()), self.faults.keys(), strict=True)
+        )
+        # Message ids stay unique across resets and emulator restarts, as a ledger keyed by them expects.
+        self._run_id = secrets.token_hex(4)
+        self._message_numbers = itertools.count(1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget messages, counters and first attempts; re-seed so each test sees the same fault sequence."""
+        self.messages: list[dict[str, Any]] = []
+        self.accepted = 0
+        self.validated = 0
+        self.requests = 0
+        self.rejected: dict[int, int] = {}
+        self._attempted_tokens: set[str] = set()
+        self._random = random.Random(self.seed)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "validated": self.validated,
+            "rejected": {str(status): count for status, count in sorted(self.rejected.items())},
+            "requests": self.requests,
+        }
+
+    def handle_send(self, project: str, raw_body: bytes) -> Reply:
+        """Decide one send synchronously, so concurrent requests cannot interleave inside it."""
+        self.requests += 1
+        reply = self._decide(raw_body)
+        if reply is None:
+            return Reply(
+                200, orjson.dumps({"name": f"projects/{project}/messages/{self._next_message_id()}"})
+            )
+        self.rejected[reply.status] = self.rejected.get(reply.status, 0) + 1
+        return reply
+
+    def _decide(self, raw_body: bytes) -> Reply | None:
+        try:
+            body = orjson.loads(raw_body)
+        except orjson.JSONDecodeError as error:
+            return invalid_argument(f"Invalid JSON payload received. {error}")
+        reason = _validation_error(body)
+        if reason is not None:
+            return invalid_argument(reason)
+        message = body["message"]
+        device = next((message[field] for field in DEVICE_TARGETS if field in message), None)
+        if device is not None:
+            fault = self._device_fault(device)
+            if fault is not None:
+                return fault
+        if self._fault_thresholds:
+            draw = self._random.random()
+            for threshold, code in self._fault_thresholds:
+                if draw < threshold:
+                    return RANDOM_FAULT_REPLIES[code]
+        if body.get("validate_only"):
+            self.validated += 1
+        else:
+            self.accepted += 1
+            self.messages.append(message)
+        return None
+
+    def _device_fault(self, device: str) -> Reply | None:
+        if device.startswith(UNREGISTERED_PREFIX):
+            return UNREGISTERED
+        if device.startswith(INVALID_PREFIX):
+            return INVALID_TOKEN
+        if device.startswith((FLAKY_PREFIX, QUOTA_PREFIX)) and device not in self._attempted_tokens:
+            self._attempted_tokens.add(device)
+            return UNAVAILABLE if device.startswith(FLAKY_PREFIX) else QUOTA_EXCEEDED
+        return None
+
+    def _next_message_id(self) -> str:
+        return f"0:{self._run_id}%{next(self._message_numbers)}"
+
+
+def _json(content: bytes, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(content, status_code=status_code, headers=headers, media_type="application/json")
+
+
+async def send_message(request: Request) -> Response:
+    state: FcmEmulatorState = request.app.state.fcm
+    raw_body = await request.body()
+    if state.latency:
+        await asyncio.sleep(state.latency)
+    reply = state.handle_send(request.path_params["project"], raw_body)
+    return _json(reply.body, reply.status, reply.headers)
+
+
+async def list_messages(request: Request) -> Response:
+    return _json(orjson.dumps(request.app.state.fcm.messages))
+
+
+async def clear_messages(request: Request) -> Response:
+    request.app.state.fcm.reset()
+    return Response(status_code=204)
+
+
+async def show_stats(request: Request) -> Response:
+    return _json(orjson.dumps(request.app.state.fcm.stats()))
+
+
+def create_fcm_app(
+    faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None
+) -> Starlette:
+    """The emulator as an ASGI app; run it with `emulators.server.ServerThread` or uvicorn."""
+    app = Starlette(
+        routes=[
+            Route("/v1/projects/{project}/messages:send", send_message, methods=["POST"]),
+            Route("/_emulator/messages", list_messages, methods=["GET"]),
+            Route("/_emulator/messages", clear_messages, methods=["DELETE"]),
+            Route("/_emulator/stats", show_stats, methods=["GET"]),
+        ]
+    )
+    app.state.fcm = FcmEmulatorState(faults=faults, latency=latency, seed=seed)
+    return app

@@ -1,0 +1,1 @@
+"""What a push may say: opaque references, signed portal links, templates and the content guard."""

@@ -1,0 +1,85 @@
+"""``exstream-push demo``: the statement-ready flow end to end on embedded defaults, in a sandbox of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+
+import httpx
+
+from exstream_push.settings import get_settings
+
+DEMO_JOB_ID = "STMT-2026-11-DEMO"
+
+
+def run_demo() -> int:
+    """Starts both emulators on free loopback ports, seeds data/, runs the flow on embedded Prefect, prints counts.
+
+    The demo keeps its own ledger under ``{home}/demo`` and starts it afresh each time, so its output is the same
+    on every run; the product's own ledger is never touched.
+    """
+    base = get_settings()
+    home = (base.home / "demo").resolve()
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ["EXSTREAM_PUSH_HOME"] = str(home)
+    os.environ.pop("EXSTREAM_PUSH_DATABASE_URL", None)
+
+    from emulators.exstream import create_exstream_app
+    from emulators.fcm import create_fcm_app
+    from emulators.server import ServerThread
+
+    data_dir = base.data_dir
+    with (
+        ServerThread(create_fcm_app()) as fcm,
+        ServerThread(create_exstream_app(data_dir / "exstream")) as exstream,
+    ):
+        os.environ["EXSTREAM_PUSH_FCM_URL"] = fcm.url
+        os.environ["EXSTREAM_PUSH_EXSTREAM_URL"] = f"{exstream.url}/orchestration"
+        from exstream_push.cli import configure_prefect
+
+        settings = get_settings()
+        configure_prefect(settings)
+        print(f"FCM emulator on {fcm.url}, Exstream emulator on {exstream.url}; ledger in {home}")
+
+        from exstream_push.devices import import_devices
+        from exstream_push.runtime import ledger_for
+
+        ledger = ledger_for(settings)
+        imported = import_devices(ledger, data_dir / "devices.csv")
+        print(f"imported {imported.imported} devices from {data_dir / 'devices.csv'}")
+
+        from flows.statement_ready import statement_ready
+
+        print(f"running statement-ready for Exstream job {DEMO_JOB_ID} through the Orchestration API ...")
+        result = statement_ready(job_id=DEMO_JOB_ID, as_of=datetime.now(UTC))
+
+        messages = httpx.get(f"{fcm.url}/_emulator/messages").json()
+        inbox = httpx.get(f"{exstream.url}/_emulator/inbox").json()
+        status_posts = [p for p in inbox if p["path"].endswith(f"/{settings.exstream_status_channel}")]
+
+    counts = ledger.status_counts()
+    print()
+    print("outcomes by status:", json.dumps(counts.get("statement-ready", {}), sort_keys=True))
+    print(
+        f"customers in the manifest: {result.get('customers', 0)}, "
+        f"messages accepted by the FCM emulator: {len(messages)}, "
+        f"devices deactivated (UNREGISTERED): {result.get('devices_deactivated', 0)}"
+    )
+    if status_posts:
+        lines = status_posts[-1]["body"].splitlines()
+        print(f"push-status CSV posted back to Exstream: {len(lines) - 1} rows; first lines:")
+        for line in lines[:3]:
+            print(f"  {line}")
+    if messages:
+        sample = messages[0]
+        print("one message as FCM received it (no customer data, an opaque ref and a signed link):")
+        print("  " + json.dumps({k: sample[k] for k in ("notification", "data") if k in sample}))
+    print()
+    print("where to look next:")
+    print(f"  EXSTREAM_PUSH_HOME={home} exstream-push report")
+    print(f"  EXSTREAM_PUSH_HOME={home} exstream-push links verify '<a deep_link from above>'")
+    print("  exstream-push emulate   # the emulators in the foreground, for your own runs")
+    return 0

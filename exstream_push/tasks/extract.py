@@ -1,0 +1,232 @@
+"""Extract: an Exstream run's delivery manifests → validated Parquet batches, bad records quarantined."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.exstream import ExstreamConnection
+from exstream_push.content.links import document_ref
+from exstream_push.ledger.store import utcnow
+from exstream_push.manifest import DeliveryManifest
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import Settings, get_settings
+from exstream_push.status import QuarantineReason, SkipReason, Status
+
+MANIFEST_FILE_NAME = "_STDDELIVERYFILE.xml"
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """One delivery manifest and the Exstream job and flow step it came from."""
+
+    path: Path
+    job_id: str
+    step_id: str
+
+
+@dataclass
+class ExtractedManifest:
+    source: ManifestSource
+    batches: list[Path] = field(default_factory=list)
+    customers: int = 0
+    documents: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    customers_declared: int | None = None
+
+
+def job_id_for_file(path: Path) -> str:
+    """A manifest given as a file gets a job id from its content, so re-running the same file is recognised."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"file-{digest.hexdigest()[:16]}"
+
+
+def spool_dir(settings: Settings, use_case: str, job_id: str) -> Path:
+    return settings.home / "spool" / use_case / job_id
+
+
+@task(name="fetch-job-manifests", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def fetch_job_manifests(job_id: str, exstream: ExstreamConnection, use_case: str) -> list[ManifestSource]:
+    """Download each docgen flow step's delivery file of an Exstream job (the API documents no webhook)."""
+    settings = get_settings()
+    target = spool_dir(settings, use_case, job_id) / "manifests"
+    target.mkdir(parents=True, exist_ok=True)
+    sources = []
+    with exstream.get_client() as client:
+        for step in client.flow_steps(job_id):
+            if not step.delivery_file_retrievable:
+                continue
+            path = client.download_delivery_file(step.id, target / f"{step.id}{MANIFEST_FILE_NAME}")
+            sources.append(ManifestSource(path=path, job_id=job_id, step_id=step.id))
+    get_run_logger().info("job %s: %d delivery file(s) fetched", job_id, len(sources))
+    return sources
+
+
+def _rejected_rows(
+    frame: pd.DataFrame, use_case: str, source: ManifestSource, status: Status, reasons: pd.Series
+) -> list[dict]:
+    now = utcnow()
+    raw = frame.drop(columns=["position", "line"]).to_dict(orient="records")
+    return [
+        {
+            "use_case": use_case,
+            "job_id": source.job_id,
+            "source": source.step_id,
+            "position": int(position),
+            "line": None if pd.isna(line) else int(line),
+            "status": status,
+            "reason": reason,
+            "document_id": document_id,
+            "customer_id": customer_id,
+            "raw": json.dumps({k: v for k, v in record.items() if v is not None}),
+            "created_at": now,
+        }
+        for position, line, reason, document_id, customer_id, record in zip(
+            frame["position"],
+            frame["line"],
+            reasons,
+            frame["document_id"],
+            frame["customer_id"],
+            raw,
+            strict=True,
+        )
+    ]
+
+
+@task(name="extract-manifest", retries=1, cache_policy=NO_CACHE)
+def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence[str] = ()) -> ExtractedManifest:
+    """Stream the manifest into Parquet batches of valid, first-seen documents, recording every document seen.
+
+    Records without a customer id or document type are quarantined with their position and line; a document id
+    already seen at another position of this or an earlier run is skipped as a duplicate, so it is notified once.
+    """
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    key = settings.link_key
+    out_dir = spool_dir(settings, use_case, source.job_id) / source.step_id
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    manifest = DeliveryManifest(source.path, settings.keys, extra_keys)
+    result = ExtractedManifest(source=source)
+
+    for number, batch in enumerate(manifest.batches(settings.batch_size), start=1):
+        frame = batch.to_pandas()
+        result.customers += len(frame)
+        missing_customer = frame["customer_id"].isna()
+        missing_type = frame["document_type"].isna()
+        derived = source.job_id + "/" + source.step_id + "/" + frame["position"].astype(str)
+        frame["document_id"] = frame["document_id"].fillna(derived)
+
+        bad = missing_customer | missing_type
+        if bad.any():
+            reasons = pd.Series(QuarantineReason.MISSING_DOCUMENT_TYPE.value, index=frame.index)
+            reasons[missing_customer] = QuarantineReason.MISSING_CUSTOMER_ID.value
+            ledger.record_rejected(_rejected_rows(frame[bad], use_case, source, Status.QUARANTINED, reasons[bad]))
+            result.quarantined += int(bad.sum())
+        good = frame[~bad].copy()
+
+        good["ref"] = [document_ref(key, use_case, document_id) for document_id in good["document_id"]]
+        attribute_columns = list(extra_keys)
+        attributes = (
+            [json.dumps(row) for row in good[attribute_columns].to_dict(orient="records")]
+            if attribute_columns
+            else [None] * len(good)
+        )
+        now = utcnow()
+        first_in_batch = ~good["document_id"].duplicated()
+        ledger.record_documents(
+            [
+                {
+                    "use_case": use_case,
+                    "document_id": document_id,
+                    "job_id": source.job_id,
+                    "step_id": source.step_id,
+                    "position": int(position),
+                    "customer_id": customer_id,
+                    "document_type": document_type,
+                    "locale": locale,
+                    "ref": ref,
+                    "attributes": attrs,
+                    "first_seen_at": now,
+                }
+                for document_id, position, customer_id, document_type, locale, ref, attrs, first in zip(
+                    good["document_id"],
+                    good["position"],
+                    good["customer_id"],
+                    good["document_type"],
+                    good["locale"],
+                    good["ref"],
+                    attributes,
+                    first_in_batch,
+                    strict=True,
+                )
+                if first
+            ]
+        )
+        seen = ledger.documents_where_seen(use_case, good["document_id"].tolist())
+        seen = seen.rename(columns={"job_id": "seen_job", "step_id": "seen_step", "position": "seen_position"})
+        good = good.merge(seen[["document_id", "seen_job", "seen_step", "seen_position"]], on="document_id")
+        duplicate = (
+            (good["seen_job"] != source.job_id)
+            | (good["seen_step"] != source.step_id)
+            | (good["seen_position"] != good["position"])
+        )
+        if duplicate.any():
+            reasons = pd.Series(SkipReason.DUPLICATE.value, index=good.index)[duplicate]
+            ledger.record_rejected(
+                _rejected_rows(good.loc[duplicate, list(frame.columns)], use_case, source, Status.SKIPPED, reasons)
+            )
+            result.duplicates += int(duplicate.sum())
+        kept = good.loc[~duplicate, [*frame.columns, "ref"]].assign(job_id=source.job_id)
+        if len(kept):
+            path = out_dir / f"batch-{number:06d}.parquet"
+            pq.write_table(pa.Table.from_pandas(kept, preserve_index=False), path)
+            result.batches.append(path)
+            result.documents += len(kept)
+
+    tail = manifest.tail
+    result.customers_declared = tail.customers_declared
+    if tail.broken_reason:
+        ledger.record_rejected(
+            [
+                {
+                    "use_case": use_case,
+                    "job_id": source.job_id,
+                    "source": source.step_id,
+                    "position": tail.customers_read + 1,
+                    "line": tail.broken_at_line,
+                    "status": Status.QUARANTINED,
+                    "reason": QuarantineReason.MALFORMED_XML.value,
+                    "raw": json.dumps({"error": tail.broken_reason}),
+                    "created_at": utcnow(),
+                }
+            ]
+        )
+        result.quarantined += 1
+    logger = get_run_logger()
+    logger.info(
+        "job %s step %s: %d customers read, %d documents to notify, %d quarantined, %d duplicates",
+        source.job_id,
+        source.step_id,
+        result.customers,
+        result.documents,
+        result.quarantined,
+        result.duplicates,
+    )
+    if tail.customers_declared is not None and tail.customers_declared != tail.customers_read:
+        logger.warning("manifest declares %d customers but %d were read", tail.customers_declared, tail.customers_read)
+    return result

@@ -1,0 +1,95 @@
+"""Post back: one driver file per run to an Exstream batch-input channel, so Exstream can fall back for the rest."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.exstream import ExstreamConnection
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import get_settings
+from exstream_push.status import PushStatus, Status
+
+PUSH_STATUS_HEADER = ["document_id", "customer_id", "push_status", "reason", "devices_notified", "updated_at"]
+
+# When a document reached no device, the reason Exstream sees is the most telling of its notifications' reasons.
+_REASON_PRIORITY = {Status.PENDING: 0, Status.FAILED: 1, Status.QUARANTINED: 2, Status.SKIPPED: 3}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def push_status_rows(use_case: str, job_id: str) -> Iterator[list[Any]]:
+    """One row per document of the job, folded from its notifications; rejected input records follow."""
+    ledger = ledger_for(get_settings())
+    current: str | None = None
+    customer, sent, best, latest = "", 0, None, None
+    for document_id, customer_id, status, reason, updated_at in ledger.document_outcomes(use_case, job_id):
+        if document_id != current:
+            if current is not None:
+                yield _document_row(current, customer, sent, best, latest)
+            current, customer, sent, best, latest = document_id, customer_id, 0, None, updated_at
+        latest = max(latest, updated_at)
+        if status == Status.SENT:
+            sent += 1
+        elif best is None or _REASON_PRIORITY[status] < _REASON_PRIORITY[best[0]]:
+            best = (status, reason)
+    if current is not None:
+        yield _document_row(current, customer, sent, best, latest)
+    for document_id, customer_id, status, reason, created_at, _position in ledger.rejected_for_job(use_case, job_id):
+        if status == Status.QUARANTINED:
+            yield [document_id or "", customer_id or "", PushStatus.NOT_NOTIFIED, reason, 0, _iso(created_at)]
+
+
+def _document_row(
+    document_id: str, customer_id: str, sent: int, best: tuple[str, str | None] | None, latest: datetime
+) -> list[Any]:
+    if sent:
+        return [document_id, customer_id, PushStatus.NOTIFIED, "", sent, _iso(latest)]
+    reason = (best[1] or best[0]) if best else Status.PENDING.value
+    return [document_id, customer_id, PushStatus.NOT_NOTIFIED, reason, 0, _iso(latest)]
+
+
+@task(name="post-outcomes-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def post_outcomes(use_case: str, job_id: str, exstream: ExstreamConnection) -> dict[str, Any]:
+    """Writes the CSV to disk (it can be millions of rows), then posts it once; an identical re-post is skipped."""
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    channel = exstream.status_channel
+    settings.home.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    rows = notified = 0
+    with tempfile.NamedTemporaryFile(
+        "w", newline="", suffix=".csv", dir=settings.home, delete=False, encoding="utf-8"
+    ) as handle:
+        path = Path(handle.name)
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(PUSH_STATUS_HEADER)
+        for row in push_status_rows(use_case, job_id):
+            writer.writerow(row)
+            digest.update(repr(row[:5]).encode())
+            rows += 1
+            notified += row[2] == PushStatus.NOTIFIED
+    try:
+        summary = {"channel": channel, "rows": rows, "notified": notified, "not_notified": rows - notified}
+        fingerprint = digest.hexdigest()
+        logger = get_run_logger()
+        if ledger.already_posted(channel, job_id, fingerprint):
+            logger.info("job %s: the same outcome was already posted to %s; not posting again", job_id, channel)
+            return {**summary, "posted": False}
+        with exstream.get_client() as client:
+            response = client.post_batch_input(channel, path, content_type="text/csv")
+        ledger.record_post_back(channel, job_id, fingerprint, rows, repr(response)[:2000])
+        logger.info("job %s: %d document outcomes posted to Exstream channel %s", job_id, rows, channel)
+        return {**summary, "posted": True}
+    finally:
+        path.unlink(missing_ok=True)

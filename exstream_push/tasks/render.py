@@ -1,0 +1,91 @@
+"""Render: eligible recipients → FCM messages that say a document is ready, link into the portal, and no more."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES, build_message, encoded_size
+from exstream_push.content.guard import find_leak
+from exstream_push.content.links import signed_link
+from exstream_push.content.templates import TemplateRenderer
+from exstream_push.ledger.store import utcnow
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import get_settings
+from exstream_push.status import QuarantineReason, Status
+
+# Manifest values the guard looks for in every message; the document type is the one value a push may carry.
+GUARDED_COLUMNS = ("customer_id", "document_id")
+
+
+@task(name="render-messages", retries=1, cache_policy=NO_CACHE)
+def render_messages(
+    recipients: pd.DataFrame,
+    use_case: str,
+    category: str,
+    as_of: datetime,
+    extra_keys: Sequence[str] = (),
+    priority: str = "normal",
+) -> pd.DataFrame:
+    """Adds ``message`` (a firebase_admin ``messaging.Message``); guard or size failures are quarantined."""
+    settings = get_settings()
+    renderer = TemplateRenderer(settings.templates_dir)
+    key = settings.link_key
+    expires_at = as_of + settings.link_ttl
+    locales = recipients["locale"].fillna(recipients["device_locale"]).fillna("en")
+    guarded = [c for c in (*GUARDED_COLUMNS, *extra_keys) if c in recipients.columns]
+
+    messages: list[object] = []
+    problems: list[str | None] = []
+    for row, locale in zip(recipients.itertuples(index=False), locales, strict=True):
+        title, body = renderer.render(use_case, row.document_type, locale)
+        data = {
+            "use_case": use_case,
+            "category": category,
+            "document_type": row.document_type,
+            "document_ref": row.ref,
+            "deep_link": signed_link(key, settings.portal_url, row.ref, expires_at),
+        }
+        leak = find_leak(title, body, data, (getattr(row, column) for column in guarded))
+        message = build_message(
+            token=row.token, title=title, body=body, data=data, collapse_key=row.key, priority=priority
+        )
+        if leak is None and encoded_size(message) > MAX_PAYLOAD_BYTES:
+            leak = f"{QuarantineReason.PAYLOAD_TOO_LARGE}: over FCM's {MAX_PAYLOAD_BYTES}-byte limit"
+        messages.append(message)
+        problems.append(leak)
+
+    rendered = recipients.assign(message=messages, problem=problems)
+    rejected = rendered[rendered["problem"].notna()]
+    if len(rejected):
+        now = utcnow()
+        ledger_for(settings).record_final(
+            [
+                {
+                    "key": row.key,
+                    "use_case": use_case,
+                    "document_id": row.document_id,
+                    "job_id": row.job_id,
+                    "customer_id": row.customer_id,
+                    "device_id": row.device_id,
+                    "status": Status.QUARANTINED,
+                    "reason": _reason_code(row.problem),
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for row in rejected.itertuples(index=False)
+            ]
+        )
+    return rendered[rendered["problem"].isna()].drop(columns=["problem"]).reset_index(drop=True)
+
+
+def _reason_code(problem: str) -> str:
+    if problem.startswith(QuarantineReason.PAYLOAD_TOO_LARGE):
+        return QuarantineReason.PAYLOAD_TOO_LARGE.value
+    return f"{QuarantineReason.CONTENT_GUARD.value}: {json.dumps(problem)[1:-1]}"

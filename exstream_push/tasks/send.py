@@ -1,0 +1,133 @@
+"""Send: claim each idempotency key in the ledger, push what is still owed, record outcomes as they complete."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pandas as pd
+from blocks.fcm import FcmConnection
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from exstream_push.connectors.fcm import PushRequest, PushResult
+from exstream_push.ledger.store import utcnow
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import get_settings
+from exstream_push.status import Status
+
+
+class PushConfigurationError(RuntimeError):
+    """The provider refused our credentials or project: retrying the task cannot help, an operator must act."""
+
+
+def _no_retry_on_configuration(task: object, task_run: object, state: object) -> bool:
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except PushConfigurationError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="send-push",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=_no_retry_on_configuration,
+    cache_policy=NO_CACHE,
+)
+def send_push(messages: pd.DataFrame, use_case: str, fcm: FcmConnection) -> dict[str, int]:
+    """Returns counts by outcome. Re-running a batch sends only keys still ``pending`` in the ledger.
+
+    Outcomes are written in small groups while the rest are in flight, so a crash can repeat only the messages
+    that were on the wire at that moment; each carries a collapse key derived from its idempotency key so the
+    device still shows one.
+    """
+    ledger = ledger_for(get_settings())
+    now = utcnow()
+    owed = ledger.claim(
+        [
+            {
+                "key": row.key,
+                "use_case": use_case,
+                "document_id": row.document_id,
+                "job_id": row.job_id,
+                "customer_id": row.customer_id,
+                "device_id": row.device_id,
+                "status": Status.PENDING,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row in messages[["key", "document_id", "job_id", "customer_id", "device_id"]].itertuples(index=False)
+        ]
+    )
+    to_send = messages[messages["key"].isin(owed)]
+    device_of = dict(zip(to_send["key"], to_send["device_id"], strict=True))
+    counts: Counter[str] = Counter(already_done=len(messages) - len(to_send))
+    configuration_errors: list[str] = []
+
+    def record(results: Sequence[PushResult]) -> None:
+        outcomes, dead_devices = [], []
+        for result in results:
+            if result.error is None:
+                outcomes.append(
+                    {
+                        "key": result.key,
+                        "status": Status.SENT,
+                        "provider_message_id": result.message_id,
+                        "attempts": result.attempts,
+                    }
+                )
+                counts["sent"] += 1
+            elif result.error_class is not None and result.error_class.retryable:
+                outcomes.append(
+                    {
+                        "key": result.key,
+                        "status": Status.PENDING,
+                        "reason": f"retry_exhausted:{result.error_code}",
+                        "attempts": result.attempts,
+                    }
+                )
+                counts["retry_exhausted"] += 1
+            elif result.error_class is not None and result.error_class.alert_operator:
+                outcomes.append(
+                    {
+                        "key": result.key,
+                        "status": Status.PENDING,
+                        "reason": f"configuration:{result.error_code}",
+                        "attempts": result.attempts,
+                    }
+                )
+                configuration_errors.append(str(result.error_code))
+                counts["configuration_error"] += 1
+            else:
+                outcomes.append(
+                    {
+                        "key": result.key,
+                        "status": Status.FAILED,
+                        "reason": result.error_code,
+                        "attempts": result.attempts,
+                    }
+                )
+                counts["failed"] += 1
+                if result.error_class is not None and result.error_class.deactivate_device:
+                    dead_devices.append(device_of[result.key])
+        ledger.record_outcomes(outcomes)
+        if dead_devices:
+            counts["devices_deactivated"] += ledger.deactivate_devices(dead_devices, "fcm:UNREGISTERED")
+
+    requests = [
+        PushRequest(key=key, message=message) for key, message in zip(to_send["key"], to_send["message"], strict=True)
+    ]
+    if requests:
+        fcm.get_sender().send(requests, on_results=record)
+    get_run_logger().info("send: %s", dict(counts))
+    if configuration_errors:
+        raise PushConfigurationError(
+            f"FCM refused {len(configuration_errors)} message(s) for configuration reasons "
+            f"({', '.join(sorted(set(configuration_errors)))}); they stay pending until an operator fixes it"
+        )
+    return dict(counts)

@@ -1,0 +1,79 @@
+"""Use case 1 — a statement or bill is ready: Exstream manifest → push → outcome back to Exstream."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from blocks.fcm import FcmConnection
+from prefect import flow
+from prefect.runtime import flow_run
+
+from blocks.exstream import ExstreamConnection
+from exstream_push.settings import get_settings
+from exstream_push.status import UseCase
+from exstream_push.tasks.extract import (
+    ManifestSource,
+    extract_manifest,
+    fetch_job_manifests,
+    job_id_for_file,
+    spool_dir,
+)
+from exstream_push.tasks.post_back import post_outcomes
+from exstream_push.tasks.render import render_messages
+from exstream_push.tasks.segment import segment_recipients
+from exstream_push.tasks.send import send_push
+from exstream_push.tasks.summary import publish_run_summary
+
+USE_CASE = UseCase.STATEMENT_READY.value
+CATEGORY = "statements"
+
+
+def _run_name() -> str:
+    parameters = flow_run.parameters
+    label = parameters.get("job_id") or Path(parameters.get("manifest") or "manifest").name
+    return f"{USE_CASE}-{label}"
+
+
+def connections(exstream_block: str | None, fcm_block: str | None) -> tuple[ExstreamConnection, FcmConnection]:
+    """Saved blocks when a deployment names them, otherwise the environment's settings."""
+    settings = get_settings()
+    exstream = ExstreamConnection.load(exstream_block) if exstream_block else ExstreamConnection.from_settings(settings)
+    fcm = FcmConnection.load(fcm_block) if fcm_block else FcmConnection.from_settings(settings)
+    return exstream, fcm
+
+
+@flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)
+def statement_ready(
+    manifest: str | None = None,
+    job_id: str | None = None,
+    as_of: datetime | None = None,
+    exstream_block: str | None = None,
+    fcm_block: str | None = None,
+) -> dict[str, Any]:
+    """Notify every reachable device that its document is ready, then tell Exstream which documents were not."""
+    if manifest is None and job_id is None:
+        raise ValueError("give a manifest path or an Exstream job id")
+    as_of = as_of or datetime.now(UTC)
+    exstream, fcm = connections(exstream_block, fcm_block)
+    if manifest is not None:
+        job_id = job_id or job_id_for_file(Path(manifest))
+        sources = [ManifestSource(path=Path(manifest), job_id=job_id, step_id="manifest")]
+    else:
+        sources = fetch_job_manifests(job_id, exstream, USE_CASE)
+
+    totals: Counter[str] = Counter()
+    for source in sources:
+        extracted = extract_manifest(source, USE_CASE)
+        totals.update(customers=extracted.customers, quarantined=extracted.quarantined, duplicates=extracted.duplicates)
+        for batch in extracted.batches:
+            recipients = segment_recipients(batch, USE_CASE, CATEGORY)
+            messages = render_messages(recipients, USE_CASE, CATEGORY, as_of)
+            totals.update(send_push(messages, USE_CASE, fcm))
+    posted = post_outcomes(USE_CASE, job_id, exstream)
+    publish_run_summary(USE_CASE, job_id, dict(totals))
+    shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)
+    return {"job_id": job_id, **totals, "post_back": posted}

@@ -1,0 +1,129 @@
+"""Shared fixtures: one Prefect test harness per session, emulators on loopback, an isolated ledger per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from emulators.exstream import create_exstream_app
+from emulators.fcm import create_fcm_app
+from emulators.server import ServerThread
+
+REQUIRE_SERVICES = os.environ.get("EXSTREAM_PUSH_REQUIRE_SERVICES") == "1"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "EXSTREAM_PUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's embedded test server, started once: it costs 7-10 s on this machine."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield
+
+
+@pytest.fixture(scope="session")
+def fcm_server() -> Iterator[ServerThread]:
+    with ServerThread(create_fcm_app()) as server:
+        yield server
+
+
+@pytest.fixture
+def fcm(fcm_server: ServerThread) -> Iterator[ServerThread]:
+    """The session's FCM emulator, emptied before each test."""
+    state = fcm_server.app.state.fcm
+    state.reset()
+    state.latency = 0.0
+    yield fcm_server
+
+
+@pytest.fixture
+def exstream_data(tmp_path: Path) -> Path:
+    data = tmp_path / "exstream-data"
+    (data / "jobs").mkdir(parents=True)
+    return data
+
+
+@pytest.fixture
+def exstream(exstream_data: Path) -> Iterator[ServerThread]:
+    with ServerThread(create_exstream_app(exstream_data)) as server:
+        yield server
+
+
+def _postgres_database() -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:  # any connection failure means "no PostgreSQL here"
+        admin.dispose()
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL is required (EXSTREAM_PUSH_REQUIRE_SERVICES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}; set EXSTREAM_PUSH_REQUIRE_SERVICES=1 to fail")
+    name = f"xp_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        from exstream_push.runtime import _ledger
+
+        _ledger.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test; skipped without a server unless services are required."""
+    yield from _postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fcm: ServerThread, exstream: ServerThread) -> dict[str, str]:
+    """Settings pointing at the emulators, with a state folder and SQLite ledger of the test's own."""
+    values = {
+        "EXSTREAM_PUSH_HOME": str(tmp_path / "home"),
+        "EXSTREAM_PUSH_DATABASE_URL": f"sqlite:///{tmp_path / 'home' / 'ledger.db'}",
+        "EXSTREAM_PUSH_FCM_URL": fcm.url,
+        "EXSTREAM_PUSH_FCM_PROJECT": "test-project",
+        "EXSTREAM_PUSH_EXSTREAM_URL": f"{exstream.url}/orchestration",
+        "EXSTREAM_PUSH_LINK_SECRET": "test-link-secret",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def fcm_messages(server: ServerThread) -> list[dict]:
+    return httpx.get(f"{server.url}/_emulator/messages").json()
+
+
+def exstream_inbox(server: ServerThread) -> list[dict]:
+    return httpx.get(f"{server.url}/_emulator/inbox").json()
