@@ -1,0 +1,1 @@
+"""Prefect blocks: named, saved connection settings a deployment loads at run time."""

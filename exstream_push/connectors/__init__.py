@@ -1,0 +1,1 @@
+"""Clients for the systems exstream-push talks to."""

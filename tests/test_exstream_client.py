@@ -1,0 +1,265 @@
+"""The Exstream client against the emulator on loopback: auth, paging, streaming and errors as Exstream has them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+
+from blocks.exstream import ExstreamConnection
+from emulators.exstream import ExstreamEmulator, create_exstream_app, docgen_step_id
+from emulators.server import ServerThread
+from exstream_push.connectors.exstream import ExstreamClient, ExstreamError
+from exstream_push.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exstream"
+FIXTURE_JOB = "JOB-FIXTURE-1"
+FIXTURE_MANIFEST = FIXTURES / "jobs" / FIXTURE_JOB / "_STDDELIVERYFILE.xml"
+SECRET = "client-s3cret"
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """A real transport that also notes each request line, to see paging without mocking anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return super().handle_request(request)
+
+
+@pytest.fixture
+def app() -> Starlette:
+    return create_exstream_app(FIXTURES, client_id="push", client_secret=SECRET)
+
+
+@pytest.fixture
+def emulator(app: Starlette) -> ExstreamEmulator:
+    return app.state.exstream
+
+
+@pytest.fixture
+def server(app: Starlette) -> Iterator[ServerThread]:
+    with ServerThread(app) as running:
+        yield running
+
+
+@pytest.fixture
+def transport() -> CountingTransport:
+    return CountingTransport()
+
+
+@pytest.fixture
+def client(server: ServerThread, transport: CountingTransport) -> Iterator[ExstreamClient]:
+    with ExstreamClient(
+        f"{server.url}/orchestration",
+        "default",
+        otds_url=f"{server.url}/otdsws",
+        client_id="push",
+        client_secret=SECRET,
+        transport=transport,
+    ) as exstream:
+        yield exstream
+
+
+def token_requests(emulator: ExstreamEmulator) -> int:
+    return sum(entry["path"] == "/otdsws/oauth2/token" for entry in emulator.inbox)
+
+
+def test_token_is_fetched_once_and_reused(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    assert token_requests(emulator) == 0
+    client.get_job(FIXTURE_JOB)
+    client.list_jobs()
+    client.flow_steps(FIXTURE_JOB)
+    assert token_requests(emulator) == 1
+
+
+def test_token_close_to_expiry_is_not_reused(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    emulator.token_ttl = int(ExstreamClient.TOKEN_REFRESH_MARGIN) - 1
+    client.get_job(FIXTURE_JOB)
+    client.get_job(FIXTURE_JOB)
+    assert token_requests(emulator) == 2
+
+
+def test_a_401_fetches_a_new_token_once(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    client.get_job(FIXTURE_JOB)
+    emulator.revoke_tokens()
+    assert client.get_job(FIXTURE_JOB).id == FIXTURE_JOB
+    assert token_requests(emulator) == 2
+
+
+def test_wrong_credentials_name_the_failure_not_the_secret(server: ServerThread) -> None:
+    wrong = "not-the-secret"
+    with (
+        ExstreamClient(
+            f"{server.url}/orchestration",
+            "default",
+            otds_url=f"{server.url}/otdsws",
+            client_id="push",
+            client_secret=wrong,
+        ) as exstream,
+        pytest.raises(ExstreamError) as caught,
+    ):
+        exstream.list_jobs()
+    error = caught.value
+    assert (error.method, error.path, error.status_code) == ("POST", "/otdsws/oauth2/token", 401)
+    assert "invalid_client" in str(error)
+    assert wrong not in str(error) and wrong not in repr(exstream)
+
+
+def test_list_jobs_filters_by_mode_and_status(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    emulator.put_job({"id": "J-ERR", "status": "error"})
+    emulator.put_job({"id": "J-RUN", "status": "started"})
+    emulator.put_job({"id": "J-OD", "status": "complete", "mode": "ONDEMAND"})
+
+    assert {j.id for j in client.list_jobs(statuses=["complete", "error"])} == {FIXTURE_JOB, "J-ERR"}
+    assert {j.id for j in client.list_jobs(mode=None, statuses=["complete"])} == {FIXTURE_JOB, "J-OD"}
+    assert {j.id for j in client.list_jobs()} == {FIXTURE_JOB, "J-ERR", "J-RUN"}
+    [job] = client.list_jobs(channel="MonthlyStatements")
+    assert job.status == "complete" and job.mode == "BATCH" and job.external_id == "stmt-2024-04"
+    assert job.end_date is not None and job.end_date.isoformat() == "2024-04-15T02:00:06+00:00"
+    with pytest.raises(ValueError, match="cannot contain"):
+        client.list_jobs(channel="a;b")
+
+
+def test_list_jobs_follows_every_page(
+    client: ExstreamClient, emulator: ExstreamEmulator, transport: CountingTransport
+) -> None:
+    for n in range(6):
+        emulator.put_job({"id": f"J-{n}", "startDate": f"2024-05-0{n + 1}T00:00:00Z"})
+    client.PAGE_SIZE = 3
+    jobs = client.list_jobs()
+    assert [job.id for job in jobs] == [FIXTURE_JOB] + [f"J-{n}" for n in range(6)]
+    offsets = [r.url.params["offset"] for r in transport.requests if r.url.path.endswith("/jobs")]
+    assert offsets == ["0", "3", "6"]
+
+
+def test_flow_steps_and_streamed_downloads(client: ExstreamClient, tmp_path: Path) -> None:
+    steps = client.flow_steps(FIXTURE_JOB)
+    assert len(steps) == 2
+    [docgen] = [step for step in steps if step.delivery_file_retrievable]
+    assert docgen.id == docgen_step_id(FIXTURE_JOB)
+    assert docgen.message_file_retrievable and docgen.step_type == "communication"
+    assert client.get_flow_step(docgen.id) == docgen
+
+    manifest = client.download_delivery_file(docgen.id, tmp_path / "out" / "manifest.xml")
+    assert manifest.read_bytes() == FIXTURE_MANIFEST.read_bytes()
+    messages = client.download_message_file(docgen.id, tmp_path / "messages.dat")
+    assert messages.read_bytes() == (FIXTURES / "jobs" / FIXTURE_JOB / "ExstreamMessages.dat").read_bytes()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["manifest.xml", "messages.dat"]
+
+
+def test_not_found_is_a_clear_error(client: ExstreamClient, tmp_path: Path) -> None:
+    with pytest.raises(ExstreamError) as caught:
+        client.get_job("NO-SUCH-JOB")
+    assert caught.value.status_code == 404
+    assert str(caught.value) == (
+        "Exstream GET /orchestration/api/v1/runtime/default/jobs/NO-SUCH-JOB failed: "
+        "HTTP 404: Not Found: Job NO-SUCH-JOB not found in domain default"
+    )
+    [input_step] = [step for step in client.flow_steps(FIXTURE_JOB) if not step.delivery_file_retrievable]
+    with pytest.raises(ExstreamError, match="has no delivery file"):
+        client.download_delivery_file(input_step.id, tmp_path / "manifest.xml")
+    assert list(tmp_path.iterdir()) == []
+    assert client.flow_steps("NO-SUCH-JOB") == []
+
+
+def test_batch_input_is_posted_and_recorded_redacted(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    body = b"CustomerId,DocumentId,Status\nC0001,DOC-1,delivered\n"
+    [started] = client.post_batch_input("push-status", body, headers={"exstream-variable-runId": "r-7"})
+    assert started["status"] == "started"
+    assert client.get_job(started["jobId"]).status == "started"
+
+    [recorded] = [e for e in emulator.inbox if e["path"] == "/orchestration/api/v1/inputs/batch/default/push-status"]
+    assert recorded["body"] == body.decode()
+    assert recorded["headers"]["content-type"] == "text/csv"
+    assert recorded["headers"]["exstream-variable-runid"] == "r-7"
+    assert recorded["headers"]["authorization"] == "Bearer [redacted]"
+    assert SECRET not in json.dumps(emulator.inbox)
+
+
+def test_a_file_body_is_streamed_and_resent_after_a_401(
+    client: ExstreamClient, emulator: ExstreamEmulator, tmp_path: Path
+) -> None:
+    csv = tmp_path / "statuses.csv"
+    csv.write_text("CustomerId,Status\n" + "".join(f"C{n:05d},delivered\n" for n in range(20_000)))
+    client.list_jobs()
+    emulator.revoke_tokens()
+    emulator.clear_inbox()
+    [started] = client.post_batch_input("push-status", csv)
+    batch_posts = [e for e in emulator.inbox if e["path"].endswith("/push-status")]
+    assert len(batch_posts) == 2
+    assert batch_posts[-1]["body"] == csv.read_text()
+    assert batch_posts[-1]["headers"]["content-length"] == str(csv.stat().st_size)
+    assert client.get_job(started["jobId"]).channel == "push-status"
+
+
+def test_reprocess_job(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    assert client.reprocess_job(FIXTURE_JOB)["status"] == "success"
+    assert client.get_job(FIXTURE_JOB).status == "started"
+    assert emulator.inbox[-1]["path"].endswith(f"/jobs/{FIXTURE_JOB}/reprocessing")
+    with pytest.raises(ExstreamError) as caught:
+        client.reprocess_job("NO-SUCH-JOB")
+    assert (caught.value.method, caught.value.status_code) == ("POST", 404)
+
+
+def test_a_job_completed_at_run_time_is_found_and_fetched(
+    client: ExstreamClient, server: ServerThread, tmp_path: Path
+) -> None:
+    [started] = client.post_batch_input("statements", b"driver")
+    job_id = started["jobId"]
+    assert job_id not in {job.id for job in client.list_jobs(statuses=["complete"])}
+
+    manifest = '<outputList customersProcessed="1"><customer><key name="CustomerId">C42</key></customer></outputList>'
+    httpx.post(f"{server.url}/_emulator/jobs", json={"id": job_id, "status": "complete", "deliveryFile": manifest})
+
+    assert job_id in {job.id for job in client.list_jobs(statuses=["complete"])}
+    [docgen] = [step for step in client.flow_steps(job_id) if step.delivery_file_retrievable]
+    assert client.download_delivery_file(docgen.id, tmp_path / "m.xml").read_text() == manifest
+
+
+def test_unreachable_server_is_an_exstream_error() -> None:
+    with (
+        ExstreamClient(
+            "http://127.0.0.1:9/orchestration",
+            "default",
+            otds_url="http://127.0.0.1:9/otdsws",
+            client_id="a",
+            client_secret="b",
+        ) as exstream,
+        pytest.raises(ExstreamError, match="ConnectError"),
+    ):
+        exstream.list_jobs()
+
+
+def settings_for(server: ServerThread) -> Settings:
+    return Settings(
+        exstream_url=f"{server.url}/orchestration",
+        otds_client_id="push",
+        otds_client_secret=SecretStr(SECRET),
+        exstream_status_channel="statuses",
+    )
+
+
+def test_client_from_settings_derives_the_otds_url(server: ServerThread) -> None:
+    with ExstreamClient.from_settings(settings_for(server)) as exstream:
+        assert exstream.otds_url == f"{server.url}/otdsws"
+        assert exstream.get_job(FIXTURE_JOB).status == "complete"
+
+
+def test_connection_block_round_trips_through_prefect(prefect_harness: None, server: ServerThread) -> None:
+    block = ExstreamConnection.from_settings(settings_for(server))
+    assert block.status_channel == "statuses"
+    block.save("test-exstream", overwrite=True)
+    loaded = ExstreamConnection.load("test-exstream")
+    assert loaded.client_secret.get_secret_value() == SECRET
+    assert SECRET not in repr(loaded)
+    with loaded.get_client() as exstream:
+        assert exstream.get_job(FIXTURE_JOB).id == FIXTURE_JOB
