@@ -238,7 +238,7 @@ class Ledger:
                 table.c.updated_at,
             )
             .where(table.c.use_case == use_case, table.c.job_id == job_id)
-            .order_by(table.c.document_id)
+            .order_by(table.c.document_id, table.c.device_id)
         )
         with self.engine.connect().execution_options(stream_results=True, yield_per=10_000) as conn:
             yield from conn.execute(statement)
