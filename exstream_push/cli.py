@@ -22,12 +22,14 @@ def configure_prefect(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
-def _as_of(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    moment = datetime.fromisoformat(value)
+def _as_of(value: str) -> datetime:
+    """``--as-of``: an ISO date-time with its zone, so a run is reproducible wherever it is started."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {value!r}") from None
     if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"--as-of needs a time zone, e.g. {value}+00:00")
+        raise argparse.ArgumentTypeError(f"needs a time zone, e.g. {value}+00:00")
     return moment
 
 
@@ -62,9 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"no such manifest: {manifest}", file=sys.stderr)
             return 2
         job_id = args.job_id or job_id_for_file(manifest)
-        result = statement_ready(manifest=str(manifest.resolve()), job_id=job_id, as_of=_as_of(args.as_of))
+        result = statement_ready(manifest=str(manifest.resolve()), job_id=job_id, as_of=args.as_of)
     else:
-        result = statement_ready(job_id=args.job, as_of=_as_of(args.as_of))
+        result = statement_ready(job_id=args.job, as_of=args.as_of)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
     source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
     statement.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
-    statement.add_argument("--as-of", help="ISO date-time with zone the run acts at (default: now)")
+    statement.add_argument("--as-of", type=_as_of, help="ISO date-time with zone the run acts at (default: now)")
     statement.set_defaults(handler=cmd_run)
 
     report = commands.add_parser("report", help="counts per use case and status")

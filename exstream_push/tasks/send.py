@@ -123,7 +123,9 @@ def send_push(messages: pd.DataFrame, use_case: str, fcm: FcmConnection) -> dict
         PushRequest(key=key, message=message) for key, message in zip(to_send["key"], to_send["message"], strict=True)
     ]
     if requests:
-        fcm.get_sender().send(requests, on_results=record)
+        sender = fcm.get_sender()
+        # Recording every `concurrency` completions bounds what a crash can repeat to twice the messages in flight.
+        sender.send(requests, on_results=record, flush_size=sender.concurrency)
     get_run_logger().info("send: %s", dict(counts))
     if configuration_errors:
         raise PushConfigurationError(

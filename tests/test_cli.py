@@ -1,0 +1,125 @@
+"""The command line: a job fetched through the Orchestration API, reports, the emulators in the foreground."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emulators.samples import write_devices, write_exstream_job
+from exstream_push.cli import main
+from tests.conftest import exstream_inbox, fcm_messages
+
+
+def _printed_json(capsys: pytest.CaptureFixture[str]) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{") :])
+
+
+def test_run_by_job_id_through_the_orchestration_api(
+    prefect_harness: None,
+    env: dict[str, str],
+    fcm,
+    exstream,
+    exstream_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    exstream.app.state.exstream.load_job_folder(write_exstream_job(exstream_data / "jobs", "JOB-CLI-1", 300, seed=5))
+    write_devices(tmp_path / "devices.csv", 300, seed=6)
+    assert main(["devices", "import", str(tmp_path / "devices.csv")]) == 0
+    capsys.readouterr()
+
+    assert main(["run", "statement-ready", "--job", "JOB-CLI-1", "--as-of", "2026-11-29T08:00:00+00:00"]) == 0
+    result = _printed_json(capsys)
+    assert result["job_id"] == "JOB-CLI-1" and result["customers"] == 300
+    assert len(fcm_messages(fcm)) == result["sent"] > 0
+    assert result["post_back"]["posted"] is True
+
+    inbox = exstream_inbox(exstream)
+    status_posts = [p for p in inbox if p["path"].endswith("/push-status")]
+    assert len(status_posts) == 1
+    assert status_posts[0]["headers"]["content-type"].startswith("text/csv")
+    assert all("exstream-push" not in json.dumps(p["headers"].get("authorization", "")) for p in inbox)
+
+    assert main(["report"]) == 0
+    text = capsys.readouterr().out
+    assert "statement-ready" in text and "no_device" in text
+
+
+def test_as_of_without_zone_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "statement-ready", "--manifest", "m.xml", "--as-of", "2026-11-29T08:00:00"])
+    assert exit_info.value.code == 2
+    assert "time zone" in capsys.readouterr().err
+
+
+def test_missing_manifest_is_a_clear_error(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "statement-ready", "--manifest", "/nonexistent/_STDDELIVERYFILE.xml"]) == 2
+    assert "no such manifest" in capsys.readouterr().err
+
+
+def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
+    from emulators.server import free_port
+
+    fcm_port, exstream_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exstream_push.cli",
+            "emulate",
+            "--fcm-port",
+            str(fcm_port),
+            "--exstream-port",
+            str(exstream_port),
+            "--faults",
+            "503=1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EXSTREAM_PUSH_HOME": str(tmp_path)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{fcm_port}/_emulator/stats").raise_for_status()
+                httpx.get(f"http://127.0.0.1:{exstream_port}/_emulator/inbox").raise_for_status()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        answer = httpx.post(
+            f"http://127.0.0.1:{fcm_port}/v1/projects/p/messages:send", json={"message": {"token": "t"}}
+        )
+        assert answer.status_code == 503  # --faults reached the FCM emulator
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert f"EXSTREAM_PUSH_FCM_URL=http://127.0.0.1:{fcm_port}" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (
+        [],
+        ["demo"],
+        ["emulate"],
+        ["devices", "import"],
+        ["links", "verify"],
+        ["run", "statement-ready"],
+        ["report"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: exstream-push" in capsys.readouterr().out

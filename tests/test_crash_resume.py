@@ -1,0 +1,98 @@
+"""SIGKILL in the middle of sending, then run again: every eligible message goes out, repeats only from the wire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from emulators.samples import write_devices, write_manifest
+from exstream_push.content.links import document_ref
+from exstream_push.ledger import Notification
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import get_settings
+from tests.conftest import fcm_messages
+from tests.oracle import read_scenario
+
+CUSTOMERS = 2_500
+JOB_ID = "JOB-CRASH-1"
+CONCURRENCY = 8
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "exstream_push.cli", *args]
+
+
+def test_kill_mid_run_then_resume_sends_what_was_missing(
+    prefect_harness: None, env: dict[str, str], fcm, exstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    manifest, devices = tmp_path / "_STDDELIVERYFILE.xml", tmp_path / "devices.csv"
+    write_manifest(manifest, CUSTOMERS, seed=31, job_id=JOB_ID)
+    write_devices(devices, CUSTOMERS, seed=32)
+    expected = read_scenario(manifest, devices, JOB_ID)
+    child_env = {
+        **os.environ,
+        **env,
+        "EXSTREAM_PUSH_FCM_CONCURRENCY": str(CONCURRENCY),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+    }
+    subprocess.run(_cli("devices", "import", str(devices)), env=child_env, check=True, capture_output=True)
+
+    fcm.app.state.fcm.latency = 0.02  # slow enough that the kill lands mid-send
+    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", JOB_ID)
+    process = subprocess.Popen(
+        run, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(fcm_messages(fcm)) < 400:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    accepted_at_kill = len(fcm_messages(fcm))
+    assert accepted_at_kill < len(expected.accepted), "the kill came too late to test anything"
+
+    monkeypatch.setenv("EXSTREAM_PUSH_DATABASE_URL", env["EXSTREAM_PUSH_DATABASE_URL"])
+    with ledger_for(get_settings()).engine.connect() as conn:
+        unconfirmed = {
+            (document_id, device_id)
+            for document_id, device_id in conn.execute(
+                select(Notification.document_id, Notification.device_id).where(Notification.status == "pending")
+            )
+        }
+
+    fcm.app.state.fcm.latency = 0.0
+    resumed = subprocess.run(run, env=child_env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    key = get_settings().link_key
+    refs = {document_ref(key, "statement-ready", d): d for d in expected.documents}
+    device_of = {token: device for device, token in expected.tokens.items()}
+    copies: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for message in fcm_messages(fcm):
+        copies[(refs[message["data"]["document_ref"]], device_of[message["token"]])].append(message)
+
+    assert set(copies) == expected.accepted
+    repeats = {pair: sent for pair, sent in copies.items() if len(sent) > 1}
+    # Only messages on the wire, or answered but not yet recorded (outcomes are written every CONCURRENCY
+    # completions), when the process died may repeat.
+    assert set(repeats) <= unconfirmed
+    assert len(repeats) <= 2 * CONCURRENCY
+    assert all(len(sent) == 2 for sent in repeats.values())
+    for sent in repeats.values():
+        first, again = sent
+        assert first["android"]["collapse_key"] == again["android"]["collapse_key"]
+        assert first["apns"]["headers"]["apns-collapse-id"] == again["apns"]["headers"]["apns-collapse-id"]
+        assert first["webpush"]["headers"]["Topic"] == again["webpush"]["headers"]["Topic"]
