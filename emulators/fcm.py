@@ -76,9 +76,7 @@ INVALID_TOKEN = Reply(
 )
 QUOTA_EXCEEDED = Reply(
     429,
-    _error_body(
-        429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Send messages'.", "QUOTA_EXCEEDED"
-    ),
+    _error_body(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Send messages'.", "QUOTA_EXCEEDED"),
     RETRY_AFTER,
 )
 UNAVAILABLE = Reply(
@@ -96,9 +94,7 @@ def check_faults(faults: Mapping[int, float]) -> dict[int, float]:
     """Reject rates that could not be drawn from one uniform number per request."""
     for code, rate in faults.items():
         if code not in FAULT_CODES:
-            raise ValueError(
-                f"unknown fault code {code!r}: allowed codes are {', '.join(map(str, FAULT_CODES))}"
-            )
+            raise ValueError(f"unknown fault code {code!r}: allowed codes are {', '.join(map(str, FAULT_CODES))}")
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault rate for {code} is {rate!r}: it must be between 0 and 1")
     total = math.fsum(faults.values())
@@ -135,9 +131,7 @@ def _validation_error(body: Any) -> str | None:
         return "Invalid JSON payload received. The request body must be a JSON object."
     unknown_fields = body.keys() - KNOWN_BODY_FIELDS
     if unknown_fields:
-        return (
-            f"Invalid JSON payload received. Unknown name {sorted(unknown_fields)[0]!r}: Cannot find field."
-        )
+        return f"Invalid JSON payload received. Unknown name {sorted(unknown_fields)[0]!r}: Cannot find field."
     message = body.get("message")
     if not isinstance(message, dict):
         return "Invalid JSON payload received. 'message' must be a JSON object."
@@ -179,9 +173,7 @@ class FcmEmulatorState:
         self.faults = check_faults(faults or {})
         self.latency = latency
         self.seed = seed
-        self._fault_thresholds = list(
-            zip(itertools.accumulate(self.faults.values()), self.faults.keys(), strict=True)
-        )
+        self._fault_thresholds = list(zip(itertools.accumulate(self.faults.values()), self.faults.keys(), strict=True))
         # Message ids stay unique across resets and emulator restarts, as a ledger keyed by them expects.
         self._run_id = secrets.token_hex(4)
         self._message_numbers = itertools.count(1)
@@ -210,9 +202,7 @@ class FcmEmulatorState:
         self.requests += 1
         reply = self._decide(raw_body)
         if reply is None:
-            return Reply(
-                200, orjson.dumps({"name": f"projects/{project}/messages/{self._next_message_id()}"})
-            )
+            return Reply(200, orjson.dumps({"name": f"projects/{project}/messages/{self._next_message_id()}"}))
         self.rejected[reply.status] = self.rejected.get(reply.status, 0) + 1
         return reply
 
@@ -282,9 +272,7 @@ async def show_stats(request: Request) -> Response:
     return _json(orjson.dumps(request.app.state.fcm.stats()))
 
 
-def create_fcm_app(
-    faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None
-) -> Starlette:
+def create_fcm_app(faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None) -> Starlette:
     """The emulator as an ASGI app; run it with `emulators.server.ServerThread` or uvicorn."""
     app = Starlette(
         routes=[

@@ -145,7 +145,9 @@ def write_exstream_job(
     write_manifest(folder / "_STDDELIVERYFILE.xml", customers, seed=seed, job_id=job_id)
     write_message_file(folder / "ExstreamMessages.dat", job_id, customers)
     (folder / "job.json").write_text(
-        json.dumps({"status": "complete", "channel": channel, "mode": "BATCH", "flowModelType": "COMMUNICATION"}, indent=2)
+        json.dumps(
+            {"status": "complete", "channel": channel, "mode": "BATCH", "flowModelType": "COMMUNICATION"}, indent=2
+        )
         + "\n",
         encoding="utf-8",
     )

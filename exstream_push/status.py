@@ -6,14 +6,37 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
+    """A notification's (or a rejected input record's) status."""
+
     PENDING = "pending"  # claimed in the ledger, not yet confirmed by the provider
     SENT = "sent"
     FAILED = "failed"  # permanent; reason holds the provider's error code
     SKIPPED = "skipped"
     QUARANTINED = "quarantined"
+    DEFERRED = "deferred"  # inside the device's quiet hours; not_before says when it may go
 
 
-FINAL_STATUSES = frozenset({Status.SENT, Status.FAILED, Status.SKIPPED, Status.QUARANTINED})
+class DocumentState(StrEnum):
+    """Where a document stands in its use case's life, beside its notifications' statuses."""
+
+    OPEN = "open"
+    PAID = "paid"
+    ACKNOWLEDGED = "acknowledged"
+    ACTION_COMPLETED = "action_completed"
+    ESCALATED = "escalated"  # handed back to Exstream for a formal letter
+    PRINT_FALLBACK = "print_fallback"  # handed back to Exstream for a printed reminder
+    EXPIRED = "expired"  # past its deadline: nothing more is sent
+    REISSUE_REQUESTED = "reissue_requested"
+
+
+class EngagementType(StrEnum):
+    """What a customer did with a push or a document, in the order a document's life moves forward."""
+
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    DOCUMENT_ACCESSED = "document_accessed"
+    ACKNOWLEDGED = "acknowledged"
+    ACTION_COMPLETED = "action_completed"
 
 
 class SkipReason(StrEnum):
@@ -21,6 +44,9 @@ class SkipReason(StrEnum):
     OPTED_OUT = "opted_out"
     CATEGORY_OPTED_OUT = "category_opted_out"
     DUPLICATE = "duplicate"
+    PAID = "paid"
+    FREQUENCY_CAPPED = "frequency_capped"
+    CLOSED = "closed"  # acknowledged, completed or escalated before this reminder was due
 
 
 class QuarantineReason(StrEnum):
@@ -35,6 +61,10 @@ class UseCase(StrEnum):
     """Slugs used in the ledger, the CLI and reports."""
 
     STATEMENT_READY = "statement-ready"
+    PAYMENT_REMINDERS = "payment-reminders"
+    POLICY_CHANGE = "policy-change"
+    DELIVERY_EXCEPTIONS = "delivery-exceptions"
+    ACTION_REQUIRED = "action-required"
 
 
 class PushStatus(StrEnum):

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from blocks.fcm import FcmConnection
 from prefect import flow
 from prefect.runtime import flow_run
 
 from blocks.exstream import ExstreamConnection
+from blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
 from exstream_push.tasks.extract import (
@@ -70,9 +70,9 @@ def statement_ready(
         extracted = extract_manifest(source, USE_CASE)
         totals.update(customers=extracted.customers, quarantined=extracted.quarantined, duplicates=extracted.duplicates)
         for batch in extracted.batches:
-            recipients = segment_recipients(batch, USE_CASE, CATEGORY)
+            recipients = segment_recipients(batch, USE_CASE, CATEGORY, as_of)
             messages = render_messages(recipients, USE_CASE, CATEGORY, as_of)
-            totals.update(send_push(messages, USE_CASE, fcm))
+            totals.update(send_push(messages, USE_CASE, fcm, as_of))
     posted = post_outcomes(USE_CASE, job_id, exstream)
     publish_run_summary(USE_CASE, job_id, dict(totals))
     shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)

@@ -118,10 +118,7 @@ def test_send_accepts_every_target_and_lists_messages_as_received(client: httpx.
 
 def test_authorization_header_is_optional(client: httpx.Client) -> None:
     body = {"message": {"token": "device-1"}}
-    assert (
-        client.post(SEND_PATH, json=body, headers={"Authorization": "Bearer ya29.anything"}).status_code
-        == 200
-    )
+    assert client.post(SEND_PATH, json=body, headers={"Authorization": "Bearer ya29.anything"}).status_code == 200
     assert client.post(SEND_PATH, json=body).status_code == 200
 
 
@@ -179,9 +176,7 @@ def test_invalid_requests_get_invalid_argument(client: httpx.Client, raw_body: b
 
 
 @pytest.mark.parametrize(("fill", "status"), [(4096, 200), (4097, 400)])
-def test_message_size_limit_counts_the_serialized_message(
-    client: httpx.Client, fill: int, status: int
-) -> None:
+def test_message_size_limit_counts_the_serialized_message(client: httpx.Client, fill: int, status: int) -> None:
     overhead = len(orjson.dumps({"token": "d", "data": {"x": ""}}))
     message = {"token": "d", "data": {"x": "y" * (fill - overhead)}}
     assert len(orjson.dumps(message)) == fill
@@ -251,9 +246,7 @@ def test_prefix_faults_do_not_apply_to_topics(client: httpx.Client) -> None:
     ("code", "error_code", "retry_after"),
     [(429, "QUOTA_EXCEEDED", "1"), (503, "UNAVAILABLE", "1"), (500, "INTERNAL", None)],
 )
-def test_random_fault_at_rate_one_hits_every_send(
-    code: int, error_code: str, retry_after: str | None
-) -> None:
+def test_random_fault_at_rate_one_hits_every_send(code: int, error_code: str, retry_after: str | None) -> None:
     with (
         ServerThread(create_fcm_app(faults={code: 1.0})) as server,
         httpx.Client(base_url=server.url) as http,
@@ -364,9 +357,7 @@ def sdk_app(server: ServerThread, client: httpx.Client) -> Iterator[firebase_adm
 
 
 def test_sdk_send_reaches_the_emulator(sdk_app: firebase_admin.App, client: httpx.Client) -> None:
-    message = messaging.Message(
-        fid="device-1", data={"ref": "a1"}, notification=messaging.Notification("Ready")
-    )
+    message = messaging.Message(fid="device-1", data={"ref": "a1"}, notification=messaging.Notification("Ready"))
 
     name = messaging.send(message, app=sdk_app)
 
@@ -447,9 +438,7 @@ def test_sdk_error_parser_maps_every_fault(
     response = asyncio.run(post())
     error = httpx.HTTPStatusError("FCM refused", request=response.request, response=response)
 
-    mapped = _utils.handle_platform_error_from_httpx(
-        error, messaging._MessagingService._build_fcm_error_httpx
-    )
+    mapped = _utils.handle_platform_error_from_httpx(error, messaging._MessagingService._build_fcm_error_httpx)
 
     assert type(mapped) is exception_type
     assert mapped.http_response is response

@@ -1,8 +1,8 @@
 """Jinja2 templates per use case, document type and locale, each with a ``title`` and a ``body`` block.
 
-Lookup: ``{use_case}/{type}.{locale}.j2``, then the language alone (``fr-CA`` → ``fr``), then English, then the
-same for ``generic``. Templates see only the document type, never customer data, so one rendering serves every
-recipient with the same (type, locale).
+Lookup: ``{use_case}/{template}.{locale}.j2`` (the template is the document type, or a reminder's stage), then
+the language alone (``fr-CA`` → ``fr``), then English, then the same for ``generic``. Templates see only the
+document type, never customer data, so one rendering serves every recipient with the same (template, locale).
 """
 
 from __future__ import annotations
@@ -44,16 +44,19 @@ class TemplateRenderer:
         )
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
 
-    def render(self, use_case: str, document_type: str, locale: str | None, **context: str) -> tuple[str, str]:
-        """(title, body) for one document type and locale; cached, since recipients share them."""
-        return self._render(use_case, document_type, locale, tuple(sorted(context.items())))
+    def render(
+        self, use_case: str, template: str, locale: str | None, document_type: str | None = None
+    ) -> tuple[str, str]:
+        """(title, body) for one template (a document type or a reminder stage) and locale; cached, since
+        recipients share them. ``document_type`` defaults to the template name."""
+        return self._render(use_case, template, locale, document_type or template)
 
     def _render_uncached(
-        self, use_case: str, document_type: str, locale: str | None, context: tuple[tuple[str, str], ...]
+        self, use_case: str, template_name: str, locale: str | None, document_type: str
     ) -> tuple[str, str]:
         names = [
             f"{use_case}/{kind}.{candidate}.j2"
-            for kind in (_normalise_type(document_type), "generic")
+            for kind in (_normalise_type(template_name), "generic")
             for candidate in _locale_chain(locale)
         ]
         try:
@@ -63,7 +66,6 @@ class TemplateRenderer:
         variables = {
             "document_type": document_type,
             "document_label": document_type.replace("_", " ").strip().lower(),
-            **dict(context),
         }
         rendered_context = template.new_context(variables)
         title = "".join(template.blocks["title"](rendered_context)).strip()

@@ -39,26 +39,33 @@ class Document(SQLModel, table=True):
     document_type: str
     locale: str | None = None
     ref: str = Field(index=True, unique=True)
-    attributes: str | None = None
+    attributes: str | None = Field(default=None, sa_column=Column(Text))
     first_seen_at: datetime
+    state: str = "open"
+    state_changed_at: datetime | None = None
 
 
 class Notification(SQLModel, table=True):
-    """One per (use case, document, device); its key is the idempotency key claimed before sending.
+    """One per (use case, document, device, stage); its key is the idempotency key claimed before sending.
 
     A document with no device to reach gets one row with an empty device_id, so every document is accounted for.
+    ``stage`` is empty for a one-off notice and names the reminder (``due_soon``, ``+3d``…) otherwise; ``as_of``
+    is the moment the deciding run acted at, which frequency caps count by.
     """
 
     key: str = Field(primary_key=True)
     use_case: str = Field(index=True)
     document_id: str = Field(index=True)
     job_id: str = Field(index=True)
-    customer_id: str
+    customer_id: str = Field(index=True)
     device_id: str
+    stage: str = ""
     status: str = Field(index=True)
     reason: str | None = None
     provider_message_id: str | None = None
     attempts: int = 0
+    as_of: datetime | None = None
+    not_before: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -94,3 +101,43 @@ class PostBack(SQLModel, table=True):
     rows: int
     response: str | None = Field(default=None, sa_column=Column(Text))
     posted_at: datetime
+
+
+class EngagementEvent(SQLModel, table=True):
+    """What a customer did with a push or a document; stored once per event_id."""
+
+    event_id: str = Field(primary_key=True)
+    type: str = Field(index=True)
+    use_case: str | None = Field(default=None, index=True)
+    document_id: str = Field(index=True)
+    customer_id: str
+    device_id: str | None = None
+    occurred_at: datetime
+    received_at: datetime
+
+
+class DeliveryException(SQLModel, table=True):
+    """A document Exstream failed to deliver (print, e-mail, rejected), deduplicated by its source's identity."""
+
+    dedup_key: str = Field(primary_key=True)
+    job_id: str = Field(index=True)
+    channel: str
+    failure_class: str
+    document_id: str | None = None
+    customer_ref: str | None = None  # masked: enough for operations to find the case, not to identify anyone
+    document_type: str | None = None
+    source: str  # job_status | message_file | tracking_event
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    next_action: str
+    state: str = "open"
+    occurred_at: datetime
+    recorded_at: datetime
+    alert_key: str | None = None  # the operations push that covered it
+
+
+class Watermark(SQLModel, table=True):
+    """How far a poller has read (jobs ended since…, events after…), so a restart neither misses nor repeats."""
+
+    name: str = Field(primary_key=True)
+    value: str
+    updated_at: datetime

@@ -21,9 +21,68 @@ from exstream_push.status import Status
 _CHUNK = 2_000
 
 
-def notification_key(use_case: str, document_id: str, device_id: str) -> str:
+def notification_key(use_case: str, document_id: str, device_id: str, stage: str = "") -> str:
     """The idempotency key: stable across runs, processes and machines."""
-    return hashlib.sha256(f"{use_case}\x1f{document_id}\x1f{device_id}".encode()).hexdigest()[:32]
+    parts = [use_case, document_id, device_id, *([stage] if stage else [])]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def notification_rows(
+    frame: pd.DataFrame,
+    use_case: str,
+    status: str,
+    *,
+    reason: str | Sequence[str | None] | None = None,
+    as_of: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Ledger rows for a frame of (document, device) pairs, the one place their shape is spelled out.
+
+    The frame needs ``document_id``, ``job_id`` and ``customer_id``; ``device_id`` (missing or NaN: no device),
+    ``stage``, ``key`` and ``not_before`` are used when present.
+    """
+    now = utcnow()
+    count = len(frame)
+    devices = frame["device_id"].fillna("") if "device_id" in frame else [""] * count
+    stages = frame["stage"].fillna("") if "stage" in frame else [""] * count
+    reasons = [reason] * count if reason is None or isinstance(reason, str) else list(reason)
+    not_before = frame["not_before"] if "not_before" in frame else [None] * count
+    keys = (
+        frame["key"]
+        if "key" in frame
+        else [
+            notification_key(use_case, document_id, device_id, stage)
+            for document_id, device_id, stage in zip(frame["document_id"], devices, stages, strict=True)
+        ]
+    )
+    return [
+        {
+            "key": key,
+            "use_case": use_case,
+            "document_id": document_id,
+            "job_id": job_id,
+            "customer_id": customer_id,
+            "device_id": device_id,
+            "stage": stage,
+            "status": status,
+            "reason": row_reason,
+            "attempts": 0,
+            "as_of": as_of,
+            "not_before": None if pd.isna(later) else later,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for key, document_id, job_id, customer_id, device_id, stage, row_reason, later in zip(
+            keys,
+            frame["document_id"],
+            frame["job_id"],
+            frame["customer_id"],
+            devices,
+            stages,
+            reasons,
+            not_before,
+            strict=True,
+        )
+    ]
 
 
 def utcnow() -> datetime:

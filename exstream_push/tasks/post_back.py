@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,37 +59,57 @@ def _document_row(
     return [document_id, customer_id, PushStatus.NOT_NOTIFIED, reason, 0, _iso(latest)]
 
 
-@task(name="post-outcomes-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def post_outcomes(use_case: str, job_id: str, exstream: ExstreamConnection) -> dict[str, Any]:
-    """Writes the CSV to disk (it can be millions of rows), then posts it once; an identical re-post is skipped."""
+def post_driver_file(
+    exstream: ExstreamConnection, channel: str, job_id: str, header: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> dict[str, Any]:
+    """Write a CSV driver file to disk (it can be millions of rows), then post it to a batch-input channel once.
+
+    The digest covers every column but the last (a timestamp), so the same content for the same job and channel
+    is never posted twice, whoever asks. Returns ``rows`` and ``posted``.
+    """
     settings = get_settings()
     ledger = ledger_for(settings)
-    channel = exstream.status_channel
     settings.home.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    rows = notified = 0
+    count = 0
     with tempfile.NamedTemporaryFile(
         "w", newline="", suffix=".csv", dir=settings.home, delete=False, encoding="utf-8"
     ) as handle:
         path = Path(handle.name)
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(PUSH_STATUS_HEADER)
-        for row in push_status_rows(use_case, job_id):
+        writer.writerow(header)
+        for row in rows:
             writer.writerow(row)
-            digest.update(repr(row[:5]).encode())
-            rows += 1
-            notified += row[2] == PushStatus.NOTIFIED
+            digest.update(repr([str(value) for value in row[:-1]]).encode())
+            count += 1
     try:
-        summary = {"channel": channel, "rows": rows, "notified": notified, "not_notified": rows - notified}
-        fingerprint = digest.hexdigest()
         logger = get_run_logger()
+        fingerprint = digest.hexdigest()
+        if count == 0:
+            logger.info("job %s: nothing to post to %s", job_id, channel)
+            return {"channel": channel, "rows": 0, "posted": False}
         if ledger.already_posted(channel, job_id, fingerprint):
-            logger.info("job %s: the same outcome was already posted to %s; not posting again", job_id, channel)
-            return {**summary, "posted": False}
+            logger.info("job %s: the same file was already posted to %s; not posting again", job_id, channel)
+            return {"channel": channel, "rows": count, "posted": False}
         with exstream.get_client() as client:
             response = client.post_batch_input(channel, path, content_type="text/csv")
-        ledger.record_post_back(channel, job_id, fingerprint, rows, repr(response)[:2000])
-        logger.info("job %s: %d document outcomes posted to Exstream channel %s", job_id, rows, channel)
-        return {**summary, "posted": True}
+        ledger.record_post_back(channel, job_id, fingerprint, count, repr(response)[:2000])
+        logger.info("job %s: %d rows posted to Exstream channel %s", job_id, count, channel)
+        return {"channel": channel, "rows": count, "posted": True}
     finally:
         path.unlink(missing_ok=True)
+
+
+@task(name="post-outcomes-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def post_outcomes(use_case: str, job_id: str, exstream: ExstreamConnection) -> dict[str, Any]:
+    """One row per document, so Exstream can fall back to e-mail or print for those push did not reach."""
+    notified = 0
+
+    def counted() -> Iterator[list[Any]]:
+        nonlocal notified
+        for row in push_status_rows(use_case, job_id):
+            notified += row[2] == PushStatus.NOTIFIED
+            yield row
+
+    summary = post_driver_file(exstream, exstream.status_channel, job_id, PUSH_STATUS_HEADER, counted())
+    return {**summary, "notified": notified, "not_notified": summary["rows"] - notified}

@@ -14,7 +14,7 @@ from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES, build_message, encod
 from exstream_push.content.guard import find_leak
 from exstream_push.content.links import signed_link
 from exstream_push.content.templates import TemplateRenderer
-from exstream_push.ledger.store import utcnow
+from exstream_push.ledger.store import notification_rows
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import QuarantineReason, Status
@@ -32,7 +32,11 @@ def render_messages(
     extra_keys: Sequence[str] = (),
     priority: str = "normal",
 ) -> pd.DataFrame:
-    """Adds ``message`` (a firebase_admin ``messaging.Message``); guard or size failures are quarantined."""
+    """Adds ``message`` (a firebase_admin ``messaging.Message``); guard or size failures are quarantined.
+
+    The template is chosen by document type, or by a ``template`` column when the rows have one (a reminder's
+    stage); a ``priority`` column overrides ``priority`` per row.
+    """
     settings = get_settings()
     renderer = TemplateRenderer(settings.templates_dir)
     key = settings.link_key
@@ -42,8 +46,11 @@ def render_messages(
 
     messages: list[object] = []
     problems: list[str | None] = []
-    for row, locale in zip(recipients.itertuples(index=False), locales, strict=True):
-        title, body = renderer.render(use_case, row.document_type, locale)
+    templates = recipients["template"] if "template" in recipients else recipients["document_type"]
+    priorities = recipients["priority"] if "priority" in recipients else [priority] * len(recipients)
+    rows = zip(recipients.itertuples(index=False), locales, templates, priorities, strict=True)
+    for row, locale, template, row_priority in rows:
+        title, body = renderer.render(use_case, template, locale, document_type=row.document_type)
         data = {
             "use_case": use_case,
             "category": category,
@@ -53,7 +60,7 @@ def render_messages(
         }
         leak = find_leak(title, body, data, (getattr(row, column) for column in guarded))
         message = build_message(
-            token=row.token, title=title, body=body, data=data, collapse_key=row.key, priority=priority
+            token=row.token, title=title, body=body, data=data, collapse_key=row.key, priority=row_priority
         )
         if leak is None and encoded_size(message) > MAX_PAYLOAD_BYTES:
             leak = f"{QuarantineReason.PAYLOAD_TOO_LARGE}: over FCM's {MAX_PAYLOAD_BYTES}-byte limit"
@@ -63,24 +70,9 @@ def render_messages(
     rendered = recipients.assign(message=messages, problem=problems)
     rejected = rendered[rendered["problem"].notna()]
     if len(rejected):
-        now = utcnow()
+        reasons = [_reason_code(problem) for problem in rejected["problem"]]
         ledger_for(settings).record_final(
-            [
-                {
-                    "key": row.key,
-                    "use_case": use_case,
-                    "document_id": row.document_id,
-                    "job_id": row.job_id,
-                    "customer_id": row.customer_id,
-                    "device_id": row.device_id,
-                    "status": Status.QUARANTINED,
-                    "reason": _reason_code(row.problem),
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for row in rejected.itertuples(index=False)
-            ]
+            notification_rows(rejected, use_case, Status.QUARANTINED, reason=reasons, as_of=as_of)
         )
     return rendered[rendered["problem"].isna()].drop(columns=["problem"]).reset_index(drop=True)
 

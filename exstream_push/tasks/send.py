@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
 import pandas as pd
-from blocks.fcm import FcmConnection
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from blocks.fcm import FcmConnection
 from exstream_push.connectors.fcm import PushRequest, PushResult
-from exstream_push.ledger.store import utcnow
+from exstream_push.ledger.store import notification_rows
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Status
@@ -38,7 +39,9 @@ def _no_retry_on_configuration(task: object, task_run: object, state: object) ->
     retry_condition_fn=_no_retry_on_configuration,
     cache_policy=NO_CACHE,
 )
-def send_push(messages: pd.DataFrame, use_case: str, fcm: FcmConnection) -> dict[str, int]:
+def send_push(
+    messages: pd.DataFrame, use_case: str, fcm: FcmConnection, as_of: datetime | None = None
+) -> dict[str, int]:
     """Returns counts by outcome. Re-running a batch sends only keys still ``pending`` in the ledger.
 
     Outcomes are written in small groups while the rest are in flight, so a crash can repeat only the messages
@@ -46,24 +49,7 @@ def send_push(messages: pd.DataFrame, use_case: str, fcm: FcmConnection) -> dict
     device still shows one.
     """
     ledger = ledger_for(get_settings())
-    now = utcnow()
-    owed = ledger.claim(
-        [
-            {
-                "key": row.key,
-                "use_case": use_case,
-                "document_id": row.document_id,
-                "job_id": row.job_id,
-                "customer_id": row.customer_id,
-                "device_id": row.device_id,
-                "status": Status.PENDING,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for row in messages[["key", "document_id", "job_id", "customer_id", "device_id"]].itertuples(index=False)
-        ]
-    )
+    owed = ledger.claim(notification_rows(messages, use_case, Status.PENDING, as_of=as_of))
     to_send = messages[messages["key"].isin(owed)]
     device_of = dict(zip(to_send["key"], to_send["device_id"], strict=True))
     counts: Counter[str] = Counter(already_done=len(messages) - len(to_send))

@@ -1,0 +1,162 @@
+"""How fast do messages leave: our aiohttp ``FcmSender`` against firebase-admin's own ``send_each_async``.
+
+Both send the same firebase-admin messages to the FCM emulator, which runs in a process of its own so the server
+does not compete with the client for one GIL. Run from the repository root:
+
+    .venv/bin/python benchmarks/fcm_transport.py --messages 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from firebase_admin import messaging
+
+from emulators.server import free_port
+from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message, firebase_app_at
+
+PROJECT = "benchmark-project"
+SDK_BATCH = 500  # send_each_async takes at most 500 messages per call
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    messages: int
+    accepted: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+@contextmanager
+def emulator_process() -> Iterator[str]:
+    """The FCM emulator under uvicorn in a child process; yields its URL once it answers."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "emulators.fcm:create_fcm_app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+        "--lifespan", "off",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, cwd=REPOSITORY)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/_emulator/stats").raise_for_status()
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the FCM emulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def notices(count: int, run: str) -> list[messaging.Message]:
+    """Realistic "your statement is ready" pushes: opaque reference, portal link, collapse key."""
+    return [
+        build_message(
+            token=f"{run}-device-{n:06d}",
+            title="Your statement is ready",
+            body="Your new account statement is available. Open the app to view it.",
+            data={
+                "use_case": "statement_ready",
+                "document_ref": f"ref-{n:08x}",
+                "deep_link": f"https://portal.example.com/documents/ref-{n:08x}?sig=0123456789abcdef",
+            },
+            collapse_key=f"statement-ready-{n:08x}",
+        )
+        for n in range(count)
+    ]
+
+
+def accepted_since_reset(url: str) -> int:
+    return httpx.get(f"{url}/_emulator/stats").json()["accepted"]
+
+
+def reset(url: str) -> None:
+    httpx.delete(f"{url}/_emulator/messages").raise_for_status()
+
+
+def run_fcm_sender(url: str, count: int, concurrency: int) -> Run:
+    requests = [PushRequest(key=str(n), message=message) for n, message in enumerate(notices(count, "ours"))]
+    sender = FcmSender(base_url=url, project_id=PROJECT, concurrency=concurrency)
+    reset(url)
+    started = time.perf_counter()
+    results = sender.send(requests)
+    seconds = time.perf_counter() - started
+    failed = sum(not result.ok for result in results)
+    if failed:
+        raise RuntimeError(f"FcmSender: {failed} of {count} messages failed")
+    return Run(f"FcmSender (aiohttp, {concurrency} concurrent)", count, accepted_since_reset(url), seconds)
+
+
+def run_firebase_admin(url: str, count: int) -> tuple[Run, Run | None]:
+    """The whole run, and the run without its first call, which pays alone for opening the connections."""
+    messages = notices(count, "sdk")
+    call_seconds: list[float] = []
+
+    async def send_all() -> int:
+        succeeded = 0
+        async with firebase_app_at(url, PROJECT, name="benchmark-baseline") as app:
+            for start in range(0, count, SDK_BATCH):
+                call_started = time.perf_counter()
+                batch = await messaging.send_each_async(messages[start : start + SDK_BATCH], app=app)
+                call_seconds.append(time.perf_counter() - call_started)
+                succeeded += batch.success_count
+        return succeeded
+
+    reset(url)
+    started = time.perf_counter()
+    succeeded = asyncio.run(send_all())
+    seconds = time.perf_counter() - started
+    if succeeded != count:
+        raise RuntimeError(f"firebase-admin: {count - succeeded} of {count} messages failed")
+    name = f"firebase-admin send_each_async ({SDK_BATCH} per call)"
+    whole = Run(name, count, accepted_since_reset(url), seconds)
+    if len(call_seconds) < 2:
+        return whole, None
+    later = count - min(SDK_BATCH, count)
+    return whole, Run("  the same without its first call", later, later, sum(call_seconds[1:]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per client (default 20000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="FcmSender requests in flight (default 64)")
+    args = parser.parse_args(argv)
+
+    with emulator_process() as url:
+        ours = run_fcm_sender(url, args.messages, args.concurrency)
+        sdk, sdk_warm = run_firebase_admin(url, args.messages)
+    for run in (ours, sdk):
+        if run.accepted != run.messages:
+            raise RuntimeError(f"{run.name}: the emulator accepted {run.accepted} of {run.messages}")
+    for run in (ours, sdk, sdk_warm):
+        if run is not None:
+            print(f"{run.name:<48} {run.rate:>8,.0f} msg/s  ({run.messages:,} in {run.seconds:.1f} s)")
+    print(f"{'ratio':<48} {ours.rate / sdk.rate:>8.1f} x")
+    if sdk_warm is not None:
+        print(f"{'  without its first call':<48} {ours.rate / sdk_warm.rate:>8.1f} x")
+    print(f"command: {shlex.join(sys.orig_argv)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The FCM connection as a Prefect block, so a deployment loads its endpoint and service account by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import google.auth.credentials
+from google.oauth2 import service_account
+from prefect.blocks.core import Block
+from prefect.blocks.fields import SecretDict
+from pydantic import Field, model_validator
+
+from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender
+
+if TYPE_CHECKING:
+    from exstream_push.settings import Settings
+
+
+class FcmConnection(Block):
+    """Where FCM lives, which project sends, and the service account to send as (like prefect-gcp's
+    GcpCredentials: the key's contents or a path to it; neither means ``GOOGLE_APPLICATION_CREDENTIALS`` or,
+    against an emulator, no credentials at all)."""
+
+    _block_type_name = "FCM Connection"
+    _description = "Firebase Cloud Messaging endpoint, project and service account for exstream-push."
+
+    url: str = Field(
+        default="https://fcm.googleapis.com",
+        description="FCM base URL; messages go to {url}/v1/projects/{project_id}/messages:send.",
+    )
+    project_id: str = Field(description="Firebase project that sends the messages.")
+    service_account_info: SecretDict | None = Field(
+        default=None, description="Contents of the service account JSON key."
+    )
+    service_account_file: Path | None = Field(
+        default=None, description="Path to the service account JSON key on the machine that runs the flow."
+    )
+    concurrency: int = Field(default=64, ge=1, le=1000, description="Requests in flight at once.")
+    max_attempts: int = Field(default=5, ge=1, description="Attempts per message, the first included.")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> FcmConnection:
+        if self.service_account_info is not None and self.service_account_file is not None:
+            raise ValueError("give service_account_info or service_account_file, not both")
+        return self
+
+    def get_credentials(self) -> google.auth.credentials.Credentials | None:
+        if self.service_account_info is not None:
+            return service_account.Credentials.from_service_account_info(
+                self.service_account_info.get_secret_value(), scopes=[FCM_SCOPE]
+            )
+        if self.service_account_file is not None:
+            return service_account.Credentials.from_service_account_file(
+                str(self.service_account_file.expanduser()), scopes=[FCM_SCOPE]
+            )
+        return None
+
+    def get_sender(self) -> FcmSender:
+        return FcmSender(
+            base_url=self.url,
+            project_id=self.project_id,
+            credentials=self.get_credentials(),
+            concurrency=self.concurrency,
+            max_attempts=self.max_attempts,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FcmConnection:
+        return cls(
+            url=settings.fcm_url,
+            project_id=settings.fcm_project,
+            concurrency=settings.fcm_concurrency,
+            max_attempts=settings.fcm_max_attempts,
+        )

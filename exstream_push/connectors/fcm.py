@@ -1,0 +1,567 @@
+"""Firebase Cloud Messaging: firebase-admin's message model, encoder and errors on a fast transport of ours.
+
+firebase-admin 7.7 models and validates messages well, but its ``send_each_async`` manages a few hundred
+messages/s here (benchmarks/fcm_transport.py), retries neither 429 nor connection errors, ignores
+``Retry-After`` and cannot be pointed at an emulator. So messages are built and encoded by the SDK and posted
+by aiohttp (10-25x faster), and failures come back as the very exception classes the SDK would raise. Every
+reach into SDK internals lives in this module, each with the reason it is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import re
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import firebase_admin
+import google.auth
+import google.auth.credentials
+import google.auth.exceptions
+import google.auth.transport.requests
+import httpx
+import orjson
+from firebase_admin import _utils as firebase_utils
+from firebase_admin import credentials as firebase_credentials
+from firebase_admin import exceptions, messaging
+
+from exstream_push.connectors.push_errors import PushErrorClass, classify_fcm_exception, fcm_error_code
+
+if TYPE_CHECKING:
+    from exstream_push.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+EMULATOR_AUTHORIZATION = "Bearer owner"  # what Firebase's own emulators accept in place of an OAuth token
+MAX_PAYLOAD_BYTES = 4096
+MAX_TTL = timedelta(days=28)
+APNS_COLLAPSE_ID_MAX_BYTES = 64
+WEBPUSH_TOPIC_MAX_CHARS = 32
+_URL_SAFE_BASE64 = re.compile(r"[A-Za-z0-9_-]+")
+
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+QUOTA_RETRY_FLOOR_SECONDS = 60.0
+"""FCM asks for at least a minute before retrying a 429 that came without ``Retry-After``."""
+MAX_RETRY_WAIT_SECONDS = 120.0
+"""A provider asking for a longer pause gets the message back as a retryable failure, to be rescheduled by the
+caller, instead of one batch sleeping on it."""
+FLUSH_INTERVAL_SECONDS = 0.2
+REFRESH_RETRY_SECONDS = 30.0
+
+Priority = Literal["normal", "high"]
+_APNS_PRIORITY = {"normal": "5", "high": "10"}
+
+
+def _digest(text: str, length: int) -> str:
+    """A deterministic, URL-safe stand-in for a value that is too long or has characters a header forbids."""
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")[:length]
+
+
+def apns_collapse_id(collapse_key: str) -> str:
+    """``apns-collapse-id`` allows 64 bytes; longer keys become a 43-character SHA-256 digest."""
+    if len(collapse_key.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES:
+        return collapse_key
+    return _digest(collapse_key, 43)
+
+
+def webpush_topic(collapse_key: str) -> str:
+    """RFC 8030 ``Topic``: at most 32 characters of the URL-safe base64 alphabet, else a 32-char digest."""
+    if len(collapse_key) <= WEBPUSH_TOPIC_MAX_CHARS and _URL_SAFE_BASE64.fullmatch(collapse_key):
+        return collapse_key
+    return _digest(collapse_key, WEBPUSH_TOPIC_MAX_CHARS)
+
+
+def build_message(
+    *,
+    title: str,
+    body: str,
+    data: Mapping[str, str],
+    collapse_key: str,
+    token: str | None = None,
+    fid: str | None = None,
+    topic: str | None = None,
+    priority: Priority = "normal",
+    ttl: timedelta | None = None,
+) -> messaging.Message:
+    """One notification for exactly one target: a device's registration ``token``, its installation ``fid``,
+    or a ``topic`` (operations alerts).
+
+    The collapse key goes into all three platforms, so a newer notice about the same document replaces an
+    older one still waiting on Android, iOS and the web alike. ``ttl`` (≤ 28 days) likewise applies to all
+    three; for APNs it becomes an absolute expiry counted from now, so build messages just before sending.
+    """
+    if sum(target is not None for target in (token, fid, topic)) != 1:
+        raise ValueError("exactly one of token, fid or topic must be given")
+    if not collapse_key:
+        raise ValueError("collapse_key must not be empty")
+    if priority not in _APNS_PRIORITY:
+        raise ValueError(f"priority is {priority!r}: it must be 'normal' or 'high'")
+    if ttl is not None and not timedelta(0) <= ttl <= MAX_TTL:
+        raise ValueError(f"ttl is {ttl}: FCM accepts 0 to {MAX_TTL.days} days")
+
+    apns_headers = {
+        "apns-collapse-id": apns_collapse_id(collapse_key),
+        "apns-priority": _APNS_PRIORITY[priority],
+    }
+    webpush_headers = {"Topic": webpush_topic(collapse_key), "Urgency": priority}
+    if ttl is not None:
+        seconds = int(ttl.total_seconds())
+        # APNs reads 0 as "deliver now or never"; anything else is an absolute UNIX time.
+        apns_headers["apns-expiration"] = str(int(time.time()) + seconds) if seconds else "0"
+        webpush_headers["TTL"] = str(seconds)
+    content = {
+        "notification": messaging.Notification(title=title, body=body),
+        "data": dict(data),
+        "android": messaging.AndroidConfig(collapse_key=collapse_key, priority=priority, ttl=ttl),
+        "apns": messaging.APNSConfig(headers=apns_headers),
+        "webpush": messaging.WebpushConfig(headers=webpush_headers),
+    }
+    if token is None:
+        return messaging.Message(fid=fid, topic=topic, **content)
+    # `fid` is not a new name for the token: it is the Firebase Installation ID, sent as its own "fid" field,
+    # which an app reports only once it opts in to FID registration (onRegistered instead of onNewToken). Our
+    # devices register FCM registration tokens, so they must travel as "token"; 7.7 warns on every such
+    # message, which says nothing new here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Message\.token is deprecated", DeprecationWarning)
+        return messaging.Message(token=token, **content)
+
+
+def encode(message: messaging.Message) -> bytes:
+    """The message as FCM receives it (the ``message`` object of the request), validated by firebase-admin."""
+    # _MessagingService.encode_message is the SDK's own validate-and-encode step (a classmethod, no app
+    # needed); the public API only reaches it from inside its send functions.
+    return orjson.dumps(messaging._MessagingService.encode_message(message))
+
+
+def encoded_size(message: messaging.Message) -> int:
+    """Bytes of the encoded message, target and platform options included.
+
+    That is at least what FCM counts against its 4096-byte limit, so a message within ``MAX_PAYLOAD_BYTES``
+    here is within it there.
+    """
+    return len(encode(message))
+
+
+def fcm_send_url(base_url: str, project_id: str) -> str:
+    return f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+
+
+def _is_google_host(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
+def resolve_credentials(
+    base_url: str, credentials: google.auth.credentials.Credentials | None = None
+) -> google.auth.credentials.Credentials | None:
+    """Given credentials, scoped for FCM; else ``GOOGLE_APPLICATION_CREDENTIALS``; else, for Google's own
+    host, application-default credentials. ``None`` means an emulator, which takes ``Bearer owner``."""
+    if credentials is not None:
+        return google.auth.credentials.with_scopes_if_required(credentials, [FCM_SCOPE])
+    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or _is_google_host(base_url):
+        # Application-default credentials read GOOGLE_APPLICATION_CREDENTIALS first, so a key file set
+        # there is used without probing a metadata server.
+        found, _ = google.auth.default(scopes=[FCM_SCOPE])
+        return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    key: str
+    """The caller's idempotency key, returned untouched with the result."""
+    message: messaging.Message
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    key: str
+    message_id: str | None
+    error: exceptions.FirebaseError | None = None
+    error_code: str | None = None
+    """The FCM error code (UNREGISTERED, QUOTA_EXCEEDED…) if FCM gave one, else firebase-admin's code."""
+    error_class: PushErrorClass | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What one POST produced."""
+
+    message_id: str | None = None
+    error: exceptions.FirebaseError | None = None
+    retry_after: float | None = None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _firebase_error(url: str, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> exceptions.FirebaseError:
+    """The exception firebase-admin itself would produce for this FCM error response.
+
+    The SDK builds it (messaging.UnregisteredError & co, with the same ``.code`` and message) only from an
+    httpx error, through two private functions; replaying the response through them keeps its mapping
+    authoritative instead of copied. Only failures pay for this.
+    """
+    request = httpx.Request("POST", url)
+    response = httpx.Response(status, headers=headers, content=body, request=request)
+    error = httpx.HTTPStatusError(f"FCM answered HTTP {status}", request=request, response=response)
+    return firebase_utils.handle_platform_error_from_httpx(error, messaging._MessagingService._build_fcm_error_httpx)
+
+
+def _transport_error(error: Exception) -> exceptions.FirebaseError:
+    """The exception classes firebase-admin uses when no response arrived (see its ``handle_httpx_error``);
+    a token endpoint that refuses our key is an authentication error, one that cannot be reached a transient
+    one."""
+    if isinstance(error, google.auth.exceptions.RefreshError):
+        return exceptions.UnauthenticatedError(f"Could not obtain an OAuth token for FCM: {error}", cause=error)
+    if isinstance(error, google.auth.exceptions.TransportError):
+        return exceptions.UnavailableError(f"Could not reach the OAuth token endpoint: {error!r}", cause=error)
+    if isinstance(error, TimeoutError):
+        return exceptions.DeadlineExceededError(f"Timed out while making an API call: {error!r}", cause=error)
+    if isinstance(error, aiohttp.ClientConnectionError):
+        return exceptions.UnavailableError(f"Failed to establish a connection: {error!r}", cause=error)
+    return exceptions.UnknownError(f"Unknown error while making a remote service call: {error!r}", cause=error)
+
+
+class FcmSender:
+    """Sends many FCM messages over one keep-alive aiohttp session, with bounded concurrency and retries."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        project_id: str,
+        credentials: google.auth.credentials.Credentials | None = None,
+        concurrency: int = 64,
+        max_attempts: int = 5,
+        timeout: float = 30.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        """``sleep`` waits before each retry; tests pass one that records what it was asked to wait."""
+        if concurrency < 1 or max_attempts < 1:
+            raise ValueError("concurrency and max_attempts must be at least 1")
+        self.url = fcm_send_url(base_url, project_id)
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self._timeout = timeout
+        self._sleep = sleep
+        self._credentials = resolve_credentials(base_url, credentials)
+        self._refresh_lock = threading.Lock()
+        self._refresh_failure: tuple[float, google.auth.exceptions.GoogleAuthError] | None = None
+        self._static_headers = {
+            "Content-Type": "application/json; charset=UTF-8",
+            # What firebase-admin sends: FCM picks its error format by it and counts SDK traffic with it.
+            "X-GOOG-API-FORMAT-VERSION": "2",
+            "X-FIREBASE-CLIENT": f"fire-admin-python/{firebase_admin.__version__}",
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FcmSender:
+        return cls(
+            base_url=settings.fcm_url,
+            project_id=settings.fcm_project,
+            concurrency=settings.fcm_concurrency,
+            max_attempts=settings.fcm_max_attempts,
+        )
+
+    def send(
+        self,
+        requests: Sequence[PushRequest],
+        on_results: Callable[[Sequence[PushResult]], None] | None = None,
+        flush_size: int = 100,
+    ) -> list[PushResult]:
+        """``send_async`` for synchronous callers (it starts its own event loop)."""
+        return asyncio.run(self.send_async(requests, on_results, flush_size))
+
+    async def send_async(
+        self,
+        requests: Sequence[PushRequest],
+        on_results: Callable[[Sequence[PushResult]], None] | None = None,
+        flush_size: int = 100,
+    ) -> list[PushResult]:
+        """Send every request; return one result per request, in request order.
+
+        ``on_results`` receives completed results in groups of at most ``flush_size``, at least every 0.2 s,
+        on the event-loop thread, so the caller can record outcomes while the rest is in flight: after a crash
+        only what was truly in flight (or not yet handed over) may be sent again. Keep it quick (one batched
+        write). If it raises, sending stops and the exception propagates.
+        """
+        if flush_size < 1:
+            raise ValueError("flush_size must be at least 1")
+        if not requests:
+            return []
+        with contextlib.suppress(google.auth.exceptions.GoogleAuthError):
+            await self._ensure_fresh_token()  # once up front; a failure is reported per message by _post
+        batch = _Batch(self, requests, on_results, flush_size)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers=self._static_headers,
+            skip_auto_headers=("User-Agent",),
+        ) as session:
+            results = await batch.run(session)
+        _log_summary(results)
+        return results
+
+    async def _ensure_fresh_token(self) -> None:
+        """Refresh the OAuth token before it expires: once for everyone waiting, in a thread (it blocks)."""
+        if self._credentials is not None and not self._credentials.valid:
+            await asyncio.to_thread(self._refresh_token)
+
+    def _refresh_token(self) -> None:
+        """A failed refresh is remembered for a while, so a bad key costs one token request, not one per
+        message."""
+        with self._refresh_lock:
+            if self._credentials.valid:
+                return
+            if self._refresh_failure is not None and time.monotonic() < self._refresh_failure[0]:
+                raise self._refresh_failure[1]
+            try:
+                self._credentials.refresh(google.auth.transport.requests.Request())
+            except google.auth.exceptions.GoogleAuthError as error:
+                self._refresh_failure = (time.monotonic() + REFRESH_RETRY_SECONDS, error)
+                raise
+            self._refresh_failure = None
+
+    async def _authorization_headers(self) -> dict[str, str]:
+        if self._credentials is None:
+            return {"Authorization": EMULATOR_AUTHORIZATION}
+        await self._ensure_fresh_token()
+        headers: dict[str, str] = {}
+        self._credentials.apply(headers)
+        return headers
+
+    async def _post(self, session: aiohttp.ClientSession, body: bytes) -> _Attempt:
+        """One attempt; FCM and transport errors come back as values, never raised."""
+        try:
+            headers = await self._authorization_headers()
+            async with session.post(self.url, data=body, headers=headers) as response:
+                content = await response.read()
+        except (TimeoutError, aiohttp.ClientError, google.auth.exceptions.GoogleAuthError) as error:
+            return _Attempt(error=_transport_error(error))
+        response_headers = list(response.headers.items())
+        if response.status == 200:
+            try:
+                return _Attempt(message_id=orjson.loads(content)["name"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass  # accepted but unreadable: an error that is not retried, lest the push arrive twice
+        return _Attempt(
+            error=_firebase_error(self.url, response.status, response_headers, content),
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+    def _retry_delay(self, attempt: int, error: exceptions.FirebaseError, retry_after: float | None) -> float:
+        """Exponential backoff with jitter; ``Retry-After`` (or FCM's one-minute rule for a bare 429) is a
+        floor, with jitter on top so that messages told the same pause do not return in one burst."""
+        backoff = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+        if retry_after is None and error.http_response is not None and error.http_response.status_code == 429:
+            retry_after = QUOTA_RETRY_FLOOR_SECONDS
+        if retry_after is None:
+            return random.uniform(backoff / 2, backoff)
+        return retry_after + random.uniform(0, backoff / 2)
+
+
+class _Batch:
+    """One ``send_async`` call: a queue of (index, attempt) drained by ``concurrency`` workers."""
+
+    def __init__(
+        self,
+        sender: FcmSender,
+        requests: Sequence[PushRequest],
+        on_results: Callable[[Sequence[PushResult]], None] | None,
+        flush_size: int,
+    ) -> None:
+        self._sender = sender
+        self._requests = requests
+        self._on_results = on_results
+        self._flush_size = flush_size
+        self._results: list[PushResult | None] = [None] * len(requests)
+        self._bodies: list[bytes] = [b""] * len(requests)
+        self._unflushed: list[PushResult] = []
+        self._unresolved = len(requests)
+        self._all_resolved = asyncio.Event()
+        self._queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        self._pending_retries: set[asyncio.Task[None]] = set()
+
+    async def run(self, session: aiohttp.ClientSession) -> list[PushResult]:
+        for index, request in enumerate(self._requests):
+            try:
+                self._bodies[index] = b'{"message":' + encode(request.message) + b"}"
+            except ValueError as error:
+                invalid = exceptions.InvalidArgumentError(str(error), cause=error)
+                self._resolve(index, _failure(request.key, invalid, attempts=0))
+            else:
+                self._queue.put_nowait((index, 1))
+        workers = [
+            asyncio.create_task(self._work(session)) for _ in range(min(self._sender.concurrency, self._queue.qsize()))
+        ]
+        background = [*workers, asyncio.create_task(self._flush_periodically())]
+        all_resolved = asyncio.create_task(self._all_resolved.wait())
+        try:
+            done, _ = await asyncio.wait([all_resolved, *background], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a worker or the flusher only finishes early by raising (from on_results)
+            self._flush()
+        finally:
+            for task in (all_resolved, *background, *self._pending_retries):
+                task.cancel()
+            await asyncio.gather(all_resolved, *background, *self._pending_retries, return_exceptions=True)
+        return [result for result in self._results if result is not None]
+
+    async def _work(self, session: aiohttp.ClientSession) -> None:
+        sender = self._sender
+        while True:
+            index, attempt = await self._queue.get()
+            outcome = await sender._post(session, self._bodies[index])
+            key = self._requests[index].key
+            if outcome.error is None:
+                self._resolve(index, PushResult(key=key, message_id=outcome.message_id, attempts=attempt))
+                continue
+            result = _failure(key, outcome.error, attempts=attempt)
+            if result.error_class is not None and result.error_class.retryable and attempt < sender.max_attempts:
+                delay = sender._retry_delay(attempt, outcome.error, outcome.retry_after)
+                if delay <= MAX_RETRY_WAIT_SECONDS:
+                    retry = asyncio.create_task(self._retry_later(delay, index, attempt + 1))
+                    self._pending_retries.add(retry)
+                    retry.add_done_callback(self._pending_retries.discard)
+                    continue
+            self._resolve(index, result)
+
+    async def _retry_later(self, delay: float, index: int, attempt: int) -> None:
+        """Wait outside the workers, so a message told to pause does not hold a connection slot meanwhile."""
+        await self._sender._sleep(delay)
+        self._queue.put_nowait((index, attempt))
+
+    def _resolve(self, index: int, result: PushResult) -> None:
+        self._results[index] = result
+        self._unresolved -= 1
+        if self._on_results is not None:
+            self._unflushed.append(result)
+            if len(self._unflushed) >= self._flush_size:
+                self._flush()
+        if self._unresolved == 0:
+            self._all_resolved.set()
+
+    def _flush(self) -> None:
+        if self._on_results is None or not self._unflushed:
+            return
+        group, self._unflushed = self._unflushed, []
+        self._on_results(group)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
+            self._flush()
+
+
+def _failure(key: str, error: exceptions.FirebaseError, attempts: int) -> PushResult:
+    return PushResult(
+        key=key,
+        message_id=None,
+        error=error,
+        error_code=fcm_error_code(error),
+        error_class=classify_fcm_exception(error),
+        attempts=attempts,
+    )
+
+
+def _log_summary(results: Sequence[PushResult]) -> None:
+    """Counts only: tokens and payloads never reach the log."""
+    failures = Counter(result.error_code for result in results if not result.ok)
+    retried = sum(result.attempts > 1 for result in results)
+    logger.info(
+        "FCM batch: %d sent, %d failed %s, %d needed retries",
+        len(results) - failures.total(),
+        failures.total(),
+        dict(failures),
+        retried,
+    )
+    if any(result.error_class is not None and result.error_class.alert_operator for result in results):
+        logger.error("FCM refused our configuration (credentials, project or APNs/Web Push keys): %s", dict(failures))
+
+
+class _EmulatorCredentials(google.auth.credentials.Credentials):
+    """The fixed token Firebase's emulators accept; nothing to refresh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "owner"
+
+    def refresh(self, request: google.auth.transport.Request) -> None:
+        """Nothing to do: the token never expires."""
+
+
+class _GoogleCredential(firebase_credentials.Base):
+    """Hands firebase-admin a google-auth credential we already hold."""
+
+    def __init__(self, credential: google.auth.credentials.Credentials) -> None:
+        self._credential = credential
+
+    def get_credential(self) -> google.auth.credentials.Credentials:
+        return self._credential
+
+
+@contextlib.asynccontextmanager
+async def firebase_app_at(
+    base_url: str,
+    project_id: str,
+    *,
+    name: str = "exstream-push-fcm",
+    credentials: google.auth.credentials.Credentials | None = None,
+) -> AsyncIterator[firebase_admin.App]:
+    """A firebase-admin app whose own ``messaging.send_each_async`` posts to ``base_url``, for the baseline
+    benchmark and parity tests: ``async with firebase_app_at(url, project) as app: await
+    messaging.send_each_async(messages, app=app)``. It is deleted on exit; use it within one event loop.
+    """
+    credential = resolve_credentials(base_url, credentials) or _EmulatorCredentials()
+    app = firebase_admin.initialize_app(_GoogleCredential(credential), {"projectId": project_id}, name=name)
+    # The SDK builds its endpoint from the class constant FCM_URL when the service is created and offers
+    # no override (there is no official FCM emulator); rewriting this attribute of our app's service does.
+    service = messaging._get_messaging_service(app)
+    service._fcm_url = fcm_send_url(base_url, project_id)
+    try:
+        yield app
+    finally:
+        # delete_app closes the SDK's httpx client with its own asyncio.run(), which cannot run inside this
+        # loop and cannot close connections opened in it: close them here, then delete from a thread.
+        await service._async_client.aclose()
+        await asyncio.to_thread(firebase_admin.delete_app, app)

@@ -1,0 +1,124 @@
+"""The one table that says what a push provider's error means for us: retry it, drop it, or call an operator.
+
+Senders, flows and the ledger all ask this module, so "is UNREGISTERED permanent?" has exactly one answer.
+Rows are keyed by (provider, provider error code) so APNs (``Unregistered``, ``BadDeviceToken``…) and Web Push
+rows can join the same dict later without touching the FCM ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from firebase_admin import exceptions, messaging
+
+
+class PushProvider(StrEnum):
+    FCM = "fcm"
+
+
+class PushErrorKind(StrEnum):
+    RETRY = "retry"
+    """Transient: the same request may succeed later (after backoff, honouring ``Retry-After``)."""
+    PERMANENT = "permanent"
+    """This message to this device will never succeed as sent: record it as failed, do not retry."""
+    CONFIGURATION = "configuration"
+    """Our side is misconfigured (credentials, project, APNs key): alert an operator; neither retry nor
+    blame the device."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushErrorClass:
+    """What to do about one failed send."""
+
+    kind: PushErrorKind
+    deactivate_device: bool = False
+    """The device address is dead (uninstalled app, expired token): stop sending to it."""
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind is PushErrorKind.RETRY
+
+    @property
+    def alert_operator(self) -> bool:
+        return self.kind is PushErrorKind.CONFIGURATION
+
+
+RETRY = PushErrorClass(PushErrorKind.RETRY)
+PERMANENT = PushErrorClass(PushErrorKind.PERMANENT)
+DEAD_DEVICE = PushErrorClass(PushErrorKind.PERMANENT, deactivate_device=True)
+CONFIGURATION = PushErrorClass(PushErrorKind.CONFIGURATION)
+
+PUSH_ERRORS: dict[tuple[PushProvider, str], PushErrorClass] = {
+    # FCM HTTP v1 `details[].errorCode` (google.firebase.fcm.v1.FcmError).
+    (PushProvider.FCM, "UNREGISTERED"): DEAD_DEVICE,  # 404
+    (
+        PushProvider.FCM,
+        "INVALID_ARGUMENT",
+    ): PERMANENT,  # 400: bad token or bad payload, the device may be fine
+    (PushProvider.FCM, "SENDER_ID_MISMATCH"): PERMANENT,  # 403: the token belongs to another sender
+    (PushProvider.FCM, "QUOTA_EXCEEDED"): RETRY,  # 429
+    (PushProvider.FCM, "UNAVAILABLE"): RETRY,  # 503
+    (PushProvider.FCM, "INTERNAL"): RETRY,  # 500
+    (PushProvider.FCM, "THIRD_PARTY_AUTH_ERROR"): CONFIGURATION,  # 401: APNs certificate / Web Push key
+    (
+        PushProvider.FCM,
+        "APNS_AUTH_ERROR",
+    ): CONFIGURATION,  # older name of the same; firebase-admin still maps it
+    # Failures firebase-admin reports without any HTTP response.
+    (PushProvider.FCM, exceptions.DEADLINE_EXCEEDED): RETRY,
+    (PushProvider.FCM, exceptions.UNAUTHENTICATED): CONFIGURATION,  # our OAuth token: refused or not issued
+}
+
+# firebase-admin's FCM-specific exceptions carry the generic platform code (UnregisteredError.code is
+# NOT_FOUND); this recovers the FCM error code they stand for (see _MessagingService.FCM_ERROR_TYPES).
+_FCM_CODE_BY_EXCEPTION: dict[type[exceptions.FirebaseError], str] = {
+    messaging.UnregisteredError: "UNREGISTERED",
+    messaging.SenderIdMismatchError: "SENDER_ID_MISMATCH",
+    messaging.QuotaExceededError: "QUOTA_EXCEEDED",
+    messaging.ThirdPartyAuthError: "THIRD_PARTY_AUTH_ERROR",
+}
+
+
+def classify_http_status(http_status: int | None) -> PushErrorClass:
+    """The fallback for codes the table does not know, decided by HTTP semantics alone.
+
+    - no response at all (connection refused or reset, timeout), 408, 429, 5xx: transient, retry;
+    - 401, 403, 404 without a known error code: the provider refused *us* (credentials, permissions, wrong
+      project or URL), not the device, so an operator must look;
+    - any other 4xx: the request itself is wrong and resending it cannot help: permanent, device left alone;
+    - anything else (1xx, 3xx, an unexpected 2xx): we cannot interpret the answer: an operator must look.
+    """
+    if http_status is None or http_status in (408, 429) or 500 <= http_status <= 599:
+        return RETRY
+    if http_status in (401, 403, 404):
+        return CONFIGURATION
+    if 400 <= http_status <= 499:
+        return PERMANENT
+    return CONFIGURATION
+
+
+def classify(provider: PushProvider, http_status: int | None, error_code: str | None) -> PushErrorClass:
+    """A known provider error code wins; otherwise the HTTP status decides (see ``classify_http_status``)."""
+    known = PUSH_ERRORS.get((provider, error_code)) if error_code else None
+    return known if known is not None else classify_http_status(http_status)
+
+
+def classify_fcm_error(http_status: int | None, error_code: str | None) -> PushErrorClass:
+    """Classify an FCM HTTP v1 answer by its status and ``details[].errorCode`` (or ``error.status``)."""
+    return classify(PushProvider.FCM, http_status, error_code)
+
+
+def fcm_error_code(exc: exceptions.FirebaseError) -> str:
+    """The most specific code firebase-admin's exception carries: the FCM error code when it has one."""
+    for exception_type, code in _FCM_CODE_BY_EXCEPTION.items():
+        if isinstance(exc, exception_type):
+            return code
+    return exc.code
+
+
+def classify_fcm_exception(exc: exceptions.FirebaseError) -> PushErrorClass:
+    """Classify what ``messaging.send``/``send_each_async`` (or our ``FcmSender``) raised or returned."""
+    response = exc.http_response
+    http_status = response.status_code if response is not None else None
+    return classify_fcm_error(http_status, fcm_error_code(exc))

@@ -1,0 +1,536 @@
+"""Our FCM adapter against the FCM emulator on loopback: firebase-admin's real model, our transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from firebase_admin import exceptions, messaging
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from blocks.fcm import FcmConnection
+from emulators.fcm import FcmEmulatorState, create_fcm_app
+from emulators.server import ServerThread
+from exstream_push.connectors.fcm import (
+    MAX_PAYLOAD_BYTES,
+    FcmSender,
+    PushRequest,
+    build_message,
+    encode,
+    encoded_size,
+    firebase_app_at,
+    parse_retry_after,
+)
+from exstream_push.connectors.push_errors import PushErrorKind
+from exstream_push.settings import Settings
+
+PROJECT = "test-project"
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_google_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key file in the environment would make the sender fetch real OAuth tokens from Google."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+
+
+class Exchanges:
+    """An ASGI wrapper that records, in arrival order, each send's target, answer status and Authorization."""
+
+    def __init__(self, app: ASGIApp, *, drop_retry_after: bool = False) -> None:
+        self.app = app
+        self.drop_retry_after = drop_retry_after
+        self.log: list[tuple[str, int]] = []
+        self.authorizations: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith(":send"):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        message = orjson.loads(body)["message"]
+        target = message.get("token") or message.get("fid") or message.get("topic")
+        self.authorizations.append(dict(scope["headers"]).get(b"authorization", b"").decode())
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.log.append((target, message["status"]))  # before the client can have its answer
+                if self.drop_retry_after:
+                    message["headers"] = [(k, v) for k, v in message["headers"] if k.lower() != b"retry-after"]
+            await send(message)
+
+        await self.app(scope, replay, capture)
+
+    @property
+    def fcm(self) -> FcmEmulatorState:
+        return self.app.state.fcm  # type: ignore[attr-defined]
+
+    def of(self, target: str) -> list[int]:
+        return [status for sent_to, status in self.log if sent_to == target]
+
+
+def answering(status: int, error: dict[str, Any]) -> Starlette:
+    """A stand-in FCM that refuses every message the same way."""
+
+    async def refuse(request: Any) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"error": error}, status_code=status)
+
+    return Starlette(routes=[Route("/v1/projects/{project}/messages:send", refuse, methods=["POST"])])
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep before retries: records what the sender asked to wait, then yields."""
+
+    def __init__(self, real: bool = False) -> None:
+        self.requested: list[float] = []
+        self.real = real
+
+    async def __call__(self, seconds: float) -> None:
+        self.requested.append(seconds)
+        await asyncio.sleep(seconds if self.real else 0)
+
+
+@pytest.fixture(scope="module")
+def logged_fcm() -> Iterator[tuple[ServerThread, Exchanges]]:
+    exchanges = Exchanges(create_fcm_app())
+    with ServerThread(exchanges) as server:
+        yield server, exchanges
+
+
+@pytest.fixture
+def emulator(logged_fcm: tuple[ServerThread, Exchanges]) -> tuple[ServerThread, Exchanges]:
+    server, exchanges = logged_fcm
+    exchanges.fcm.reset()
+    exchanges.log.clear()
+    exchanges.authorizations.clear()
+    return server, exchanges
+
+
+def notice(token: str | None, **overrides: Any) -> messaging.Message:
+    fields: dict[str, Any] = {
+        "title": "Your statement is ready",
+        "body": "Open the app to view it.",
+        "data": {"document_ref": "r-1", "deep_link": "https://portal.example.com/d/r-1"},
+        "collapse_key": f"statement-{token or 'broadcast'}",
+        "token": token,
+    }
+    return build_message(**(fields | overrides))
+
+
+def requests_for(*tokens: str) -> list[PushRequest]:
+    return [PushRequest(key=f"key-{token}", message=notice(token)) for token in tokens]
+
+
+def sender_for(server: ServerThread, **options: Any) -> FcmSender:
+    return FcmSender(base_url=server.url, project_id=PROJECT, **options)
+
+
+def encoded(message: messaging.Message) -> dict[str, Any]:
+    return json.loads(encode(message))
+
+
+# --- the message model --------------------------------------------------------------------------------------------
+
+
+def test_collapse_key_reaches_android_apns_and_webpush() -> None:
+    body = encoded(notice("t-1", collapse_key="stmt-2024-05_A1"))
+    assert body["android"]["collapse_key"] == "stmt-2024-05_A1"
+    assert body["apns"]["headers"]["apns-collapse-id"] == "stmt-2024-05_A1"
+    assert body["webpush"]["headers"]["Topic"] == "stmt-2024-05_A1"
+
+
+def test_collapse_keys_too_long_or_unsafe_for_a_header_get_short_stable_forms() -> None:
+    long_key = "statement/" + "Kontoauszüge-" * 8  # > 64 bytes, and "/" and "ü" are not URL-safe base64
+    first, again = encoded(notice("t-1", collapse_key=long_key)), encoded(notice("t-2", collapse_key=long_key))
+    other = encoded(notice("t-1", collapse_key=long_key + "x"))
+    assert first["android"]["collapse_key"] == long_key
+    collapse_id, topic = first["apns"]["headers"]["apns-collapse-id"], first["webpush"]["headers"]["Topic"]
+    assert len(collapse_id.encode()) <= 64
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,32}", topic)
+    assert (collapse_id, topic) == (
+        again["apns"]["headers"]["apns-collapse-id"],
+        again["webpush"]["headers"]["Topic"],
+    )
+    assert collapse_id != other["apns"]["headers"]["apns-collapse-id"]
+    assert topic != other["webpush"]["headers"]["Topic"]
+    short_but_unsafe = encoded(notice("t-1", collapse_key="stmt:2024/05"))
+    assert short_but_unsafe["apns"]["headers"]["apns-collapse-id"] == "stmt:2024/05"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", short_but_unsafe["webpush"]["headers"]["Topic"])
+
+
+def test_priority_and_ttl_reach_every_platform() -> None:
+    body = encoded(notice("t-1", priority="high", ttl=timedelta(hours=1)))
+    assert body["android"]["priority"] == "high"
+    assert body["android"]["ttl"] == "3600s"
+    assert body["apns"]["headers"]["apns-priority"] == "10"
+    assert int(body["apns"]["headers"]["apns-expiration"]) > datetime.now(UTC).timestamp()
+    assert body["webpush"]["headers"] == body["webpush"]["headers"] | {"Urgency": "high", "TTL": "3600"}
+    assert encoded(notice("t-1"))["apns"]["headers"]["apns-priority"] == "5"
+    with pytest.raises(ValueError, match="28 days"):
+        notice("t-1", ttl=timedelta(days=29))
+
+
+def test_targets_token_fid_or_topic_and_nothing_else() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the SDK's per-message DeprecationWarning for `token` must not escape
+        by_token = encoded(notice("registration-token"))
+    assert by_token["token"] == "registration-token" and "fid" not in by_token
+    assert encoded(notice(None, fid="cFid22charsBase64url_-"))["fid"] == "cFid22charsBase64url_-"
+    assert encoded(notice(None, topic="ops-alerts"))["topic"] == "ops-alerts"
+    with pytest.raises(ValueError, match="exactly one"):
+        notice("t-1", topic="ops-alerts")
+
+
+def test_oversize_payload_is_detectable_before_sending_and_refused_by_fcm(
+    emulator: tuple[ServerThread, Exchanges],
+) -> None:
+    server, _ = emulator
+    small = notice("t-small")
+    big = notice("t-big", body="x" * MAX_PAYLOAD_BYTES)
+    assert encoded_size(small) <= MAX_PAYLOAD_BYTES < encoded_size(big)
+    small_result, big_result = sender_for(server).send([PushRequest("small", small), PushRequest("big", big)])
+    assert small_result.ok
+    assert isinstance(big_result.error, exceptions.InvalidArgumentError)
+    assert big_result.error_class is not None and big_result.error_class.kind is PushErrorKind.PERMANENT
+
+
+def test_what_we_encode_is_what_fcm_receives(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    message = notice("t-1", priority="high", ttl=timedelta(days=1))
+    [result] = sender_for(server).send([PushRequest("k", message)])
+    assert result.ok and result.message_id is not None
+    assert exchanges.fcm.messages == [encoded(message)]
+
+
+# --- the transport ------------------------------------------------------------------------------------------------
+
+
+def test_results_come_back_in_request_order_with_keys_and_ids(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    tokens = [f"ok-{n}" for n in range(300)]
+    results = sender_for(server, concurrency=16).send(requests_for(*tokens))
+    assert [result.key for result in results] == [f"key-{token}" for token in tokens]
+    assert all(result.ok and result.attempts == 1 for result in results)
+    assert len({result.message_id for result in results}) == 300
+    assert sorted(exchanges.log) == sorted((token, 200) for token in tokens)
+    assert set(exchanges.authorizations) == {"Bearer owner"}
+
+
+def test_each_fault_prefix_is_classified_and_only_transient_ones_retried(
+    emulator: tuple[ServerThread, Exchanges],
+) -> None:
+    server, exchanges = emulator
+    sleep = RecordingSleep()
+    unregistered, invalid, flaky, quota, fine = sender_for(server, sleep=sleep).send(
+        requests_for("unregistered-a", "invalid-a", "flaky-a", "quota-a", "fine-a")
+    )
+
+    assert isinstance(unregistered.error, messaging.UnregisteredError)
+    assert unregistered.error_code == "UNREGISTERED" and unregistered.attempts == 1
+    assert unregistered.error_class is not None
+    assert unregistered.error_class.kind is PushErrorKind.PERMANENT and unregistered.error_class.deactivate_device
+
+    assert isinstance(invalid.error, exceptions.InvalidArgumentError)
+    assert invalid.error_code == "INVALID_ARGUMENT" and invalid.attempts == 1
+    assert invalid.error_class is not None
+    assert invalid.error_class.kind is PushErrorKind.PERMANENT and not invalid.error_class.deactivate_device
+
+    for retried in (flaky, quota):
+        assert retried.ok and retried.attempts == 2 and retried.message_id is not None
+    assert fine.ok and fine.attempts == 1
+
+    assert exchanges.of("unregistered-a") == [404]
+    assert exchanges.of("invalid-a") == [400]
+    assert exchanges.of("flaky-a") == [503, 200]
+    assert exchanges.of("quota-a") == [429, 200]
+    # Both answered `Retry-After: 1`: each retry waited at least that, plus at most half a first backoff of jitter.
+    assert len(sleep.requested) == 2
+    assert all(1.0 <= seconds <= 1.25 for seconds in sleep.requested)
+
+
+def test_without_retry_after_429_waits_a_minute_and_503_backs_off() -> None:
+    exchanges = Exchanges(create_fcm_app(), drop_retry_after=True)
+    sleep = RecordingSleep()
+    with ServerThread(exchanges) as server:
+        quota, flaky = sender_for(server, sleep=sleep, concurrency=1).send(requests_for("quota-b", "flaky-b"))
+    assert quota.ok and flaky.ok and quota.attempts == flaky.attempts == 2
+    assert exchanges.of("quota-b") == [429, 200] and exchanges.of("flaky-b") == [503, 200]
+    quota_wait, flaky_wait = sleep.requested
+    assert 60.0 <= quota_wait <= 60.25
+    assert 0.25 <= flaky_wait <= 0.5
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    in_thirty_seconds = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    seconds = parse_retry_after(in_thirty_seconds)
+    assert seconds is not None and 28 <= seconds <= 30
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_random_faults_are_all_retried_to_success_or_classified() -> None:
+    app = create_fcm_app(faults={429: 0.1, 503: 0.1, 500: 0.1}, seed=7)
+    exchanges = Exchanges(app)
+    sleep = RecordingSleep()
+    tokens = [f"device-{n}" for n in range(400)]
+    with ServerThread(exchanges) as server:
+        results = sender_for(server, sleep=sleep, concurrency=8, max_attempts=4).send(requests_for(*tokens))
+    delivered = [result for result in results if result.ok]
+    exhausted = [result for result in results if not result.ok]
+    assert len(delivered) + len(exhausted) == 400
+    assert len(delivered) > 390
+    assert any(result.attempts > 1 for result in delivered)
+    for result in exhausted:
+        assert result.attempts == 4
+        assert result.error_class is not None and result.error_class.kind is PushErrorKind.RETRY
+        assert result.error_code in {"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"}
+    # Every attempt reached the wire exactly once, and nothing was delivered twice.
+    assert sum(result.attempts for result in results) == len(exchanges.log)
+    accepted = [message["token"] for message in app.state.fcm.messages]
+    assert sorted(accepted) == sorted(result.key.removeprefix("key-") for result in delivered)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "sdk_exception"),
+    [
+        (
+            401,
+            {
+                "code": 401,
+                "status": "UNAUTHENTICATED",
+                "message": "Auth error from APNS or Web Push Service",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                        "errorCode": "THIRD_PARTY_AUTH_ERROR",
+                    }
+                ],
+            },
+            messaging.ThirdPartyAuthError,
+        ),
+        (
+            403,
+            {"code": 403, "status": "PERMISSION_DENIED", "message": "Permission denied on project."},
+            exceptions.PermissionDeniedError,
+        ),
+    ],
+)
+def test_configuration_errors_are_not_retried(
+    status: int, error: dict[str, Any], sdk_exception: type[exceptions.FirebaseError]
+) -> None:
+    exchanges = Exchanges(answering(status, error))
+    sleep = RecordingSleep()
+    with ServerThread(exchanges) as server:
+        results = sender_for(server, sleep=sleep).send(requests_for("device-1", "device-2"))
+    for result in results:
+        assert isinstance(result.error, sdk_exception) and result.attempts == 1
+        assert result.error_class is not None
+        assert result.error_class.alert_operator and not result.error_class.deactivate_device
+    assert sorted(exchanges.log) == [("device-1", status), ("device-2", status)]
+    assert sleep.requested == []
+
+
+def test_connection_errors_are_retried_then_reported() -> None:
+    with ServerThread(create_fcm_app()) as server:
+        closed_url = server.url  # nothing listens here once the server has stopped
+    sleep = RecordingSleep()
+    sender = FcmSender(base_url=closed_url, project_id=PROJECT, max_attempts=3, sleep=sleep)
+    [result] = sender.send(requests_for("device-1"))
+    assert isinstance(result.error, exceptions.UnavailableError)
+    assert result.error_class is not None and result.error_class.retryable
+    assert result.attempts == 3 and len(sleep.requested) == 2
+
+
+def test_outcomes_are_handed_over_in_groups_while_others_are_in_flight(
+    emulator: tuple[ServerThread, Exchanges],
+) -> None:
+    server, exchanges = emulator
+    state = exchanges.fcm
+    tokens = [f"ok-{n}" for n in range(180)] + ["flaky-late"]
+    groups: list[list[str]] = []
+    flaky_delivered_at_group: list[bool] = []
+
+    def record(results: Any) -> None:
+        groups.append([result.key for result in results])
+        flaky_delivered_at_group.append(any(m.get("token") == "flaky-late" for m in state.messages))
+
+    # The flaky message really waits out its Retry-After (1 s); everything else finishes well before.
+    sender = sender_for(server, concurrency=8, sleep=RecordingSleep(real=True))
+    results = sender.send(requests_for(*tokens), on_results=record, flush_size=50)
+
+    assert all(len(group) <= 50 for group in groups)
+    assert sorted(key for group in groups for key in group) == sorted(result.key for result in results)
+    assert groups[-1] == ["key-flaky-late"]
+    assert flaky_delivered_at_group.count(False) == len(groups) - 1
+    # 180 is no multiple of 50: some group came by the clock (every 0.2 s), while the flaky one still waited.
+    assert sum(map(len, groups[:-1])) == 180
+    assert any(len(group) < 50 for group in groups[:-1])
+
+
+def test_a_failing_recorder_stops_the_send() -> None:
+    def broken_ledger(results: Any) -> None:
+        raise RuntimeError("ledger unavailable")
+
+    exchanges = Exchanges(create_fcm_app())
+    with ServerThread(exchanges) as server, pytest.raises(RuntimeError, match="ledger unavailable"):
+        sender_for(server, concurrency=2).send(
+            requests_for(*(f"ok-{n}" for n in range(200))), on_results=broken_ledger, flush_size=1
+        )
+    assert len(exchanges.log) < 10  # abandoned in flight, not sent to the end
+
+
+def test_invalid_messages_fail_alone_without_a_request(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    broken = notice("t-broken")
+    broken.data = {"amount": 12}  # the SDK's encoder refuses non-string data values
+    good, bad = sender_for(server).send([PushRequest("good", notice("t-good")), PushRequest("bad", broken)])
+    assert good.ok
+    assert isinstance(bad.error, exceptions.InvalidArgumentError) and bad.attempts == 0
+    assert [target for target, _ in exchanges.log] == ["t-good"]
+
+
+# --- parity with firebase-admin's own sender ----------------------------------------------------------------------
+
+
+def test_errors_match_what_firebase_admin_itself_reports(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, _ = emulator
+    tokens = ("unregistered-p", "invalid-p", "fine-p")
+    ours = sender_for(server).send(requests_for(*tokens))
+
+    async def send_with_the_sdk() -> messaging.BatchResponse:
+        async with firebase_app_at(server.url, PROJECT, name="parity-test") as app:
+            return await messaging.send_each_async([notice(token) for token in tokens], app=app)
+
+    sdk = asyncio.run(send_with_the_sdk())
+    for our_result, sdk_response in zip(ours, sdk.responses, strict=True):
+        assert type(our_result.error) is type(sdk_response.exception)
+        if sdk_response.exception is not None:
+            assert our_result.error is not None
+            assert our_result.error.code == sdk_response.exception.code
+            assert str(our_result.error) == str(sdk_response.exception)
+    assert sdk.success_count == 1 and sdk.responses[2].message_id.startswith(f"projects/{PROJECT}/messages/")
+
+
+# --- credentials --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[tuple[ServerThread, list[str]]]:
+    """A loopback OAuth token endpoint standing in for oauth2.googleapis.com; /refused rejects every key."""
+    requested: list[str] = []
+
+    async def issue(request: Any) -> JSONResponse:
+        await request.body()
+        requested.append(request.url.path)
+        if request.url.path == "/refused":
+            return JSONResponse({"error": "invalid_grant", "error_description": "Invalid JWT."}, 400)
+        return JSONResponse({"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"})
+
+    routes = [Route("/token", issue, methods=["POST"]), Route("/refused", issue, methods=["POST"])]
+    with ServerThread(Starlette(routes=routes)) as server:
+        yield server, requested
+
+
+@pytest.fixture(scope="module")
+def service_account_info(token_server: tuple[ServerThread, list[str]]) -> dict[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": "test-key",
+        "private_key": pem,
+        "client_email": f"sender@{PROJECT}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": f"{token_server[0].url}/token",
+    }
+
+
+def test_a_service_account_token_is_fetched_once_and_sent_with_every_message(
+    emulator: tuple[ServerThread, Exchanges],
+    token_server: tuple[ServerThread, list[str]],
+    service_account_info: dict[str, str],
+) -> None:
+    server, exchanges = emulator
+    _, requested = token_server
+    requested.clear()
+    connection = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=service_account_info)
+    sender = connection.get_sender()
+    first = sender.send(requests_for(*(f"ok-{n}" for n in range(100))))
+    second = sender.send(requests_for("ok-again"))
+    assert all(result.ok for result in [*first, *second])
+    assert requested == ["/token"]
+    assert set(exchanges.authorizations) == {"Bearer ya29.test-token"}
+
+
+def test_a_refused_service_account_is_a_configuration_error_asked_once(
+    emulator: tuple[ServerThread, Exchanges],
+    token_server: tuple[ServerThread, list[str]],
+    service_account_info: dict[str, str],
+) -> None:
+    server, exchanges = emulator
+    token_url, requested = token_server
+    requested.clear()
+    refused_key = service_account_info | {"token_uri": f"{token_url.url}/refused"}
+    sender = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=refused_key).get_sender()
+    results = sender.send(requests_for(*(f"ok-{n}" for n in range(50))))
+    for result in results:
+        assert isinstance(result.error, exceptions.UnauthenticatedError) and result.attempts == 1
+        assert result.error_class is not None and result.error_class.alert_operator
+    assert requested == ["/refused"]
+    assert exchanges.log == []
+
+
+def test_google_application_credentials_is_honoured(
+    emulator: tuple[ServerThread, Exchanges],
+    token_server: tuple[ServerThread, list[str]],
+    service_account_info: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, exchanges = emulator
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(service_account_info))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    [result] = sender_for(server).send(requests_for("ok-1"))
+    assert result.ok
+    assert exchanges.authorizations == ["Bearer ya29.test-token"]
+
+
+def test_settings_and_block_configure_the_same_sender() -> None:
+    settings = Settings(fcm_url="http://127.0.0.1:9/", fcm_project="p-1", fcm_concurrency=7, fcm_max_attempts=2)
+    for sender in (FcmSender.from_settings(settings), FcmConnection.from_settings(settings).get_sender()):
+        assert sender.url == "http://127.0.0.1:9/v1/projects/p-1/messages:send"
+        assert (sender.concurrency, sender.max_attempts) == (7, 2)
