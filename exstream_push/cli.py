@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from exstream_push.settings import Settings, get_settings
 
@@ -52,21 +55,120 @@ def cmd_links_verify(args: argparse.Namespace) -> int:
     return 0 if check.valid else 1
 
 
+@dataclass(frozen=True)
+class RunnableFlow:
+    """How ``exstream-push run USE_CASE`` reaches a flow: ``module:function`` and the inputs it takes."""
+
+    entrypoint: str
+    help: str
+    manifest_required: bool = False
+    inputs: frozenset[str] = frozenset()  # any of "events", "payments"
+
+    def load(self) -> Callable[..., dict[str, Any]]:
+        module, function = self.entrypoint.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+RUNNABLE_FLOWS: dict[str, RunnableFlow] = {
+    "statement-ready": RunnableFlow(
+        "flows.statement_ready:statement_ready", "push 'your document is ready' for an Exstream run", True
+    ),
+    "payment-reminders": RunnableFlow(
+        "flows.payment_reminders:payment_reminders",
+        "payment due and delinquency reminders along the escalation ladder",
+        inputs=frozenset({"payments"}),
+    ),
+    "policy-change": RunnableFlow(
+        "flows.policy_change:policy_change",
+        "policy or contract change alerts, reminders until acknowledged, escalation to Exstream",
+        inputs=frozenset({"events"}),
+    ),
+    "delivery-exceptions": RunnableFlow(
+        "flows.delivery_exceptions:delivery_exceptions",
+        "failed print, undeliverable e-mail and rejected documents → one push per failure to operations",
+        inputs=frozenset({"events"}),
+    ),
+    "action-required": RunnableFlow(
+        "flows.action_required:action_required",
+        "customer action prompts, reminders before the deadline, print fallback, expiry",
+        inputs=frozenset({"events"}),
+    ),
+}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_prefect(settings)
     from exstream_push.tasks.extract import job_id_for_file
-    from flows.statement_ready import statement_ready
 
+    runnable = RUNNABLE_FLOWS[args.use_case]
+    parameters: dict[str, Any] = {"as_of": args.as_of}
     if args.manifest:
         manifest = Path(args.manifest)
         if not manifest.is_file():
             print(f"no such manifest: {manifest}", file=sys.stderr)
             return 2
-        job_id = args.job_id or job_id_for_file(manifest)
-        result = statement_ready(manifest=str(manifest.resolve()), job_id=job_id, as_of=args.as_of)
-    else:
-        result = statement_ready(job_id=args.job, as_of=args.as_of)
+        parameters["manifest"] = str(manifest.resolve())
+        parameters["job_id"] = args.job_id or job_id_for_file(manifest)
+    elif args.job:
+        parameters["job_id"] = args.job
+    for name in sorted(runnable.inputs):
+        value = getattr(args, name)
+        if value is not None:
+            if not Path(value).is_file():
+                print(f"no such file for --{name}: {value}", file=sys.stderr)
+                return 2
+            parameters[name] = str(Path(value).resolve())
+    result = runnable.load()(**parameters)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_events_import(args: argparse.Namespace) -> int:
+    from exstream_push.events import import_events
+    from exstream_push.runtime import ledger_for
+
+    report = import_events(ledger_for(get_settings()), Path(args.path))
+    for line, reason in report.errors:
+        print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
+    print(f"stored {report.stored} event(s), {report.repeated} already known, skipped {len(report.errors)} bad line(s)")
+    return 1 if (args.strict and report.errors) else 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from exstream_push.audit import export_audit
+    from exstream_push.runtime import ledger_for
+
+    rows = export_audit(ledger_for(get_settings()), args.use_case, args.format, Path(args.out))
+    print(f"wrote {rows} row(s) to {args.out}")
+    return 0
+
+
+def cmd_exceptions_list(args: argparse.Namespace) -> int:
+    from exstream_push.exceptions import list_exceptions
+    from exstream_push.runtime import ledger_for
+
+    exceptions = list_exceptions(ledger_for(get_settings()), job_id=args.job)
+    if args.json:
+        print(json.dumps(exceptions, indent=2, default=str))
+        return 0
+    if not exceptions:
+        print("no delivery exceptions")
+    for item in exceptions:
+        print(
+            f"{item['job_id']:<24} {item['channel']:<8} {item['failure_class']:<22} {item['state']:<18} "
+            f"{item.get('document_id') or '-':<28} {item['next_action']}"
+        )
+    return 0
+
+
+def cmd_exceptions_reissue(args: argparse.Namespace) -> int:
+    from blocks.exstream import ExstreamConnection
+    from exstream_push.exceptions import request_reissue
+    from exstream_push.runtime import ledger_for
+
+    settings = get_settings()
+    result = request_reissue(ledger_for(settings), ExstreamConnection.from_settings(settings), args.job)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -157,13 +259,46 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a use-case flow now").add_subparsers(
         dest="use_case", required=True, metavar="USE_CASE"
     )
-    statement = run.add_parser("statement-ready", help="push 'your document is ready' for an Exstream run")
-    source = statement.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
-    source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
-    statement.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
-    statement.add_argument("--as-of", type=_as_of, help="ISO date-time with zone the run acts at (default: now)")
-    statement.set_defaults(handler=cmd_run)
+    for name, runnable in RUNNABLE_FLOWS.items():
+        use_case = run.add_parser(name, help=runnable.help)
+        source = use_case.add_mutually_exclusive_group(required=runnable.manifest_required)
+        source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
+        source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
+        use_case.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
+        if "events" in runnable.inputs:
+            use_case.add_argument("--events", help="a JSON Lines file of events to take into account")
+        if "payments" in runnable.inputs:
+            use_case.add_argument("--payments", help="CSV customer_id,document_id,paid_at of payments received")
+        use_case.add_argument("--as-of", type=_as_of, help="ISO date-time with zone the run acts at (default: now)")
+        use_case.set_defaults(handler=cmd_run)
+
+    events = commands.add_parser("events", help="engagement events").add_subparsers(
+        dest="events_command", required=True, metavar="ACTION"
+    )
+    events_import = events.add_parser("import", help="store JSON Lines engagement events, once per event_id")
+    events_import.add_argument("path")
+    events_import.add_argument("--strict", action="store_true", help="exit 1 when any line was skipped")
+    events_import.set_defaults(handler=cmd_events_import)
+
+    audit = commands.add_parser("audit", help="evidence for compliance").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    audit_export = audit.add_parser("export", help="one row per document: notified, reminded, acknowledged, escalated")
+    audit_export.add_argument("--use-case", required=True, choices=["policy-change", "action-required"])
+    audit_export.add_argument("--format", required=True, choices=["csv", "parquet"])
+    audit_export.add_argument("--out", required=True, help="file to write")
+    audit_export.set_defaults(handler=cmd_audit_export)
+
+    exceptions = commands.add_parser("exceptions", help="delivery exceptions found in Exstream runs").add_subparsers(
+        dest="exceptions_command", required=True, metavar="ACTION"
+    )
+    exceptions_list = exceptions.add_parser("list", help="every failed document with its next action")
+    exceptions_list.add_argument("--job", help="only this Exstream job")
+    exceptions_list.add_argument("--json", action="store_true")
+    exceptions_list.set_defaults(handler=cmd_exceptions_list)
+    exceptions_reissue = exceptions.add_parser("reissue", help="ask Exstream to reissue a job's failed documents")
+    exceptions_reissue.add_argument("--job", required=True, help="the Exstream job id")
+    exceptions_reissue.set_defaults(handler=cmd_exceptions_reissue)
 
     report = commands.add_parser("report", help="counts per use case and status")
     report.add_argument("--json", action="store_true", help="an object keyed by use case: status → count")

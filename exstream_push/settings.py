@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     link_ttl: timedelta = timedelta(days=30)
 
     templates_dir: Path = PROJECT_ROOT / "templates"
+    config_dir: Path = PROJECT_ROOT / "config"
     data_dir: Path = PROJECT_ROOT / "data"
 
     batch_size: int = Field(25_000, ge=1)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from exstream_push.ledger.models import Device, Document, Notification, PostBack, RejectedRecord
+from exstream_push.ledger.models import Device, Document, EngagementEvent, Notification, PostBack, RejectedRecord
 from exstream_push.status import Status
 
 # Parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535 bind-variable limits.
@@ -172,6 +172,9 @@ class Ledger:
 
     def record_rejected(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._insert_ignoring_conflicts(RejectedRecord, rows)
+
+    def record_events(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._insert_ignoring_conflicts(EngagementEvent, rows)
 
     def record_final(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Notifications decided without sending (skipped, quarantined); a row already present is left alone."""
