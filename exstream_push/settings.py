@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     config_dir: Path = PROJECT_ROOT / "config"
     data_dir: Path = PROJECT_ROOT / "data"
 
+    ingress_secret: SecretStr | None = None
+
     batch_size: int = Field(25_000, ge=1)
     keys: ManifestKeys = Field(default_factory=ManifestKeys)
 

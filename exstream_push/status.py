@@ -65,6 +65,15 @@ class UseCase(StrEnum):
     POLICY_CHANGE = "policy-change"
     DELIVERY_EXCEPTIONS = "delivery-exceptions"
     ACTION_REQUIRED = "action-required"
+    PREFERENCE_SYNC = "preference-sync"
+    OPERATIONAL_ALERT = "operational-alert"
+    LIFECYCLE_TRACKING = "lifecycle-tracking"
+
+
+class OpsAlertState(StrEnum):
+    RECEIVED = "received"
+    PUSHED = "pushed"
+    FOLLOW_UP_REQUESTED = "follow_up_requested"
 
 
 class PushStatus(StrEnum):

@@ -6,8 +6,12 @@ from exstream_push.ledger.models import (
     Document,
     EngagementEvent,
     Notification,
+    OpsAlert,
+    OutboxEvent,
     PostBack,
+    Preference,
     RejectedRecord,
+    SeenRequest,
     Watermark,
 )
 from exstream_push.ledger.store import Ledger
@@ -19,7 +23,11 @@ __all__ = [
     "EngagementEvent",
     "Ledger",
     "Notification",
+    "OpsAlert",
+    "OutboxEvent",
     "PostBack",
+    "Preference",
     "RejectedRecord",
+    "SeenRequest",
     "Watermark",
 ]

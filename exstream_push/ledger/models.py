@@ -141,3 +141,46 @@ class Watermark(SQLModel, table=True):
     name: str = Field(primary_key=True)
     value: str
     updated_at: datetime
+
+
+class Preference(SQLModel, table=True):
+    """A customer's stated communication preferences, as the app or portal last reported them."""
+
+    customer_id: str = Field(primary_key=True)
+    push_opt_in: bool | None = None
+    categories: str | None = None  # ';'-separated opted-in push categories; None: not stated
+    preferred_channels: str | None = Field(default=None, sa_column=Column(Text))  # JSON {category: channel}
+    updated_at: datetime
+
+
+class OpsAlert(SQLModel, table=True):
+    """An operational event (outage, claim status, security) and the push and formal follow-up it led to."""
+
+    alert_id: str = Field(primary_key=True)
+    kind: str
+    severity: str
+    audience: str = Field(sa_column=Column(Text, nullable=False))  # JSON: {"customer_ids": [...]} or {"segment": ...}
+    message_key: str
+    occurred_at: datetime
+    received_at: datetime
+    state: str = "received"
+    pushed_at: datetime | None = None
+    follow_up_posted_at: datetime | None = None
+
+
+class OutboxEvent(SQLModel, table=True):
+    """A Prefect event accepted into the ledger first, emitted when the Prefect API answers (at-least-once)."""
+
+    id: str = Field(primary_key=True)
+    event: str = Field(index=True)
+    resource_id: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    occurred: datetime
+    emitted_at: datetime | None = Field(default=None, index=True)
+
+
+class SeenRequest(SQLModel, table=True):
+    """Signatures of accepted ingress requests, kept past the signature's validity window to refuse replays."""
+
+    signature: str = Field(primary_key=True)
+    seen_at: datetime = Field(index=True)
