@@ -173,6 +173,19 @@ def cmd_exceptions_reissue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exstream_push.ingress.app import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from exstream_push.stack import run_stack
+
+    return run_stack(prefect_port=args.prefect_port)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from exstream_push.runtime import ledger_for
 
@@ -299,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     exceptions_reissue = exceptions.add_parser("reissue", help="ask Exstream to reissue a job's failed documents")
     exceptions_reissue.add_argument("--job", required=True, help="the Exstream job id")
     exceptions_reissue.set_defaults(handler=cmd_exceptions_reissue)
+
+    serve = commands.add_parser("serve", help="the signed ingress API for apps, the portal, operations and Exstream")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8095)
+    serve.set_defaults(handler=cmd_serve)
+
+    up = commands.add_parser("up", help="Prefect server and worker, emulators, ingress API, deployments; Ctrl-C stops")
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.set_defaults(handler=cmd_up)
 
     report = commands.add_parser("report", help="counts per use case and status")
     report.add_argument("--json", action="store_true", help="an object keyed by use case: status → count")

@@ -12,6 +12,7 @@ from exstream_push.ledger.models import (
     Preference,
     RejectedRecord,
     SeenRequest,
+    TrackingEvent,
     Watermark,
 )
 from exstream_push.ledger.store import Ledger
@@ -29,5 +30,6 @@ __all__ = [
     "Preference",
     "RejectedRecord",
     "SeenRequest",
+    "TrackingEvent",
     "Watermark",
 ]

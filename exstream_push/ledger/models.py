@@ -184,3 +184,14 @@ class SeenRequest(SQLModel, table=True):
 
     signature: str = Field(primary_key=True)
     seen_at: datetime = Field(index=True)
+
+
+class TrackingEvent(SQLModel, table=True):
+    """An Exstream tracking event received over HTTP, kept whole until the flow that reacts to it has read it."""
+
+    event_id: str = Field(primary_key=True)
+    schema_type: str = Field(index=True)
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # carries PII (user{}): never logged or pushed
+    event_date: datetime | None = None
+    received_at: datetime
+    processed_at: datetime | None = Field(default=None, index=True)
