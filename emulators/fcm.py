@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import random
 import re
 import secrets
@@ -166,13 +167,19 @@ class FcmEmulatorState:
     """Everything the emulator remembers, kept in one object so tests can inspect it in-process."""
 
     def __init__(
-        self, faults: Mapping[int, float] | None = None, latency: float = 0.0, seed: int | None = None
+        self,
+        faults: Mapping[int, float] | None = None,
+        latency: float = 0.0,
+        seed: int | None = None,
+        keep_messages: bool = True,
     ) -> None:
+        """``keep_messages=False`` only counts accepted messages: a benchmark sends millions."""
         if latency < 0:
             raise ValueError(f"latency is {latency!r}: it must not be negative")
         self.faults = check_faults(faults or {})
         self.latency = latency
         self.seed = seed
+        self.keep_messages = keep_messages
         self._fault_thresholds = list(zip(itertools.accumulate(self.faults.values()), self.faults.keys(), strict=True))
         # Message ids stay unique across resets and emulator restarts, as a ledger keyed by them expects.
         self._run_id = secrets.token_hex(4)
@@ -229,7 +236,8 @@ class FcmEmulatorState:
             self.validated += 1
         else:
             self.accepted += 1
-            self.messages.append(message)
+            if self.keep_messages:
+                self.messages.append(message)
         return None
 
     def _device_fault(self, device: str) -> Reply | None:
@@ -272,7 +280,9 @@ async def show_stats(request: Request) -> Response:
     return _json(orjson.dumps(request.app.state.fcm.stats()))
 
 
-def create_fcm_app(faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None) -> Starlette:
+def create_fcm_app(
+    faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None, keep_messages: bool = True
+) -> Starlette:
     """The emulator as an ASGI app; run it with `emulators.server.ServerThread` or uvicorn."""
     app = Starlette(
         routes=[
@@ -282,5 +292,14 @@ def create_fcm_app(faults: dict[int, float] | None = None, latency: float = 0.0,
             Route("/_emulator/stats", show_stats, methods=["GET"]),
         ]
     )
-    app.state.fcm = FcmEmulatorState(faults=faults, latency=latency, seed=seed)
+    app.state.fcm = FcmEmulatorState(faults=faults, latency=latency, seed=seed, keep_messages=keep_messages)
     return app
+
+
+def create_fcm_app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (several worker processes): options come from the environment."""
+    faults = os.environ.get("FCM_EMULATOR_FAULTS")
+    return create_fcm_app(
+        faults=parse_fault_spec(faults) if faults else None,
+        keep_messages=os.environ.get("FCM_EMULATOR_KEEP_MESSAGES", "1") != "0",
+    )

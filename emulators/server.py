@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -52,3 +58,53 @@ class ServerThread:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class EmulatorProcess:
+    """An emulator under uvicorn in child processes, so it competes with the client for CPU, not for a GIL.
+
+    ``with EmulatorProcess("emulators.fcm:create_fcm_app_from_env", workers=2) as url: ...``
+    """
+
+    def __init__(
+        self,
+        factory: str,
+        *,
+        workers: int = 1,
+        env: Mapping[str, str] | None = None,
+        ready_path: str = "/_emulator/stats",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._ready_path = ready_path
+        self._command = [
+            sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--lifespan", "off",
+        ]  # fmt: skip
+        self._env = {**os.environ, **(env or {})}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> str:
+        root = Path(__file__).resolve().parent.parent
+        self._process = subprocess.Popen(self._command, cwd=root, env=self._env)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{self.url}{self._ready_path}").raise_for_status()
+                return self.url
+            except httpx.TransportError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"{self._command[4]} did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()

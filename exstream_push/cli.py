@@ -186,6 +186,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_stack(prefect_port=args.prefect_port)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from exstream_push.bench import run_bench
+
+    run_bench(args.customers, Path(args.out), args.emulator_workers)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from exstream_push.runtime import ledger_for
 
@@ -321,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="Prefect server and worker, emulators, ingress API, deployments; Ctrl-C stops")
     up.add_argument("--prefect-port", type=int, default=4200)
     up.set_defaults(handler=cmd_up)
+
+    bench = commands.add_parser("bench", help="statement-ready at scale beside the ceiling and the SDK baseline")
+    bench.add_argument("--customers", type=int, default=1_000_000)
+    bench.add_argument("--out", default="bench-results/bench.json", help="where the figures go as JSON")
+    bench.add_argument("--emulator-workers", type=int, default=1, help="FCM emulator processes")
+    bench.set_defaults(handler=cmd_bench)
 
     report = commands.add_parser("report", help="counts per use case and status")
     report.add_argument("--json", action="store_true", help="an object keyed by use case: status → count")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -41,8 +42,10 @@ def _no_retry_on_configuration(task: object, task_run: object, state: object) ->
 )
 def send_push(
     messages: pd.DataFrame, use_case: str, fcm: FcmConnection, as_of: datetime | None = None
-) -> dict[str, int]:
-    """Returns counts by outcome. Re-running a batch sends only keys still ``pending`` in the ledger.
+) -> dict[str, float]:
+    """Returns counts by outcome, and the seconds spent writing outcomes to the ledger.
+
+    Re-running a batch sends only keys still ``pending`` in the ledger.
 
     Outcomes are written in small groups while the rest are in flight, so a crash can repeat only the messages
     that were on the wire at that moment; each carries a collapse key derived from its idempotency key so the
@@ -53,9 +56,12 @@ def send_push(
     to_send = messages[messages["key"].isin(owed)]
     device_of = dict(zip(to_send["key"], to_send["device_id"], strict=True))
     counts: Counter[str] = Counter(already_done=len(messages) - len(to_send))
+    seconds_recording = 0.0
     configuration_errors: list[str] = []
 
     def record(results: Sequence[PushResult]) -> None:
+        nonlocal seconds_recording
+        started = time.perf_counter()
         outcomes, dead_devices = [], []
         for result in results:
             if result.error is None:
@@ -104,6 +110,7 @@ def send_push(
         ledger.record_outcomes(outcomes)
         if dead_devices:
             counts["devices_deactivated"] += ledger.deactivate_devices(dead_devices, "fcm:UNREGISTERED")
+        seconds_recording += time.perf_counter() - started
 
     requests = [
         PushRequest(key=key, message=message) for key, message in zip(to_send["key"], to_send["message"], strict=True)
@@ -118,4 +125,4 @@ def send_push(
             f"FCM refused {len(configuration_errors)} message(s) for configuration reasons "
             f"({', '.join(sorted(set(configuration_errors)))}); they stay pending until an operator fixes it"
         )
-    return dict(counts)
+    return {**counts, "seconds_recording": round(seconds_recording, 3)}
