@@ -74,9 +74,11 @@ class DeliveryManifest:
         names = self.schema.names
         columns: dict[str, list] = {name: [] for name in names}
         position = 0
+        # Only elements we read or must release reach Python; a customer's children are read once it has ended.
         parser = etree.iterparse(
             str(self.path),
             events=("start", "end"),
+            tag=("outputList", "customer", "queue", "reportFile"),
             resolve_entities=False,
             no_network=True,
             huge_tree=True,
@@ -113,7 +115,7 @@ class DeliveryManifest:
                 elif tag == "reportFile":
                     self.tail.report_files.append(element.get("name", ""))
                     _release(element)
-                elif tag == "queue":
+                else:
                     _release(element)
         except etree.XMLSyntaxError as exc:
             if position == 0 and not columns["position"]:
