@@ -20,7 +20,7 @@ from exstream_push.ledger import Document, EngagementEvent, Ledger
 from exstream_push.ledger.store import utcnow
 from exstream_push.status import EngagementType
 
-_TYPES = {member.value for member in EngagementType}
+_TYPES = {member.value for member in EngagementType if member is not EngagementType.SENT}
 _CHUNK = 5_000
 
 

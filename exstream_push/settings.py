@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     portal_url: str = "https://portal.example.com/documents"
     link_secret: SecretStr | None = None
     link_ttl: timedelta = timedelta(days=30)
+    fallback_after: timedelta = timedelta(hours=48)  # not opened by then → Exstream is asked for another channel
 
     templates_dir: Path = PROJECT_ROOT / "templates"
     config_dir: Path = PROJECT_ROOT / "config"

@@ -32,6 +32,7 @@ class DocumentState(StrEnum):
 class EngagementType(StrEnum):
     """What a customer did with a push or a document, in the order a document's life moves forward."""
 
+    SENT = "sent"  # not an event a customer sends: the first step of the lifecycle, from the ledger
     DELIVERED = "delivered"
     OPENED = "opened"
     DOCUMENT_ACCESSED = "document_accessed"
@@ -55,6 +56,11 @@ class QuarantineReason(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONTENT_GUARD = "content_guard"
     MALFORMED_XML = "malformed_xml"
+
+
+LIFECYCLE_ORDER = {step: rank for rank, step in enumerate(EngagementType)}
+"""Steps ranked; acknowledged and action_completed rank alike, since a document reaches one or the other."""
+LIFECYCLE_ORDER[EngagementType.ACTION_COMPLETED] = LIFECYCLE_ORDER[EngagementType.ACKNOWLEDGED]
 
 
 class UseCase(StrEnum):

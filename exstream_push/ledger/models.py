@@ -43,6 +43,9 @@ class Document(SQLModel, table=True):
     first_seen_at: datetime
     state: str = "open"
     state_changed_at: datetime | None = None
+    engagement: str | None = None  # furthest lifecycle step reached: sent, delivered, opened, …
+    engagement_at: datetime | None = None
+    fallback_requested_at: datetime | None = None
 
 
 class Notification(SQLModel, table=True):

@@ -14,7 +14,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from exstream_push.ledger.models import Device, Document, EngagementEvent, Notification, PostBack, RejectedRecord
+from exstream_push.ledger.models import (
+    Device,
+    Document,
+    EngagementEvent,
+    Notification,
+    PostBack,
+    RejectedRecord,
+    Watermark,
+)
 from exstream_push.status import Status
 
 # Parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535 bind-variable limits.
@@ -172,6 +180,22 @@ class Ledger:
 
     def record_rejected(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._insert_ignoring_conflicts(RejectedRecord, rows)
+
+    def read_watermark(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(Watermark.value).where(Watermark.name == name))
+
+    def write_watermark(self, name: str, value: str, at: datetime) -> None:
+        """Upsert: how far a poller or a sync has read, so a restart neither misses nor repeats."""
+        table = Watermark.__table__
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(table).values(name=name, value=value, updated_at=at)
+        statement = statement.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement)
 
     def record_events(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._insert_ignoring_conflicts(EngagementEvent, rows)
