@@ -62,6 +62,7 @@ class RunnableFlow:
     entrypoint: str
     help: str
     manifest_required: bool = False
+    takes_manifest: bool = True
     inputs: frozenset[str] = frozenset()  # any of "events", "payments"
 
     def load(self) -> Callable[..., dict[str, Any]]:
@@ -86,6 +87,7 @@ RUNNABLE_FLOWS: dict[str, RunnableFlow] = {
     "delivery-exceptions": RunnableFlow(
         "flows.delivery_exceptions:delivery_exceptions",
         "failed print, undeliverable e-mail and rejected documents → one push per failure to operations",
+        takes_manifest=False,
         inputs=frozenset({"events"}),
     ),
     "action-required": RunnableFlow(
@@ -103,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     runnable = RUNNABLE_FLOWS[args.use_case]
     parameters: dict[str, Any] = {"as_of": args.as_of}
-    if args.manifest:
+    if getattr(args, "manifest", None):
         manifest = Path(args.manifest)
         if not manifest.is_file():
             print(f"no such manifest: {manifest}", file=sys.stderr)
@@ -282,9 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, runnable in RUNNABLE_FLOWS.items():
         use_case = run.add_parser(name, help=runnable.help)
         source = use_case.add_mutually_exclusive_group(required=runnable.manifest_required)
-        source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
         source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
-        use_case.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
+        if runnable.takes_manifest:
+            source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
+            use_case.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
         if "events" in runnable.inputs:
             use_case.add_argument("--events", help="a JSON Lines file of events to take into account")
         if "payments" in runnable.inputs:

@@ -1,0 +1,62 @@
+"""Use case 4 — delivery exceptions: failed Exstream jobs, message-file errors and failure tracking events →
+exception records → one push to operations per (job, channel, failure class) with the next action."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from exstream_push.status import UseCase
+from exstream_push.tasks.delivery_exceptions import (
+    advance_job_watermark,
+    build_operations_alerts,
+    collect_job_failures,
+    collect_tracking_failures,
+    find_failed_jobs,
+    mark_alerted_exceptions,
+)
+from exstream_push.tasks.send import send_push
+from flows.statement_ready import connections
+
+USE_CASE = UseCase.DELIVERY_EXCEPTIONS.value
+
+
+def _run_name() -> str:
+    return f"{USE_CASE}-{flow_run.parameters.get('job_id') or 'poll'}"
+
+
+@flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)
+def delivery_exceptions(
+    job_id: str | None = None,
+    events: str | None = None,
+    as_of: datetime | None = None,
+    exstream_block: str | None = None,
+    fcm_block: str | None = None,
+) -> dict[str, Any]:
+    """Record every failed document once and tell operations what to do, one push per failure group.
+
+    Without ``job_id`` it polls Exstream for jobs in status error since its watermark; ``events`` is a JSON Lines
+    file of tracking events. Events go first, so a failed job whose documents they name is not taken for a job
+    that failed as a whole.
+    """
+    as_of = as_of or datetime.now(UTC)
+    if as_of.tzinfo is None:
+        raise ValueError("as_of needs a time zone, e.g. 2026-11-29T08:00:00+00:00")
+    exstream, fcm = connections(exstream_block, fcm_block)
+    totals: Counter[str] = Counter()
+    if events is not None:
+        totals.update(collect_tracking_failures(events, as_of))
+    jobs = find_failed_jobs(exstream, as_of, job_id)
+    for job in jobs:
+        totals.update(collect_job_failures(job, exstream, as_of))
+        if job_id is None:
+            advance_job_watermark(job, exstream, as_of)
+    alerts = build_operations_alerts()
+    if len(alerts.messages):
+        send_push(alerts.messages, USE_CASE, fcm, as_of)
+    totals.update(mark_alerted_exceptions(alerts))
+    return {"as_of": as_of.isoformat(), "jobs": [job.id for job in jobs], **totals}
