@@ -56,6 +56,7 @@ class QuarantineReason(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONTENT_GUARD = "content_guard"
     MALFORMED_XML = "malformed_xml"
+    INVALID_DUE_DATE = "invalid_due_date"
 
 
 LIFECYCLE_ORDER = {step: rank for rank, step in enumerate(EngagementType)}

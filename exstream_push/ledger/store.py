@@ -117,8 +117,10 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", ""):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() in ("psycopg2", ""):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
     return create_engine(parsed, pool_pre_ping=True)
 
 
