@@ -62,8 +62,10 @@ class RunnableFlow:
     entrypoint: str
     help: str
     manifest_required: bool = False
-    takes_manifest: bool = True
-    inputs: frozenset[str] = frozenset()  # any of "events", "payments"
+    takes_manifest: bool = True  # offers --manifest and --job-id
+    takes_job: bool = True  # offers --job
+    inputs: frozenset[str] = frozenset()  # files: any of "events", "payments"
+    options: tuple[str, ...] = ()  # required string parameters, given as --name-with-dashes
 
     def load(self) -> Callable[..., dict[str, Any]]:
         module, function = self.entrypoint.split(":")
@@ -95,6 +97,25 @@ RUNNABLE_FLOWS: dict[str, RunnableFlow] = {
         "customer action prompts, reminders before the deadline, print fallback, expiry",
         inputs=frozenset({"events"}),
     ),
+    "preference-sync": RunnableFlow(
+        "flows.preference_sync:preference_sync",
+        "opt-ins, devices and preferences changed since the last sync → Exstream's channel selection",
+        takes_manifest=False,
+        takes_job=False,
+    ),
+    "operational-alert": RunnableFlow(
+        "flows.operational_alert:operational_alert",
+        "push an operational alert the ingress received, then ask Exstream for the formal follow-up letter",
+        takes_manifest=False,
+        takes_job=False,
+        options=("alert_id",),
+    ),
+    "lifecycle-tracking": RunnableFlow(
+        "flows.lifecycle_tracking:lifecycle_tracking",
+        "fold engagement into document status, report changes and request fallbacks from Exstream",
+        takes_manifest=False,
+        takes_job=False,
+    ),
 }
 
 
@@ -112,8 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         parameters["manifest"] = str(manifest.resolve())
         parameters["job_id"] = args.job_id or job_id_for_file(manifest)
-    elif args.job:
+    elif getattr(args, "job", None):
         parameters["job_id"] = args.job
+    for option in runnable.options:
+        parameters[option] = getattr(args, option)
     for name in sorted(runnable.inputs):
         value = getattr(args, name)
         if value is not None:
@@ -283,15 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, runnable in RUNNABLE_FLOWS.items():
         use_case = run.add_parser(name, help=runnable.help)
-        source = use_case.add_mutually_exclusive_group(required=runnable.manifest_required)
-        source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
-        if runnable.takes_manifest:
-            source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
-            use_case.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
+        if runnable.takes_job or runnable.takes_manifest:
+            source = use_case.add_mutually_exclusive_group(required=runnable.manifest_required)
+            if runnable.takes_job:
+                source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
+            if runnable.takes_manifest:
+                source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
+                use_case.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
         if "events" in runnable.inputs:
             use_case.add_argument("--events", help="a JSON Lines file of events to take into account")
         if "payments" in runnable.inputs:
             use_case.add_argument("--payments", help="CSV customer_id,document_id,paid_at of payments received")
+        for option in runnable.options:
+            use_case.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True)
         use_case.add_argument("--as-of", type=_as_of, help="ISO date-time with zone the run acts at (default: now)")
         use_case.set_defaults(handler=cmd_run)
 

@@ -110,15 +110,14 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in (
-        [],
-        ["demo"],
-        ["emulate"],
-        ["devices", "import"],
-        ["links", "verify"],
-        ["run", "statement-ready"],
-        ["report"],
-    ):
+    from exstream_push.cli import RUNNABLE_FLOWS
+
+    commands = [
+        [], ["demo"], ["emulate"], ["devices", "import"], ["links", "verify"], ["report"], ["events", "import"],
+        ["audit", "export"], ["exceptions", "list"], ["exceptions", "reissue"], ["serve"], ["up"], ["bench"],
+        *(["run", name] for name in RUNNABLE_FLOWS),
+    ]  # fmt: skip
+    for command in commands:
         with pytest.raises(SystemExit) as exit_info:
             main([*command, "--help"])
         assert exit_info.value.code == 0

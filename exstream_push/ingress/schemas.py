@@ -1,0 +1,169 @@
+"""What each ingress route accepts. FastAPI turns a failed check into a 422 whose ``loc`` names the field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from exstream_push.status import EngagementType
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
+Channel = Literal["push", "email", "print", "web", "sms"]
+# Keeps one request's statements well under SQLite's and PostgreSQL's bind-parameter limits.
+MAX_EVENTS_PER_REQUEST = 10_000
+
+
+def _one_or_many(value: Any) -> Any:
+    """A route that takes a list also takes one object, so a single event needs no wrapping."""
+    return [value] if isinstance(value, dict) else value
+
+
+class DeviceIn(BaseModel):
+    """A device as the app back end knows it now; the same device_id again replaces what was stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Identifier
+    device_id: Identifier
+    platform: Literal["android", "ios", "web"]
+    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+    active: bool = Field(True, description="false unregisters the device: it is kept, but never pushed to again")
+    push_opt_in: bool = True
+    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
+    timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
+    categories: list[Category] = Field(default_factory=list, description="opted-in push categories; empty means all")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class PreferenceIn(BaseModel):
+    """A customer's stated preferences; a field left out keeps what was stated before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Identifier
+    push_opt_in: bool | None = None
+    categories: list[Category] | None = Field(None, description="opted-in push categories; empty means all")
+    preferred_channels: dict[Category, Channel] | None = Field(None, description="category → preferred channel")
+
+    @model_validator(mode="after")
+    def _states_something(self) -> PreferenceIn:
+        if self.push_opt_in is None and self.categories is None and self.preferred_channels is None:
+            raise ValueError("give at least one of push_opt_in, categories, preferred_channels")
+        return self
+
+
+class EngagementEventIn(BaseModel):
+    """The schema of ``exstream-push events import``, one JSON Lines record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: Identifier
+    type: EngagementType
+    document_id: Identifier | None = None
+    document_ref: Identifier | None = Field(None, description="the opaque reference the push carried")
+    customer_id: Identifier
+    device_id: Identifier | None = None
+    occurred_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _names_a_document(self) -> EngagementEventIn:
+        if self.document_id is None and self.document_ref is None:
+            raise ValueError("document_id or document_ref is required")
+        return self
+
+
+EngagementEvents = Annotated[
+    list[EngagementEventIn], BeforeValidator(_one_or_many), Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+]
+
+
+class TrackingHeader(BaseModel):
+    """``expctr``: what kind of tracking event this is. Other keys are kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schemaType: Annotated[str, StringConstraints(min_length=1, max_length=200)]  # field names are Exstream's
+    eventId: Identifier | None = None
+    eventDate: str | None = None  # kept as sent, checked to be a date-time with a zone
+
+    @field_validator("eventDate")
+    @classmethod
+    def _aware_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO date-time") from None
+            if moment.tzinfo is None:
+                raise ValueError("must carry a time zone")
+        return value
+
+
+class TrackingEventIn(BaseModel):
+    """An Exstream tracking event; ``user{}`` and every other block are stored whole, never logged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    expctr: TrackingHeader
+    exstreamJob: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        """A delivery that did not happen: ``Exstream-<channel>-Failed`` or an e-mail not delivered."""
+        schema_type = self.expctr.schemaType
+        return schema_type.endswith("-Failed") or schema_type == "Exstream-Email-NDLV"
+
+
+TrackingEvents = Annotated[
+    list[TrackingEventIn], BeforeValidator(_one_or_many), Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+]
+
+
+class OpsAlertIn(BaseModel):
+    """An operational event; ``customer_ids`` or a named ``segment`` (config/ops-alert-segments.yaml) says who."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alert_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+    kind: Literal["outage", "claim_status", "security"]
+    severity: Literal["critical", "error", "warning", "info"]
+    customer_ids: Annotated[list[Identifier], Field(min_length=1)] | None = None
+    segment: Identifier | None = None
+    message_key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")] = Field(
+        description="template templates/operational-alert/{message_key}.{locale}.j2, else generic"
+    )
+    occurred_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> OpsAlertIn:
+        if (self.customer_ids is None) == (self.segment is None):
+            raise ValueError("give exactly one of customer_ids or segment")
+        return self
+
+    def audience(self) -> dict[str, Any]:
+        """As stored in ``OpsAlert.audience``: each customer once, in a stable order."""
+        if self.customer_ids is not None:
+            return {"customer_ids": sorted(set(self.customer_ids))}
+        return {"segment": self.segment}

@@ -1,0 +1,57 @@
+"""Use case 7 — an operational event: a high-priority push at once, then the formal follow-up letter from Exstream."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import get_settings
+from exstream_push.status import OpsAlertState
+from exstream_push.tasks.alerts import (
+    USE_CASE,
+    alert_report,
+    alert_spool,
+    mark_alert,
+    read_alert,
+    request_follow_up,
+    spool_alert_audience,
+)
+from exstream_push.tasks.render import render_messages
+from exstream_push.tasks.segment import segment_recipients
+from exstream_push.tasks.send import send_push
+from flows.statement_ready import connections
+
+CATEGORY = "alerts"
+
+
+@flow(name=USE_CASE, flow_run_name=f"{USE_CASE}-{{alert_id}}", persist_result=False)
+def operational_alert(
+    alert_id: str,
+    as_of: datetime | None = None,
+    exstream_block: str | None = None,
+    fcm_block: str | None = None,
+) -> dict[str, Any]:
+    """Push the alert to the affected customers' devices, then ask Exstream for the letter; once per alert."""
+    as_of = as_of or datetime.now(UTC)
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    alert = read_alert(ledger, alert_id)
+    if alert.state == OpsAlertState.FOLLOW_UP_REQUESTED:
+        return {"alert_id": alert_id, "already_done": True, "report": alert_report(ledger, alert_id)}
+
+    exstream, fcm = connections(exstream_block, fcm_block)
+    totals: Counter[str] = Counter()
+    if alert.state == OpsAlertState.RECEIVED:
+        for batch in spool_alert_audience(alert):
+            recipients = segment_recipients(batch, USE_CASE, CATEGORY, as_of)
+            messages = render_messages(recipients, USE_CASE, CATEGORY, as_of, priority="high")
+            totals.update(send_push(messages, USE_CASE, fcm, as_of))
+        mark_alert(ledger, alert_id, OpsAlertState.PUSHED, pushed_at=as_of)
+        shutil.rmtree(alert_spool(settings, alert_id), ignore_errors=True)
+    follow_up = request_follow_up(alert, exstream, as_of)
+    return {"alert_id": alert_id, **totals, "follow_up": follow_up, "report": alert_report(ledger, alert_id)}

@@ -1,0 +1,467 @@
+"""The signed ingress, served for real on loopback: who gets in, what is refused, and what survives a Prefect outage."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from prefect.settings import PREFECT_API_URL
+from sqlalchemy import func, select
+
+from emulators.server import ServerThread, free_port
+from exstream_push.ingress.app import IngressConfigurationError, create_app, serve
+from exstream_push.ingress.signing import sign
+from exstream_push.ledger import (
+    Device,
+    EngagementEvent,
+    Ledger,
+    OpsAlert,
+    OutboxEvent,
+    Preference,
+    SeenRequest,
+    TrackingEvent,
+)
+from exstream_push.prefect_events import drain_outbox, enqueue, pending_count
+from exstream_push.runtime import ledger_for
+from exstream_push.settings import get_settings
+from tests.test_prefect_events import FakePrefectEvents, wait_for_events
+
+SECRET = b"ingress-test-secret"
+SAMPLES = Path("/work/shared/reference/exstream/tracking-event-samples.json")
+LEDGER_TABLES = (Device, Preference, EngagementEvent, TrackingEvent, OpsAlert, OutboxEvent, SeenRequest)
+
+FAILED_DELIVERY = {
+    "expctr": {
+        "schemaVersion": "1.0",
+        "schemaType": "Exstream-Email-Failed",
+        "schemaSource": "Statements",
+        "eventId": "trk-failed-1",
+        "eventDate": "2026-11-02T08:00:00.120Z",
+    },
+    "exstreamJob": {"communicationId": "comm-77", "status": "failed", "domain": "Bank"},
+    "user": {"CustomerId": "C0001", "CustomerEmail": "jane.doe@example.com", "CustomerLastname": "Doe"},
+}
+NOT_DELIVERED = {
+    "expctr": {"schemaType": "Exstream-Email-NDLV", "eventId": "trk-ndlv-1", "eventDate": "2026-11-02T08:01:00Z"},
+    "user": {"CustomerEmail": "john.roe@example.com"},
+}
+
+
+def outage_alert(alert_id: str = "OPS-1", **changes: Any) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id,
+        "kind": "outage",
+        "severity": "critical",
+        "customer_ids": ["C0001", "C0002"],
+        "message_key": "outage",
+        "occurred_at": "2026-11-02T07:55:00+00:00",
+        **changes,
+    }
+
+
+@dataclass
+class Ingress:
+    url: str
+    ledger: Ledger
+
+    def signed(self, path: str, payload: Any, *, secret: bytes = SECRET, at: float | None = None) -> httpx.Request:
+        body = json.dumps(payload).encode()
+        header = sign(secret, int(time.time() if at is None else at), body)
+        return httpx.Request(
+            "POST",
+            f"{self.url}{path}",
+            content=body,
+            headers={"X-Signature": header, "Content-Type": "application/json"},
+        )
+
+    def post(self, path: str, payload: Any, **signing: Any) -> httpx.Response:
+        return send(self.signed(path, payload, **signing))
+
+    def counts(self) -> dict[str, int]:
+        with self.ledger.engine.connect() as conn:
+            return {
+                model.__name__: conn.scalar(select(func.count()).select_from(model.__table__)) or 0
+                for model in LEDGER_TABLES
+            }
+
+
+def send(request: httpx.Request) -> httpx.Response:
+    with httpx.Client() as client:
+        return client.send(request)
+
+
+@pytest.fixture
+def ingress_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("EXSTREAM_PUSH_HOME", str(home))
+    monkeypatch.setenv("EXSTREAM_PUSH_DATABASE_URL", f"sqlite:///{home / 'ledger.db'}")
+    monkeypatch.setenv("EXSTREAM_PUSH_INGRESS_SECRET", SECRET.decode())
+    monkeypatch.setenv("EXSTREAM_PUSH_LINK_SECRET", "test-link-secret")
+    return home
+
+
+@pytest.fixture
+def prefect_down() -> str:
+    """An events URL where nothing listens: Prefect is down for as long as the test says."""
+    return f"http://127.0.0.1:{free_port()}/api"
+
+
+@pytest.fixture
+def ingress(ingress_env: Path, prefect_down: str) -> Iterator[Ingress]:
+    settings = get_settings()
+    with ServerThread(create_app(settings, prefect_api_url=prefect_down)) as server:
+        yield Ingress(server.url, ledger_for(settings))
+
+
+def record_statement_document(ledger: Ledger, document_id: str, customer_id: str) -> str:
+    ref = f"ref-{document_id}"
+    ledger.record_documents(
+        [
+            {
+                "use_case": "policy-change",
+                "document_id": document_id,
+                "job_id": "JOB-1",
+                "step_id": "docgen",
+                "position": 1,
+                "customer_id": customer_id,
+                "document_type": "policy",
+                "locale": "en",
+                "ref": ref,
+                "first_seen_at": datetime.now(UTC),
+            }
+        ]
+    )
+    return ref
+
+
+SIGNED_ROUTES = [
+    ("/v1/devices", {"customer_id": "C1", "device_id": "D1", "platform": "ios", "token": "t"}),
+    ("/v1/preferences", {"customer_id": "C1", "push_opt_in": False}),
+    (
+        "/v1/engagement-events",
+        {
+            "event_id": "e1",
+            "type": "opened",
+            "document_ref": "r",
+            "customer_id": "C1",
+            "occurred_at": "2026-11-02T08:00Z",
+        },
+    ),
+    ("/v1/exstream/events", FAILED_DELIVERY),
+    ("/v1/ops/alerts", outage_alert()),
+]
+
+
+@pytest.mark.parametrize(("route", "body"), SIGNED_ROUTES, ids=[route for route, _ in SIGNED_ROUTES])
+def test_unsigned_mis_signed_stale_and_replayed_requests_get_401_and_change_nothing(
+    ingress: Ingress, route: str, body: dict[str, Any]
+) -> None:
+    now = time.time()
+    refused = {
+        "missing": httpx.Request("POST", f"{ingress.url}{route}", json=body),
+        "wrong secret": ingress.signed(route, body, secret=b"another-secret"),
+        "stale": ingress.signed(route, body, at=now - 310),
+        "from the future": ingress.signed(route, body, at=now + 310),
+        "not our header format": httpx.Request(
+            "POST", f"{ingress.url}{route}", json=body, headers={"X-Signature": "sha256=abc"}
+        ),
+        # The signature is checked before anything is parsed: a malformed body with a bad signature is still 401.
+        "malformed and unsigned": httpx.Request("POST", f"{ingress.url}{route}", content=b"{not json"),
+    }
+    tampered = ingress.signed(route, body)
+    refused["body changed after signing"] = httpx.Request(
+        "POST",
+        tampered.url,
+        headers={"X-Signature": tampered.headers["X-Signature"], "Content-Type": "application/json"},
+        content=json.dumps({**body, "customer_id": "C2"}).encode(),
+    )
+
+    before = ingress.counts()
+    for case, request in refused.items():
+        response = send(request)
+        assert response.status_code == 401, case
+        assert response.json()["detail"], case
+    assert ingress.counts() == before
+
+    accepted = ingress.signed(route, body)
+    assert send(accepted).status_code in (200, 202)
+    after_first = ingress.counts()
+    assert after_first["SeenRequest"] == 1
+
+    replay = send(httpx.Request("POST", accepted.url, headers=accepted.headers, content=accepted.content))
+    assert replay.status_code == 401
+    assert "already received" in replay.json()["detail"]
+    assert ingress.counts() == after_first
+
+
+def test_the_same_alert_signed_anew_is_accepted_and_changes_nothing(ingress: Ingress) -> None:
+    assert ingress.post("/v1/ops/alerts", outage_alert()).json() == {"alert_id": "OPS-1", "duplicate": False}
+    after_first = ingress.counts()
+    # Another second, so another signature: a new request, for an alert already received.
+    retry = ingress.post("/v1/ops/alerts", outage_alert(severity="info"), at=time.time() + 2)
+    assert retry.status_code == 202 and retry.json() == {"alert_id": "OPS-1", "duplicate": True}
+    assert ingress.counts() == {**after_first, "SeenRequest": 2}
+    with ingress.ledger.engine.connect() as conn:
+        assert conn.scalar(select(OpsAlert.severity)) == "critical"
+
+
+@pytest.mark.parametrize(
+    ("route", "payload", "field"),
+    [
+        ("/v1/devices", {"customer_id": "C1", "device_id": "D1", "platform": "pager", "token": "t"}, ["platform"]),
+        ("/v1/devices", {"customer_id": "C1", "device_id": "D1", "platform": "ios"}, ["token"]),
+        (
+            "/v1/devices",
+            {"customer_id": "C1", "device_id": "D1", "platform": "ios", "token": "t", "timezone": "Mars/Olympus"},
+            ["timezone"],
+        ),
+        ("/v1/preferences", {"customer_id": "C1", "preferred_channels": {"statements": "fax"}}, None),
+        (
+            "/v1/engagement-events",
+            [
+                {
+                    "event_id": "e1",
+                    "type": "opened",
+                    "document_id": "D",
+                    "customer_id": "C1",
+                    "occurred_at": "2026-11-02",
+                }
+            ],
+            [0, "occurred_at"],
+        ),
+        (
+            "/v1/engagement-events",
+            {"event_id": "e1", "type": "liked", "document_id": "D", "customer_id": "C1", "occurred_at": "x"},
+            [0, "type"],
+        ),
+        (
+            "/v1/engagement-events",
+            {
+                "event_id": "e1",
+                "type": "sent",
+                "document_id": "D",
+                "customer_id": "C1",
+                "occurred_at": "2026-11-02T08:00Z",
+            },
+            [0],
+        ),
+        ("/v1/exstream/events", [FAILED_DELIVERY, {"expctr": {"eventId": "x"}}], [1, "expctr", "schemaType"]),
+        ("/v1/exstream/events", {**FAILED_DELIVERY, "expctr": {"schemaType": "X", "eventDate": "noon"}}, None),
+        ("/v1/ops/alerts", outage_alert(kind="flood"), ["kind"]),
+        ("/v1/ops/alerts", outage_alert(message_key="../secret"), ["message_key"]),
+        ("/v1/ops/alerts", outage_alert(segment="nobody-defined-this"), None),
+        ("/v1/ops/alerts", {**outage_alert(), "customer_ids": None, "segment": "nobody-defined-this"}, ["segment"]),
+    ],
+)
+def test_a_body_that_fails_validation_gets_422_naming_the_field(
+    ingress: Ingress, route: str, payload: Any, field: list[Any] | None
+) -> None:
+    before = ingress.counts()
+    response = ingress.post(route, payload)
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    if field is not None:
+        assert ["body", *field] in [error["loc"] for error in errors]
+    else:  # a rule across fields: the message names them
+        assert any(
+            name in error["msg"] or name in error["loc"]
+            for error in errors
+            for name in ("preferred_channels", "eventDate", "segment", "customer_ids")
+        ), errors
+    assert ingress.counts() == before  # not even the signature is remembered
+
+
+def test_not_json_gets_422(ingress: Ingress) -> None:
+    body = b'{"alert_id": '
+    request = httpx.Request(
+        "POST",
+        f"{ingress.url}/v1/ops/alerts",
+        content=body,
+        headers={"X-Signature": sign(SECRET, int(time.time()), body), "Content-Type": "application/json"},
+    )
+    response = send(request)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_it_is_back(
+    prefect_harness: None, ingress_env: Path, prefect_down: str, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    monkeypatch.setenv("EXSTREAM_PUSH_DATABASE_URL", database_url)
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    ref = record_statement_document(ledger, "POL-1", "C0001")
+    alert_id = f"OPS-{time.time_ns()}"
+    samples = json.loads(SAMPLES.read_text())["events"]
+
+    with ServerThread(create_app(settings, prefect_api_url=prefect_down)) as server:
+        ingress = Ingress(server.url, ledger)
+        device = {"customer_id": "C0001", "device_id": "dev-1", "platform": "android", "token": "tok-1"}
+        device["categories"] = ["statements", "alerts", "alerts"]
+        assert ingress.post("/v1/devices", device).json() == {
+            "device_id": "dev-1",
+            "active": True,
+        }
+        assert ingress.post("/v1/devices", {**device, "active": False}).status_code == 200
+        assert ingress.post("/v1/preferences", {"customer_id": "C0001", "push_opt_in": True}).status_code == 200
+        preference = ingress.post(
+            "/v1/preferences", {"customer_id": "C0001", "preferred_channels": {"statements": "email"}}
+        )
+        assert preference.json() == {"customer_id": "C0001", "stated": ["preferred_channels"]}
+        tracking = ingress.post("/v1/exstream/events", [*samples, FAILED_DELIVERY, NOT_DELIVERED])
+        assert tracking.status_code == 202
+        assert tracking.json() == {"stored": 4, "repeated": 0, "failed": 2}
+        assert ingress.post("/v1/exstream/events", FAILED_DELIVERY).json() == {"stored": 0, "repeated": 1, "failed": 0}
+        engagement = [
+            {"event_id": "eng-1", "type": "acknowledged", "document_ref": ref, "customer_id": "C0001"},
+            {"event_id": "eng-2", "type": "opened", "document_id": "POL-1", "customer_id": "C0001"},
+            {"event_id": "eng-3", "type": "opened", "document_ref": "unknown-ref", "customer_id": "C0001"},
+        ]
+        occurred = {"occurred_at": "2026-11-02T09:00:00+01:00"}
+        stored = ingress.post("/v1/engagement-events", [{**event, **occurred} for event in engagement])
+        assert stored.json()["stored"] == 2
+        assert [item["index"] for item in stored.json()["rejected"]] == [2]
+        assert ingress.post("/v1/engagement-events", {**engagement[0], **occurred}).json()["repeated"] == 1
+        alert = ingress.post("/v1/ops/alerts", outage_alert(alert_id, customer_ids=["C0002", "C0001", "C0002"]))
+        assert alert.status_code == 202 and alert.json() == {"alert_id": alert_id, "duplicate": False}
+        assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "outbox_pending": 6}
+
+    # Everything acknowledged is in the ledger, although no event could reach Prefect.
+    with ledger.engine.connect() as conn:
+        device_row = conn.execute(select(Device.__table__).where(Device.device_id == "dev-1")).mappings().one()
+        assert (device_row["active"], device_row["deactivated_reason"]) == (False, "unregistered")
+        assert device_row["categories"] == "alerts;statements"
+        preference_row = conn.execute(select(Preference.__table__)).mappings().one()
+        assert preference_row["push_opt_in"] is True  # kept when only the channels were stated afterwards
+        assert json.loads(preference_row["preferred_channels"]) == {"statements": "email"}
+        tracked = {row.event_id: row for row in conn.execute(select(TrackingEvent.__table__))}
+        assert json.loads(tracked["trk-failed-1"].payload) == FAILED_DELIVERY  # stored whole, user{} included
+        assert tracked["trk-failed-1"].processed_at is None
+        assert {row.schema_type for row in tracked.values()} == {
+            "Exstream-Email-OPEN",
+            "Exstream-FileOutputChannel",
+            "Exstream-Email-Failed",
+            "Exstream-Email-NDLV",
+        }
+        assert set(conn.scalars(select(EngagementEvent.event_id))) == {"eng-1", "eng-2"}
+        stored_alert = conn.execute(select(OpsAlert.__table__)).mappings().one()
+        assert json.loads(stored_alert["audience"]) == {"customer_ids": ["C0001", "C0002"]}
+        assert stored_alert["state"] == "received"
+    assert pending_count(ledger) == 6
+
+    # Prefect is back: the outbox drains, and the events carry ids, never the customer's data.
+    assert drain_outbox(ledger, PREFECT_API_URL.value()) == 6
+    assert pending_count(ledger) == 0
+    with ledger.engine.connect() as conn:
+        outbox = {
+            row.id: (row.event, row.resource_id, json.loads(row.payload))
+            for row in conn.execute(select(OutboxEvent.__table__))
+        }
+    in_prefect = wait_for_events(list(outbox))
+    assert {str(event.id): (event.event, event.resource.id, event.payload) for event in in_prefect} == outbox
+    assert sorted(outbox.values(), key=lambda item: json.dumps(item, sort_keys=True)) == [
+        (
+            "exstream-push.engagement.acknowledged",
+            "exstream-push.document.policy-change.POL-1",
+            {"document_id": "POL-1", "event_id": "eng-1", "type": "acknowledged", "use_case": "policy-change"},
+        ),
+        (
+            "exstream-push.ops.alert",
+            f"exstream-push.alert.{alert_id}",
+            {"alert_id": alert_id, "kind": "outage", "severity": "critical"},
+        ),
+        (
+            "exstream-push.preference.updated",
+            "exstream-push.customer.C0001",
+            {"customer_id": "C0001", "fields": ["preferred_channels"]},
+        ),
+        (
+            "exstream-push.preference.updated",
+            "exstream-push.customer.C0001",
+            {"customer_id": "C0001", "fields": ["push_opt_in"]},
+        ),
+        (
+            "exstream.delivery.failed",
+            "exstream.tracking-event.trk-failed-1",
+            {
+                "communication_id": "comm-77",
+                "schema_type": "Exstream-Email-Failed",
+                "tracking_event_id": "trk-failed-1",
+            },
+        ),
+        (
+            "exstream.delivery.failed",
+            "exstream.tracking-event.trk-ndlv-1",
+            {"schema_type": "Exstream-Email-NDLV", "tracking_event_id": "trk-ndlv-1"},
+        ),
+    ]
+    everything_emitted = json.dumps(list(outbox.values()))
+    for personal in ("example.com", "Doe", "John", "Smith", "tok-1"):
+        assert personal not in everything_emitted
+
+
+def test_the_ingress_will_not_start_without_its_secret(
+    ingress_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("EXSTREAM_PUSH_INGRESS_SECRET")
+    with pytest.raises(IngressConfigurationError, match="EXSTREAM_PUSH_INGRESS_SECRET"):
+        create_app(get_settings())
+    with pytest.raises(SystemExit, match="EXSTREAM_PUSH_INGRESS_SECRET is not set"):
+        serve("127.0.0.1", free_port())
+
+    monkeypatch.setenv("EXSTREAM_PUSH_INGRESS_SECRET", "")
+    with pytest.raises(IngressConfigurationError):
+        create_app(get_settings())
+
+
+def test_health_and_docs_need_no_signature(ingress: Ingress) -> None:
+    assert httpx.get(f"{ingress.url}/healthz").json() == {"status": "ok", "outbox_pending": 0}
+    assert httpx.get(f"{ingress.url}/docs").status_code == 200
+    spec = httpx.get(f"{ingress.url}/openapi.json").json()
+    assert {"/v1/devices", "/v1/preferences", "/v1/engagement-events", "/v1/exstream/events", "/v1/ops/alerts"} <= set(
+        spec["paths"]
+    )
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-Signature"
+
+
+def test_the_running_service_drains_what_an_earlier_process_left_and_forgets_old_signatures(
+    ingress_env: Path,
+) -> None:
+    """Started with events left in the outbox (Prefect was down, the process restarted), it emits them unasked."""
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    with ledger.engine.begin() as conn:
+        left_behind = enqueue(conn, "exstream-push.ops.alert", "exstream-push.alert.OLD", {"alert_id": "OLD"})
+        conn.execute(
+            SeenRequest.__table__.insert(),
+            [
+                {"signature": "old", "seen_at": datetime.now(UTC) - timedelta(minutes=11)},
+                {"signature": "recent", "seen_at": datetime.now(UTC) - timedelta(minutes=9)},
+            ],
+        )
+    fake = FakePrefectEvents()
+    with ServerThread(fake.app) as prefect:
+        app = create_app(settings, prefect_api_url=f"{prefect.url}/api", drain_interval=0.05)
+        config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="on", log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while pending_count(ledger) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    assert [event["id"] for _, events in fake.requests for event in events] == [left_behind]
+    with ledger.engine.connect() as conn:
+        assert set(conn.scalars(select(SeenRequest.signature))) == {"recent"}
