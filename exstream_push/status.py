@@ -48,6 +48,7 @@ class SkipReason(StrEnum):
     PAID = "paid"
     FREQUENCY_CAPPED = "frequency_capped"
     CLOSED = "closed"  # acknowledged, completed or escalated before this reminder was due
+    NOT_REQUIRED = "not_required"  # the document asks nothing of the customer (RequiresAcknowledgement=N)
 
 
 class QuarantineReason(StrEnum):
@@ -57,6 +58,9 @@ class QuarantineReason(StrEnum):
     CONTENT_GUARD = "content_guard"
     MALFORMED_XML = "malformed_xml"
     INVALID_DUE_DATE = "invalid_due_date"
+    MISSING_KEY = "missing_key"  # stored as "missing_key:<manifest key>"
+    INVALID_VALUE = "invalid_value"
+    INVALID_DATE = "invalid_date"
 
 
 LIFECYCLE_ORDER = {step: rank for rank, step in enumerate(EngagementType)}

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from blocks import connections
 from exstream_push.status import UseCase
 from exstream_push.tasks.delivery_exceptions import (
     advance_job_watermark,
@@ -20,7 +21,6 @@ from exstream_push.tasks.delivery_exceptions import (
     mark_alerted_exceptions,
 )
 from exstream_push.tasks.send import send_push
-from flows.statement_ready import connections
 
 USE_CASE = UseCase.DELIVERY_EXCEPTIONS.value
 

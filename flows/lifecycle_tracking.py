@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from blocks.exstream import ExstreamConnection
+from blocks import ExstreamConnection, exstream_connection
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
@@ -46,7 +46,7 @@ def lifecycle_tracking(
     as_of = as_of or datetime.now(UTC)
     settings = get_settings()
     ledger = ledger_for(settings)
-    exstream = ExstreamConnection.load(exstream_block) if exstream_block else ExstreamConnection.from_settings(settings)
+    exstream = exstream_connection(exstream_block)
     since_value = ledger.read_watermark(USE_CASE)
     run_key = f"{USE_CASE}:{as_of.isoformat()}"
 

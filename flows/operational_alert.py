@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow
 
+from blocks import connections
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import OpsAlertState
@@ -24,7 +25,6 @@ from exstream_push.tasks.alerts import (
 from exstream_push.tasks.render import render_messages
 from exstream_push.tasks.segment import segment_recipients
 from exstream_push.tasks.send import send_push
-from flows.statement_ready import connections
 
 CATEGORY = "alerts"
 

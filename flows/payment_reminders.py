@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from blocks import connections
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
 from exstream_push.tasks.extract import (
@@ -40,7 +41,6 @@ from exstream_push.tasks.render import render_messages
 from exstream_push.tasks.segment import segment_recipients
 from exstream_push.tasks.send import send_push
 from exstream_push.tasks.timing import apply_frequency_cap, defer_quiet_hours
-from flows.statement_ready import connections
 
 USE_CASE = UseCase.PAYMENT_REMINDERS.value
 CATEGORY = "payments"

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.exstream import ExstreamConnection
+from blocks import ExstreamConnection, exstream_connection
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
@@ -34,9 +34,7 @@ def preference_sync(
     """
     as_of = as_of or datetime.now(UTC)
     ledger = ledger_for(get_settings())
-    exstream = ExstreamConnection.load(exstream_block) if exstream_block else ExstreamConnection.from_settings(
-        get_settings()
-    )  # fmt: skip
+    exstream = exstream_connection(exstream_block)
     since_value = ledger.read_watermark(USE_CASE)
     since = datetime.fromisoformat(since_value) if since_value else None
     rows, latest = collect_preference_changes(since, as_of)

@@ -11,8 +11,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from blocks.exstream import ExstreamConnection
-from blocks.fcm import FcmConnection
+from blocks import connections
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
 from exstream_push.tasks.extract import (
@@ -36,14 +35,6 @@ def _run_name() -> str:
     parameters = flow_run.parameters
     label = parameters.get("job_id") or Path(parameters.get("manifest") or "manifest").name
     return f"{USE_CASE}-{label}"
-
-
-def connections(exstream_block: str | None, fcm_block: str | None) -> tuple[ExstreamConnection, FcmConnection]:
-    """Saved blocks when a deployment names them, otherwise the environment's settings."""
-    settings = get_settings()
-    exstream = ExstreamConnection.load(exstream_block) if exstream_block else ExstreamConnection.from_settings(settings)
-    fcm = FcmConnection.load(fcm_block) if fcm_block else FcmConnection.from_settings(settings)
-    return exstream, fcm
 
 
 @flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)

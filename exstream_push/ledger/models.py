@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from exstream_push.status import DocumentState, OpsAlertState, Status
+
+
+def one_of(column: str, vocabulary: type[StrEnum]) -> CheckConstraint:
+    """The database itself refuses a status outside the one vocabulary, whichever code writes it."""
+    allowed = ", ".join(f"'{member.value}'" for member in vocabulary)
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_in_vocabulary")
 
 
 class Device(SQLModel, table=True):
@@ -27,7 +36,7 @@ class Device(SQLModel, table=True):
 class Document(SQLModel, table=True):
     """A document seen in an Exstream run, with where it was seen so a re-run is told from a duplicate."""
 
-    __table_args__ = (UniqueConstraint("use_case", "document_id"),)
+    __table_args__ = (UniqueConstraint("use_case", "document_id"), one_of("state", DocumentState))
 
     id: int | None = Field(default=None, primary_key=True)
     use_case: str
@@ -56,6 +65,8 @@ class Notification(SQLModel, table=True):
     is the moment the deciding run acted at, which frequency caps count by.
     """
 
+    __table_args__ = (one_of("status", Status),)
+
     key: str = Field(primary_key=True)
     use_case: str = Field(index=True)
     document_id: str = Field(index=True)
@@ -76,7 +87,7 @@ class Notification(SQLModel, table=True):
 class RejectedRecord(SQLModel, table=True):
     """An input record not turned into notifications: malformed (quarantined) or a duplicate (skipped)."""
 
-    __table_args__ = (UniqueConstraint("use_case", "job_id", "source", "position"),)
+    __table_args__ = (UniqueConstraint("use_case", "job_id", "source", "position"), one_of("status", Status))
 
     id: int | None = Field(default=None, primary_key=True)
     use_case: str = Field(index=True)
@@ -122,6 +133,8 @@ class EngagementEvent(SQLModel, table=True):
 class DeliveryException(SQLModel, table=True):
     """A document Exstream failed to deliver (print, e-mail, rejected), deduplicated by its source's identity."""
 
+    __table_args__ = (one_of("state", DocumentState),)
+
     dedup_key: str = Field(primary_key=True)
     job_id: str = Field(index=True)
     channel: str
@@ -158,6 +171,8 @@ class Preference(SQLModel, table=True):
 
 class OpsAlert(SQLModel, table=True):
     """An operational event (outage, claim status, security) and the push and formal follow-up it led to."""
+
+    __table_args__ = (one_of("state", OpsAlertState),)
 
     alert_id: str = Field(primary_key=True)
     kind: str

@@ -1,0 +1,348 @@
+"""``exstream-push up``: the whole event-driven system on one machine, for a user who wants the Prefect UI.
+
+A Prefect server (SQLite in the state folder, unless ``PREFECT_API_DATABASE_CONNECTION_URL`` names another
+database), the ``exstream-push`` process work pool with a worker, every deployment of ``prefect.yaml``, the FCM and
+Exstream emulators and the ingress API. Ctrl-C or SIGTERM stops all of it, children first, and the command exits 0.
+
+Each child runs in a session of its own: the terminal's Ctrl-C reaches only this process, which stops the children
+in order (the worker before the server it reports to), and a child's own subprocesses stop with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import httpx
+
+from exstream_push.settings import PROJECT_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from emulators.server import ServerThread
+
+WORK_POOL = "exstream-push"
+WORKER_NAME = "exstream-push-local"
+FCM_PORT = 8090
+EXSTREAM_PORT = 8091
+INGRESS_PORT = 8095
+STARTUP_TIMEOUT = 180.0
+DEPLOY_TIMEOUT = 600.0
+STOP_TIMEOUT = 30.0
+LOOPBACK = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not come up; the message says which and shows the end of its log."""
+
+
+class ChildProcess:
+    """A long-running subprocess in its own session, logging to a file, stopped with everything it started."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_file: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChildProcess:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_file.exists():
+            return ""
+        return "\n".join(self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM to the child's process group, SIGKILL to what is left after ``timeout`` seconds."""
+        if self.process is None:
+            return
+        _signal_group(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=timeout)
+        _signal_group(self.process.pid, signal.SIGKILL)  # members of the group that outlived their leader
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def descendant_pids(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from ``ps`` (Linux and macOS alike)."""
+    listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True, check=True)
+    children: dict[int, list[int]] = {}
+    for line in listing.stdout.splitlines():
+        child, parent = (int(field) for field in line.split())
+        children.setdefault(parent, []).append(child)
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Running or stopped, not a zombie: a zombie whose parent is gone may never be reaped in a container."""
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    return bool(state.stdout.strip()) and not state.stdout.strip().startswith("Z")
+
+
+def _reap(pids: set[int], timeout: float) -> None:
+    """Stop processes that escaped their group (a worker's flow runs get sessions of their own)."""
+    alive = {pid for pid in pids if pid_alive(pid)}
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = {pid for pid in alive if pid_alive(pid)}
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_http(url: str, child: ChildProcess | None, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Until ``url`` answers 200; fails early, with the child's log, if the child exits instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and not child.running:
+            raise StackError(f"{child.name} exited before {url} answered:\n{child.log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    tail = f":\n{child.log_tail()}" if child is not None else ""
+    raise StackError(f"{url} did not answer within {timeout:.0f} s{tail}")
+
+
+def port_or_free(preferred: int) -> int:
+    """The conventional port when it is free, so URLs stay the same between runs; any free port otherwise."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise StackError("no free loopback port")
+
+
+def run_prefect(args: Sequence[str], *, env: Mapping[str, str], log_file: Path, timeout: float) -> None:
+    """A one-shot Prefect CLI command; its output goes to the log and, on failure, into the error."""
+    with log_file.open("ab") as log:
+        log.write(f"\n$ prefect {' '.join(args)}\n".encode())
+        log.flush()
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            env=dict(env),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+    if result.returncode != 0:
+        tail = "\n".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-40:])
+        raise StackError(f"prefect {' '.join(args)} failed (exit {result.returncode}):\n{tail}")
+
+
+def prefect_env(base: Mapping[str, str], prefect_home: Path, api_url: str) -> dict[str, str]:
+    """Prefect settings every child shares: one home, one API, no telemetry; a SQLite database unless one is set."""
+    env = dict(base)
+    env["PREFECT_HOME"] = str(prefect_home)
+    env["PREFECT_API_URL"] = api_url
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("PREFECT_API_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}")
+    return env
+
+
+def ingress_secret(settings: Settings, state: Path) -> str:
+    """The configured ingress secret, or one generated once into the state folder (as the link key is)."""
+    if settings.ingress_secret is not None:
+        return settings.ingress_secret.get_secret_value()
+    secret_file = state / "ingress-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    return secret_file.read_text().strip()
+
+
+class Stack:
+    """The parts of ``exstream-push up``, started in dependency order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, prefect_port: int) -> None:
+        self.settings = settings
+        self.state = (settings.home / "stack").resolve()
+        self.logs = self.state / "logs"
+        self.prefect_port = prefect_port
+        self.prefect_url = f"http://{LOOPBACK}:{prefect_port}"
+        self.children: list[ChildProcess] = []
+        self.emulators: list[ServerThread] = []
+        self.urls: dict[str, str] = {}
+        self.exports: dict[str, str] = {}
+        self.secret = ""
+
+    def start(self) -> None:
+        from emulators.exstream import create_exstream_app
+        from emulators.fcm import create_fcm_app
+        from emulators.server import ServerThread
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        fcm = ServerThread(create_fcm_app(), port=port_or_free(FCM_PORT)).start()
+        self.emulators.append(fcm)
+        exstream = ServerThread(
+            create_exstream_app(self.settings.data_dir / "exstream"), port=port_or_free(EXSTREAM_PORT)
+        ).start()
+        self.emulators.append(exstream)
+        self.secret = ingress_secret(self.settings, self.state)
+        api_url = f"{self.prefect_url}/api"
+        self.exports = {
+            "PREFECT_API_URL": api_url,
+            "EXSTREAM_PUSH_HOME": str(self.settings.home.resolve()),
+            "EXSTREAM_PUSH_FCM_URL": fcm.url,
+            "EXSTREAM_PUSH_EXSTREAM_URL": f"{exstream.url}/orchestration",
+            "EXSTREAM_PUSH_OTDS_URL": f"{exstream.url}/otdsws",
+            "EXSTREAM_PUSH_INGRESS_SECRET": self.secret,
+        }
+        if self.settings.database_url is None:  # a configured one is in the environment already, credentials too
+            self.exports["EXSTREAM_PUSH_DATABASE_URL"] = self.settings.resolved_database_url
+        env = prefect_env({**os.environ, **self.exports}, self.state / "prefect", api_url)
+
+        server = self._spawn(
+            "Prefect server",
+            ["-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(self.prefect_port)],
+            env,
+        )
+        wait_for_http(f"{api_url}/health", server)
+        deploy_log = self.logs / "deploy.log"
+        run_prefect(
+            ["work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+            env=env,
+            log_file=deploy_log,
+            timeout=STARTUP_TIMEOUT,
+        )
+        run_prefect(["deploy", "--all", "--no-prompt"], env=env, log_file=deploy_log, timeout=DEPLOY_TIMEOUT)
+        self._spawn(
+            "Prefect worker",
+            ["-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", WORKER_NAME],
+            env,
+        )
+        ingress_port = port_or_free(INGRESS_PORT)
+        ingress = self._spawn(
+            "ingress API",
+            ["-m", "exstream_push.cli", "serve", "--host", LOOPBACK, "--port", str(ingress_port)],
+            env,
+        )
+        ingress_url = f"http://{LOOPBACK}:{ingress_port}"
+        wait_for_http(f"{ingress_url}/healthz", ingress)
+        self.urls = {
+            "Prefect UI": self.prefect_url,
+            "Prefect API": api_url,
+            "ingress API": ingress_url,
+            "FCM emulator": f"{fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)",
+            "Exstream emulator": f"{exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)",
+            "logs": str(self.logs),
+        }
+
+    def _spawn(self, name: str, python_args: Sequence[str], env: Mapping[str, str]) -> ChildProcess:
+        log_file = self.logs / f"{name.lower().replace(' ', '-')}.log"
+        child = ChildProcess(name, [sys.executable, *python_args], env=env, cwd=PROJECT_ROOT, log_file=log_file)
+        self.children.append(child.start())
+        return child
+
+    def dead_child(self) -> ChildProcess | None:
+        return next((child for child in self.children if not child.running), None)
+
+    def describe(self) -> Iterator[str]:
+        width = max(len(name) for name in self.urls)
+        for name, url in self.urls.items():
+            yield f"{name:<{width}}  {url}"
+        yield ""
+        yield "to use the CLI against this stack:"
+        for name, value in self.exports.items():
+            yield f"  export {name}={value}"
+        yield ""
+        yield "exstream-push is up. Ctrl-C stops everything."
+
+    def stop(self) -> None:
+        """The ingress API and the worker (it stops taking runs) first, the server they report to after them, and
+        the emulators last; flow runs the worker started in sessions of their own are stopped too."""
+        escaped = {pid for child in self.children if child.pid for pid in descendant_pids(child.pid)}
+        for child in reversed(self.children):
+            child.stop()
+        _reap(escaped, STOP_TIMEOUT)
+        for emulator in reversed(self.emulators):
+            emulator.stop()
+        self.children.clear()
+        self.emulators.clear()
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(prefect_port: int) -> int:
+    """Bring everything up, print where it is, and stop it all on Ctrl-C or SIGTERM: 0 then, 1 if a part failed."""
+    settings = get_settings()
+    stack = Stack(settings, prefect_port)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    print(f"starting Prefect on {stack.prefect_url} with the process worker, emulators and ingress API ...", flush=True)
+    try:
+        stack.start()
+        print("\n".join(stack.describe()), flush=True)
+        while (dead := stack.dead_child()) is None:
+            time.sleep(1.0)
+        print(f"{dead.name} stopped unexpectedly:\n{dead.log_tail()}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except StackError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        print("stopping ...", flush=True)
+        stack.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous)
+        print("stopped.", flush=True)

@@ -1,0 +1,116 @@
+"""``exstream-push up``: the whole stack comes up (UI, ingress, deployments) and Ctrl-C takes every process down."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from emulators.server import free_port
+from exstream_push.settings import PROJECT_ROOT
+from exstream_push.stack import descendant_pids, pid_alive
+
+pytestmark = pytest.mark.timeout(900)
+
+STARTUP_TIMEOUT = 420.0
+STOP_TIMEOUT = 150.0
+UP_BANNER = "exstream-push is up."
+
+
+class UpProcess:
+    """``exstream-push up`` in a subprocess, its output collected line by line as it comes."""
+
+    def __init__(self, home: Path, prefect_port: int) -> None:
+        env = {name: value for name, value in os.environ.items() if not name.startswith(("PREFECT_", "EXSTREAM_PUSH_"))}
+        env.update({"EXSTREAM_PUSH_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "exstream-push"), "up", "--prefect-port", str(prefect_port)],
+            env=env,
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_until_up(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not any(line.startswith(UP_BANNER) for line in self.lines):
+            if self.process.poll() is not None:
+                self.reader.join(timeout=5)
+                pytest.fail(f"exstream-push up exited with {self.process.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"exstream-push up not up within {STARTUP_TIMEOUT:.0f} s:\n{self.output}")
+            time.sleep(0.5)
+
+    def url(self, name: str) -> str:
+        found = re.search(rf"^{re.escape(name)}\s+(http://\S+)", self.output, re.MULTILINE)
+        assert found, f"no {name} URL in the output:\n{self.output}"
+        return found.group(1)
+
+    def kill(self) -> None:
+        """Last resort when the test failed with the stack still up."""
+        if self.process.poll() is None:
+            for pid in descendant_pids(self.process.pid):
+                os.kill(pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[UpProcess]:
+    (tmp_path / "home").mkdir()
+    process = UpProcess(tmp_path / "home", free_port())
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> None:
+    up.wait_until_up()
+
+    ui = httpx.get(up.url("Prefect UI"), timeout=30)
+    assert ui.status_code == 200 and "text/html" in ui.headers["content-type"]
+    health = httpx.get(f"{up.url('ingress API')}/healthz", timeout=30)
+    assert health.status_code == 200, health.text
+    deployments = httpx.post(f"{up.url('Prefect API')}/deployments/filter", json={}, timeout=30).json()
+    expected = {d["name"] for d in yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert {d["name"] for d in deployments} == expected
+    assert re.search(r"^\s+export EXSTREAM_PUSH_INGRESS_SECRET=\S+", up.output, re.MULTILINE)
+
+    children = descendant_pids(up.process.pid)
+    assert len(children) >= 3, f"expected the server, the worker and the ingress API below `up`, found {children}"
+    up.process.send_signal(signal.SIGINT)
+    try:
+        returncode = up.process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"exstream-push up did not stop within {STOP_TIMEOUT:.0f} s of SIGINT:\n{up.output}")
+    assert returncode == 0, up.output
+
+    deadline = time.monotonic() + 30
+    while (alive := {pid for pid in children if pid_alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"processes started by `up` outlived it: {alive}"
