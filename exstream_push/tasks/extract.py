@@ -76,11 +76,18 @@ def fetch_job_manifests(job_id: str, exstream: ExstreamConnection, use_case: str
     return sources
 
 
-def _rejected_rows(
-    frame: pd.DataFrame, use_case: str, source: ManifestSource, status: Status, reasons: pd.Series
+def rejected_rows(
+    frame: pd.DataFrame,
+    use_case: str,
+    source: ManifestSource,
+    statuses: str | Sequence[str],
+    reasons: Sequence[str],
 ) -> list[dict]:
+    """Ledger rows for manifest records kept out of a run, with their position, line and the record itself."""
     now = utcnow()
-    raw = frame.drop(columns=["position", "line"]).to_dict(orient="records")
+    statuses = [statuses] * len(frame) if isinstance(statuses, str) else list(statuses)
+    bookkeeping = [column for column in ("position", "line", "ref", "job_id") if column in frame]
+    raw = frame.drop(columns=bookkeeping).to_dict(orient="records")
     return [
         {
             "use_case": use_case,
@@ -95,9 +102,10 @@ def _rejected_rows(
             "raw": json.dumps({k: v for k, v in record.items() if v is not None}),
             "created_at": now,
         }
-        for position, line, reason, document_id, customer_id, record in zip(
+        for position, line, status, reason, document_id, customer_id, record in zip(
             frame["position"],
             frame["line"],
+            statuses,
             reasons,
             frame["document_id"],
             frame["customer_id"],
@@ -135,7 +143,7 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
         if bad.any():
             reasons = pd.Series(QuarantineReason.MISSING_DOCUMENT_TYPE.value, index=frame.index)
             reasons[missing_customer] = QuarantineReason.MISSING_CUSTOMER_ID.value
-            ledger.record_rejected(_rejected_rows(frame[bad], use_case, source, Status.QUARANTINED, reasons[bad]))
+            ledger.record_rejected(rejected_rows(frame[bad], use_case, source, Status.QUARANTINED, reasons[bad]))
             result.quarantined += int(bad.sum())
         good = frame[~bad].copy()
 
@@ -188,7 +196,7 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
         if duplicate.any():
             reasons = pd.Series(SkipReason.DUPLICATE.value, index=good.index)[duplicate]
             ledger.record_rejected(
-                _rejected_rows(good.loc[duplicate, list(frame.columns)], use_case, source, Status.SKIPPED, reasons)
+                rejected_rows(good.loc[duplicate, list(frame.columns)], use_case, source, Status.SKIPPED, reasons)
             )
             result.duplicates += int(duplicate.sum())
         kept = good.loc[~duplicate, [*frame.columns, "ref"]].assign(job_id=source.job_id)

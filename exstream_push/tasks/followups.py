@@ -50,7 +50,7 @@ from exstream_push.ledger.store import notification_rows, utcnow
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState, EngagementType, QuarantineReason, SkipReason, Status, UseCase
-from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests, job_id_for_file, spool_dir
+from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests, job_id_for_file, rejected_rows, spool_dir
 from exstream_push.tasks.post_back import post_driver_file
 from exstream_push.tasks.summary import artifact_key
 
@@ -515,34 +515,14 @@ def screen_documents(batch: Path, source: ManifestSource, rules: FollowUpRules) 
     verdict = screen(records, rules)
     out = records[verdict["status"].notna()]
     if len(out):
-        now = utcnow()
-        raw = out.drop(columns=["position", "line", "ref", "job_id"]).to_dict(orient="records")
         ledger_for(get_settings()).record_rejected(
-            [
-                {
-                    "use_case": rules.use_case,
-                    "job_id": source.job_id,
-                    "source": source.step_id,
-                    "position": int(position),
-                    "line": None if pd.isna(line) else int(line),
-                    "status": status,
-                    "reason": reason,
-                    "document_id": document_id,
-                    "customer_id": customer_id,
-                    "raw": json.dumps({k: v for k, v in record.items() if v is not None}),
-                    "created_at": now,
-                }
-                for position, line, status, reason, document_id, customer_id, record in zip(
-                    out["position"],
-                    out["line"],
-                    verdict.loc[out.index, "status"],
-                    verdict.loc[out.index, "reason"],
-                    out["document_id"],
-                    out["customer_id"],
-                    raw,
-                    strict=True,
-                )
-            ]
+            rejected_rows(
+                out,
+                rules.use_case,
+                source,
+                verdict.loc[out.index, "status"].tolist(),
+                verdict.loc[out.index, "reason"].tolist(),
+            )
         )
     counts = Counter(verdict["status"].dropna())
     return {

@@ -1,0 +1,71 @@
+"""The order of a follow-up run, shared by use cases 3 and 5: notify, remind at offsets until a closing event,
+then hand the document back to Exstream. Each use case's flow calls this with its own rules."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from blocks import connections
+from exstream_push.tasks.extract import extract_manifest
+from exstream_push.tasks.followups import (
+    claim_hand_backs,
+    discard_manifest_spools,
+    discard_snapshot,
+    import_engagement_events,
+    load_rules,
+    manifest_sources,
+    plan_follow_ups,
+    post_hand_backs,
+    publish_follow_up_summary,
+    run_moment,
+    screen_documents,
+    settle_documents,
+    snapshot_active_documents,
+)
+from exstream_push.tasks.render import render_messages
+from exstream_push.tasks.segment import segment_recipients
+from exstream_push.tasks.send import send_push
+
+
+def run_follow_up(
+    use_case: str,
+    manifest: str | None,
+    job_id: str | None,
+    events: str | None,
+    as_of: datetime | None,
+    exstream_block: str | None,
+    fcm_block: str | None,
+) -> dict[str, Any]:
+    """Register new documents, take in closing events, then notify, remind or hand back every open document."""
+    as_of = run_moment(as_of)
+    rules = load_rules(use_case)
+    exstream, fcm = connections(exstream_block, fcm_block)
+    totals: Counter[str] = Counter()
+
+    sources = manifest_sources(manifest, job_id, exstream, use_case)
+    for source in sources:
+        extracted = extract_manifest(source, use_case, extra_keys=rules.extra_keys)
+        totals.update(customers=extracted.customers, duplicates=extracted.duplicates, quarantined=extracted.quarantined)
+        for batch in extracted.batches:
+            totals.update(screen_documents(batch, source, rules))
+    discard_manifest_spools(use_case, sources)
+    if events is not None:
+        totals.update(import_engagement_events(events))
+
+    snapshot = snapshot_active_documents(rules, as_of)
+    for batch in snapshot.batches:
+        plan = plan_follow_ups(batch, rules, as_of)
+        totals.update(plan.stage_counts())
+        totals.update(settle_documents(plan, rules, as_of))
+        if len(plan.due):
+            recipients = segment_recipients(plan.due, use_case, rules.category, as_of)
+            messages = render_messages(recipients, use_case, rules.category, as_of, extra_keys=rules.extra_keys)
+            totals.update(send_push(messages, use_case, fcm, as_of))
+        totals.update(claim_hand_backs(plan.hand_back, rules, as_of))
+    discard_snapshot(snapshot)
+    totals.update(post_hand_backs(rules, exstream, as_of))
+
+    publish_follow_up_summary(rules, as_of, dict(totals))
+    return {"use_case": use_case, "as_of": as_of.isoformat(), "job_id": job_id, **totals}
