@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
+from exstream_push.zones import check_time_zone
 
 DEVICE_CSV_HEADER = [
     "customer_id",
@@ -42,10 +42,7 @@ def _parse_row(row: dict[str, str | None]) -> dict[str, object]:
     if opt_in is None:
         raise ValueError(f"push_opt_in must be true or false, not {values['push_opt_in']!r}")
     if values["timezone"]:
-        try:
-            ZoneInfo(values["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {values['timezone']!r}") from None
+        check_time_zone(values["timezone"])
     categories = ";".join(sorted({c.strip() for c in values["categories"].split(";") if c.strip()}))
     return {
         "customer_id": values["customer_id"],

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from re import Pattern
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import yaml
@@ -35,6 +35,7 @@ from exstream_push.ledger import DeliveryException, Ledger
 from exstream_push.message_file import EngineMessage
 from exstream_push.settings import ManifestKeys, Settings, get_settings
 from exstream_push.status import DocumentState, UseCase
+from exstream_push.zones import TimeZoneName
 
 if TYPE_CHECKING:
     from blocks.exstream import ExstreamConnection
@@ -93,7 +94,7 @@ class DeliveryExceptionsConfig(BaseModel):
     operations_topic: str = Field("ops-delivery-exceptions", pattern=_TOPIC)
     reissue_channel: str = Field("reissue", min_length=1)
     masked_reference_chars: int = Field(4, ge=0, le=8)
-    message_file_timezone: str = "UTC"
+    message_file_timezone: TimeZoneName = "UTC"
     initial_lookback: timedelta = timedelta(days=1)
     late_job_grace: timedelta = timedelta(minutes=15)
     tracking_event_job_key: str = "JobId"
@@ -101,15 +102,6 @@ class DeliveryExceptionsConfig(BaseModel):
     rules: tuple[FailureRule, ...] = Field(min_length=1)
     unmatched: FailureRule
     job_failed: FailureRule
-
-    @field_validator("message_file_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
     @field_validator("message_identity_patterns")
     @classmethod

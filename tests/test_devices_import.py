@@ -42,7 +42,7 @@ def test_import_reports_bad_rows_by_line_and_keeps_good_ones(
     assert main(["devices", "import", str(path)]) == 0
     captured = capsys.readouterr()
     assert "imported 2 device(s), skipped 5 bad row(s)" in captured.out
-    for line, words in [(4, "platform"), (5, "token is empty"), (6, "push_opt_in"), (7, "timezone"), (8, "more")]:
+    for line, words in [(4, "platform"), (5, "token is empty"), (6, "push_opt_in"), (7, "time zone"), (8, "more")]:
         assert f"devices.csv:{line}: skipped:" in captured.err
         assert words in next(e for e in captured.err.splitlines() if f":{line}:" in e)
     devices = _devices()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AwareDatetime,
@@ -18,6 +17,7 @@ from pydantic import (
 )
 
 from exstream_push.status import EngagementType
+from exstream_push.zones import TimeZoneName
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
@@ -43,18 +43,8 @@ class DeviceIn(BaseModel):
     active: bool = Field(True, description="false unregisters the device: it is kept, but never pushed to again")
     push_opt_in: bool = True
     locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
-    timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
+    timezone: TimeZoneName | None = Field(None, description="IANA zone, e.g. Europe/Paris")
     categories: list[Category] = Field(default_factory=list, description="opted-in push categories; empty means all")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
 
 class PreferenceIn(BaseModel):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pyarrow as pa
@@ -53,6 +53,7 @@ from exstream_push.status import DocumentState, EngagementType, QuarantineReason
 from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests, job_id_for_file, rejected_rows, spool_dir
 from exstream_push.tasks.post_back import post_driver_file
 from exstream_push.tasks.summary import artifact_key
+from exstream_push.zones import TimeZoneName
 
 NOTICE = "notice"
 REMINDER = "reminder"
@@ -123,16 +124,9 @@ class FollowUpRules:
 class _FollowUpConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    deadline_timezone: str = Field("UTC", description="zone of deadlines given without one; a date means its end")
-
-    @field_validator("deadline_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+    deadline_timezone: TimeZoneName = Field(
+        "UTC", description="zone of deadlines given without one; a date means its end"
+    )
 
     @field_validator("reminder_offsets_days", check_fields=False)
     @classmethod

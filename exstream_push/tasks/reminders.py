@@ -35,7 +35,8 @@ from exstream_push.status import DocumentState, QuarantineReason, SkipReason, St
 from exstream_push.tasks.extract import ExtractedManifest
 from exstream_push.tasks.segment import category_allowed
 from exstream_push.tasks.summary import artifact_key
-from exstream_push.tasks.timing import FrequencyCap, QuietHours, zone_or_none
+from exstream_push.tasks.timing import FrequencyCap, QuietHours
+from exstream_push.zones import TimeZoneName
 
 # Manifest keys of a reminder document, kept in Document.attributes. None of them may appear in a push.
 REMINDER_KEYS = ("DueDate", "AmountDue", "RiskSegment")
@@ -60,17 +61,10 @@ class ReminderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    due_date_timezone: str = Field("UTC", description="due dates are calendar days in this zone")
+    due_date_timezone: TimeZoneName = Field("UTC", description="due dates are calendar days in this zone")
     stages: tuple[ReminderStage, ...]
     frequency_cap: FrequencyCap = FrequencyCap()
     quiet_hours: QuietHours = QuietHours()
-
-    @field_validator("due_date_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if zone_or_none(value) is None:
-            raise ValueError(f"unknown time zone {value!r}")
-        return value
 
     @field_validator("stages")
     @classmethod
