@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from exstream_push.devices import DEVICE_CSV_HEADER
+
 DOCUMENT_TYPES = [("STATEMENT", 60), ("BILL", 20), ("POLICY", 10), ("LOAN_NOTICE", 5), ("TAX_FORM", 5)]
 LOCALES = [("en", 70), ("fr", 15), ("de", 10), ("es-MX", 5)]
 TIMEZONES = ["Europe/London", "Europe/Paris", "America/New_York", "America/Chicago", "Asia/Singapore"]
@@ -89,18 +91,7 @@ def write_devices(path: Path, customers: int, *, seed: int = 11, shape: Scenario
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(
-            [
-                "customer_id",
-                "device_id",
-                "platform",
-                "token",
-                "push_opt_in",
-                "locale",
-                "timezone",
-                "categories",
-            ]
-        )
+        writer.writerow(DEVICE_CSV_HEADER)
         for number in range(1, customers + 1):
             if rng.random() < shape.no_device:
                 continue

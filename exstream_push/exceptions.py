@@ -10,17 +10,14 @@ reference and a vetted document type are kept.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import hashlib
 import json
 import logging
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from re import Pattern
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -35,6 +32,7 @@ from exstream_push.ledger import DeliveryException, Ledger
 from exstream_push.message_file import EngineMessage
 from exstream_push.settings import ManifestKeys, Settings, get_settings
 from exstream_push.status import DocumentState, UseCase
+from exstream_push.tasks.post_back import post_driver_file
 from exstream_push.zones import TimeZoneName
 
 if TYPE_CHECKING:
@@ -516,39 +514,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _post_reissue_file(
-    ledger: Ledger,
-    exstream: ExstreamConnection,
-    channel: str,
-    job_id: str,
-    rows: Sequence[Sequence[str]],
-    settings: Settings,
-) -> bool:
-    """Post the CSV once per content (the last column, a timestamp, is left out of the digest); True if posted."""
-    digest = hashlib.sha256()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", newline="", suffix=".csv", dir=settings.home, delete=False, encoding="utf-8"
-    ) as handle:
-        path = Path(handle.name)
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(REISSUE_HEADER)
-        for row in rows:
-            writer.writerow(row)
-            digest.update(repr([str(value) for value in row[:-1]]).encode())
-    try:
-        fingerprint = digest.hexdigest()
-        if ledger.already_posted(channel, job_id, fingerprint):
-            log.info("job %s: the same reissue file was already posted to %s", job_id, channel)
-            return False
-        with exstream.get_client() as client:
-            response = client.post_batch_input(channel, path, content_type="text/csv")
-        ledger.record_post_back(channel, job_id, fingerprint, len(rows), repr(response)[:2000])
-        return True
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def request_reissue(
     ledger: Ledger, exstream: ExstreamConnection, job_id: str, *, as_of: datetime | None = None
 ) -> dict[str, Any]:
@@ -580,7 +545,7 @@ def request_reissue(
             ]
             for record in documents
         ]
-        requested = _post_reissue_file(ledger, exstream, config.reissue_channel, job_id, rows, settings)
+        requested = post_driver_file(exstream, config.reissue_channel, job_id, REISSUE_HEADER, rows)["posted"]
         result.update(action="reissue_documents", channel=config.reissue_channel, documents=len(documents))
     else:
         fingerprint = dedup_key(REPROCESSING, job_id, *sorted(record["dedup_key"] for record in records))

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.exstream import ExstreamConnection
-from exstream_push.runtime import ledger_for
+from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
 from exstream_push.status import PushStatus, Status
 
@@ -83,7 +83,7 @@ def post_driver_file(
             digest.update(repr([str(value) for value in row[:-1]]).encode())
             count += 1
     try:
-        logger = get_run_logger()
+        logger = run_logger()
         fingerprint = digest.hexdigest()
         if count == 0:
             logger.info("job %s: nothing to post to %s", job_id, channel)
