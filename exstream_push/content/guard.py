@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 # Values shorter than this are not checked as substrings: "en" or "Y" would match ordinary words.
 MIN_CHECKED_LENGTH = 4
@@ -17,14 +18,23 @@ _ACCOUNT_LIKE = re.compile(r"\d[\d -]{4,}\d")
 _AMOUNT = re.compile(r"[$€£¥]\s?\d|\d[\d,.]*\s?(?:[$€£¥]|USD|EUR|GBP)\b")
 
 
-def find_leak(title: str, body: str, data: Mapping[str, str], manifest_values: Iterable[str | None]) -> str | None:
-    """The first reason this message may not be sent, or None when it is clean."""
+@lru_cache(maxsize=4096)
+def pattern_leak(title: str, body: str) -> str | None:
+    """What the visible text gives away whoever it is for; cached, since recipients share their texts."""
     visible = f"{title}\n{body}"
     for pattern, what in ((_EMAIL, "an e-mail address"), (_ACCOUNT_LIKE, "a number"), (_AMOUNT, "an amount")):
         if pattern.search(visible):
             return f"title or body contains {what}"
-    haystacks = (visible, *data.values())
+    return None
+
+
+def find_leak(title: str, body: str, data: Mapping[str, str], manifest_values: Iterable[object]) -> str | None:
+    """The first reason this message may not be sent, or None when it is clean."""
+    leak = pattern_leak(title, body)
+    if leak is not None:
+        return leak
+    haystacks = (title, body, *data.values())
     for value in manifest_values:
-        if value and len(value) >= MIN_CHECKED_LENGTH and any(value in hay for hay in haystacks):
+        if isinstance(value, str) and len(value) >= MIN_CHECKED_LENGTH and any(value in hay for hay in haystacks):
             return "message contains a manifest value"
     return None

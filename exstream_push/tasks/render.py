@@ -39,29 +39,39 @@ def render_messages(
     """
     settings = get_settings()
     renderer = TemplateRenderer(settings.templates_dir)
-    key = settings.link_key
+    link_key = settings.link_key
     expires_at = as_of + settings.link_ttl
     locales = recipients["locale"].fillna(recipients["device_locale"]).fillna("en")
     guarded = [c for c in (*GUARDED_COLUMNS, *extra_keys) if c in recipients.columns]
 
     messages: list[object] = []
     problems: list[str | None] = []
-    templates = recipients["template"] if "template" in recipients else recipients["document_type"]
-    priorities = recipients["priority"] if "priority" in recipients else [priority] * len(recipients)
-    rows = zip(recipients.itertuples(index=False), locales, templates, priorities, strict=True)
-    for row, locale, template, row_priority in rows:
-        title, body = renderer.render(use_case, template, locale, document_type=row.document_type)
+    count = len(recipients)
+    templates = (recipients["template"] if "template" in recipients else recipients["document_type"]).tolist()
+    priorities = recipients["priority"].tolist() if "priority" in recipients else [priority] * count
+    guarded_values = list(zip(*(recipients[column].tolist() for column in guarded), strict=True)) or [()] * count
+    rows = zip(
+        recipients["key"].tolist(),
+        recipients["token"].tolist(),
+        recipients["ref"].tolist(),
+        recipients["document_type"].tolist(),
+        locales.tolist(),
+        templates,
+        priorities,
+        guarded_values,
+        strict=True,
+    )
+    for key, token, ref, document_type, locale, template, row_priority, values in rows:
+        title, body = renderer.render(use_case, template, locale, document_type=document_type)
         data = {
             "use_case": use_case,
             "category": category,
-            "document_type": row.document_type,
-            "document_ref": row.ref,
-            "deep_link": signed_link(key, settings.portal_url, row.ref, expires_at),
+            "document_type": document_type,
+            "document_ref": ref,
+            "deep_link": signed_link(link_key, settings.portal_url, ref, expires_at),
         }
-        leak = find_leak(title, body, data, (getattr(row, column) for column in guarded))
-        message = build_message(
-            token=row.token, title=title, body=body, data=data, collapse_key=row.key, priority=row_priority
-        )
+        leak = find_leak(title, body, data, values)
+        message = build_message(token=token, title=title, body=body, data=data, collapse_key=key, priority=row_priority)
         if leak is None and encoded_size(message) > MAX_PAYLOAD_BYTES:
             leak = f"{QuarantineReason.PAYLOAD_TOO_LARGE}: over FCM's {MAX_PAYLOAD_BYTES}-byte limit"
         messages.append(message)
