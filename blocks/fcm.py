@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import google.auth.credentials
 from google.oauth2 import service_account
@@ -12,9 +11,8 @@ from prefect.blocks.fields import SecretDict
 from pydantic import Field, model_validator
 
 from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender
-
-if TYPE_CHECKING:
-    from exstream_push.settings import Settings
+from exstream_push.quota import SendQuota, send_quota
+from exstream_push.settings import Settings, get_settings
 
 
 class FcmConnection(Block):
@@ -56,13 +54,16 @@ class FcmConnection(Block):
             )
         return None
 
-    def get_sender(self) -> FcmSender:
+    def get_sender(self, quota: SendQuota | None = None) -> FcmSender:
+        """The project's shared send quota comes from the environment of the worker that sends, not from the
+        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment."""
         return FcmSender(
             base_url=self.url,
             project_id=self.project_id,
             credentials=self.get_credentials(),
             concurrency=self.concurrency,
             max_attempts=self.max_attempts,
+            quota=quota if quota is not None else send_quota(get_settings(), self.project_id),
         )
 
     @classmethod

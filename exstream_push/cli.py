@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exstream_push.settings import Settings, get_settings
+from exstream_push.task_runners import TASK_RUNNERS
 
 
 def configure_prefect(settings: Settings) -> None:
@@ -144,7 +145,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"no such file for --{name}: {value}", file=sys.stderr)
                 return 2
             parameters[name] = str(Path(value).resolve())
-    result = runnable.load()(**parameters)
+    flow = runnable.load()
+    if args.task_runner != "default":
+        from exstream_push.task_runners import task_runner_for
+
+        runner = task_runner_for(args.task_runner, settings.dask_address, settings.dask_workers)
+        flow = flow.with_options(task_runner=runner)  # type: ignore[attr-defined]
+    result = flow(**parameters)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -320,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         for option in runnable.options:
             use_case.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True)
         use_case.add_argument("--as-of", type=_as_of, help="ISO date-time with zone the run acts at (default: now)")
+        use_case.add_argument(
+            "--task-runner",
+            choices=TASK_RUNNERS,
+            default="default",
+            help="where batches run: Prefect's threads here, or Dask (EXSTREAM_PUSH_DASK_ADDRESS or a local cluster)",
+        )
         use_case.set_defaults(handler=cmd_run)
 
     events = commands.add_parser("events", help="engagement events").add_subparsers(

@@ -6,6 +6,7 @@ import secrets
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,13 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(25_000, ge=1)
     keys: ManifestKeys = Field(default_factory=ManifestKeys)
+
+    fcm_quota_per_minute: int = Field(480_000, ge=1)  # shared by every worker: 80% of FCM's 600,000 per project
+    quota_backend: Literal["none", "prefect", "redis"] = "prefect"  # where the shared token bucket lives
+    quota_group: int = Field(500, ge=1)  # permits taken per call to the quota backend
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    dask_address: str | None = None  # an existing Dask scheduler for --task-runner dask; else a local cluster
+    dask_workers: int | None = Field(None, ge=1)  # workers of that local cluster (Dask's default: one per core)
 
     @property
     def resolved_database_url(self) -> str:

@@ -36,6 +36,7 @@ from exstream_push.connectors.fcm import (
     parse_retry_after,
 )
 from exstream_push.connectors.push_errors import PushErrorKind
+from exstream_push.quota import NoQuota
 from exstream_push.settings import Settings
 
 PROJECT = "test-project"
@@ -487,7 +488,7 @@ def test_a_service_account_token_is_fetched_once_and_sent_with_every_message(
     _, requested = token_server
     requested.clear()
     connection = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=service_account_info)
-    sender = connection.get_sender()
+    sender = connection.get_sender(quota=NoQuota())
     first = sender.send(requests_for(*(f"ok-{n}" for n in range(100))))
     second = sender.send(requests_for("ok-again"))
     assert all(result.ok for result in [*first, *second])

@@ -41,6 +41,7 @@ from firebase_admin import credentials as firebase_credentials
 from firebase_admin import exceptions, messaging
 
 from exstream_push.connectors.push_errors import PushErrorClass, classify_fcm_exception, fcm_error_code
+from exstream_push.quota import NoQuota, PermitPool, SendQuota, send_quota
 
 if TYPE_CHECKING:
     from exstream_push.settings import Settings
@@ -273,8 +274,10 @@ class FcmSender:
         max_attempts: int = 5,
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        quota: SendQuota | None = None,
     ) -> None:
-        """``sleep`` waits before each retry; tests pass one that records what it was asked to wait."""
+        """``sleep`` waits before each retry; tests pass one that records what it was asked to wait.
+        ``quota`` grants a permit before every attempt, retries included: FCM counts each request."""
         if concurrency < 1 or max_attempts < 1:
             raise ValueError("concurrency and max_attempts must be at least 1")
         self.url = fcm_send_url(base_url, project_id)
@@ -282,6 +285,7 @@ class FcmSender:
         self.max_attempts = max_attempts
         self._timeout = timeout
         self._sleep = sleep
+        self.quota: SendQuota = quota if quota is not None else NoQuota()
         self._credentials = resolve_credentials(base_url, credentials)
         self._refresh_lock = threading.Lock()
         self._refresh_failure: tuple[float, google.auth.exceptions.GoogleAuthError] | None = None
@@ -299,6 +303,7 @@ class FcmSender:
             project_id=settings.fcm_project,
             concurrency=settings.fcm_concurrency,
             max_attempts=settings.fcm_max_attempts,
+            quota=send_quota(settings, settings.fcm_project),
         )
 
     def send(
@@ -421,6 +426,7 @@ class _Batch:
         self._all_resolved = asyncio.Event()
         self._queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         self._pending_retries: set[asyncio.Task[None]] = set()
+        self._permits = PermitPool(sender.quota)
 
     async def run(self, session: aiohttp.ClientSession) -> list[PushResult]:
         for index, request in enumerate(self._requests):
@@ -451,6 +457,7 @@ class _Batch:
         sender = self._sender
         while True:
             index, attempt = await self._queue.get()
+            await self._permits.take()
             outcome = await sender._post(session, self._bodies[index])
             key = self._requests[index].key
             if outcome.error is None:
