@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from blocks import connections
+from blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
 from exstream_push.tasks.extract import (
@@ -26,6 +28,14 @@ from exstream_push.tasks.render import render_messages
 from exstream_push.tasks.segment import segment_recipients
 from exstream_push.tasks.send import send_push
 from exstream_push.tasks.summary import publish_run_summary
+from exstream_push.tasks.work_queue import (
+    claim_post_back,
+    drain_batches,
+    enqueue_batches,
+    finish_run,
+    run_totals,
+    shared_run,
+)
 
 USE_CASE = UseCase.STATEMENT_READY.value
 CATEGORY = "statements"
@@ -37,6 +47,13 @@ def _run_name() -> str:
     return f"{USE_CASE}-{label}"
 
 
+def _send_batch(batch: Path, fcm: FcmConnection, as_of: datetime) -> PrefectFuture[dict[str, float]]:
+    """One batch through segment → render → send, submitted so a distributed task runner can place it."""
+    recipients = segment_recipients.submit(batch, USE_CASE, CATEGORY, as_of)
+    messages = render_messages.submit(recipients, USE_CASE, CATEGORY, as_of)
+    return send_push.submit(messages, USE_CASE, fcm, as_of)
+
+
 @flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)
 def statement_ready(
     manifest: str | None = None,
@@ -44,27 +61,35 @@ def statement_ready(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    batches_in_flight: int = 2,
 ) -> dict[str, Any]:
-    """Notify every reachable device that its document is ready, then tell Exstream which documents were not."""
+    """Notify every reachable device that its document is ready, then tell Exstream which documents were not.
+
+    Processes started on the same job (and manifest) share the run: one extracts, all take batches, one posts back.
+    """
     if manifest is None and job_id is None:
         raise ValueError("give a manifest path or an Exstream job id")
     as_of = as_of or datetime.now(UTC)
     exstream, fcm = connections(exstream_block, fcm_block)
     if manifest is not None:
         job_id = job_id or job_id_for_file(Path(manifest))
-        sources = [ManifestSource(path=Path(manifest), job_id=job_id, step_id="manifest")]
-    else:
-        sources = fetch_job_manifests(job_id, exstream, USE_CASE)
 
     totals: Counter[str] = Counter()
-    for source in sources:
-        extracted = extract_manifest(source, USE_CASE)
-        totals.update(customers=extracted.customers, quarantined=extracted.quarantined, duplicates=extracted.duplicates)
-        for batch in extracted.batches:
-            recipients = segment_recipients(batch, USE_CASE, CATEGORY, as_of)
-            messages = render_messages(recipients, USE_CASE, CATEGORY, as_of)
-            totals.update(send_push(messages, USE_CASE, fcm, as_of))
-    posted = post_outcomes(USE_CASE, job_id, exstream)
+    posted: dict[str, Any] | None = None
+    with shared_run(USE_CASE, job_id) as run:
+        if run.extracts:
+            if manifest is not None:
+                sources = [ManifestSource(path=Path(manifest), job_id=job_id, step_id="manifest")]
+            else:
+                sources = fetch_job_manifests(job_id, exstream, USE_CASE)
+            enqueue_batches(run, [extract_manifest(source, USE_CASE) for source in sources])
+        for counts in drain_batches(run, lambda batch: _send_batch(batch, fcm, as_of), batches_in_flight):
+            totals.update(counts)
+            totals.update(batches=1)
+        if claim_post_back(run):
+            posted = post_outcomes(USE_CASE, job_id, exstream)
+            shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)
+            finish_run(run)
+        totals.update(run_totals(run))
     publish_run_summary(USE_CASE, job_id, dict(totals))
-    shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)
     return {"job_id": job_id, **totals, "post_back": posted}

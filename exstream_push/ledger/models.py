@@ -213,3 +213,38 @@ class TrackingEvent(SQLModel, table=True):
     event_date: datetime | None = None
     received_at: datetime
     processed_at: datetime | None = Field(default=None, index=True)
+
+
+class WorkRun(SQLModel, table=True):
+    """One attempt at a run (use case + job) that several processes share: who extracts, and who posts back.
+
+    ``generation`` grows when a finished run is started again, so a re-run extracts afresh and sends what is left.
+    """
+
+    __table_args__ = (UniqueConstraint("run_key", "generation"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_key: str = Field(index=True)
+    generation: int
+    state: str  # extracting · extracted · done
+    claimed_by: str | None = None  # the extractor, then the poster of the outcomes
+    lease_expires: datetime | None = None
+    batches: int = 0
+    totals: str | None = Field(default=None, sa_column=Column(Text))  # JSON: the extractor's counts
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkBatch(SQLModel, table=True):
+    """A spooled batch of a shared run: claimed by one process at a time, under a lease a crash lets expire."""
+
+    __table_args__ = (UniqueConstraint("run_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(index=True)
+    number: int
+    path: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="queued", index=True)  # queued · claimed · done
+    claimed_by: str | None = None
+    lease_expires: datetime | None = None
+    updated_at: datetime

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,10 @@ import pandas as pd
 from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
+from exstream_push.ledger import bulk
 from exstream_push.ledger.models import (
     Device,
     Document,
@@ -22,6 +24,8 @@ from exstream_push.ledger.models import (
     PostBack,
     RejectedRecord,
     Watermark,
+    WorkBatch,
+    WorkRun,
 )
 from exstream_push.status import Status
 
@@ -97,6 +101,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _naive_utc(moment: datetime) -> datetime:
+    """Timestamps come back naive (SQLite, PostgreSQL ``timestamp``) or aware, by driver: compare them as naive UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -131,6 +140,11 @@ class Ledger:
         self.url = url
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(self.engine)
+        # COPY for large writes on PostgreSQL; a benchmark turns it off to measure the multi-row path.
+        self.use_copy = self.engine.dialect.name == "postgresql"
+
+    def _copies(self, rows: Sequence[Any]) -> bool:
+        return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -141,6 +155,10 @@ class Ledger:
         if not rows:
             return
         table: Table = model.__table__  # type: ignore[attr-defined]
+        if self._copies(rows):
+            with self.engine.begin() as conn:
+                bulk.insert_ignoring_conflicts(conn, table, rows)
+            return
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(table).on_conflict_do_nothing()
         with self.engine.begin() as conn:
@@ -152,6 +170,10 @@ class Ledger:
         if not rows:
             return
         table = Device.__table__
+        if self._copies(rows):
+            with self.engine.begin() as conn:
+                bulk.upsert(conn, table, rows, "device_id")
+            return
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(table)
         updatable = [c.name for c in table.columns if c.name != "device_id"]
@@ -208,6 +230,9 @@ class Ledger:
 
     def claim(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """Claim idempotency keys before sending; returns the keys still owed a send (new or left pending)."""
+        if self._copies(rows):
+            with self.engine.begin() as conn:
+                return bulk.pending_among(conn, Notification.__table__, rows, Status.PENDING.value)
         self._insert_ignoring_conflicts(Notification, rows)
         keys = [row["key"] for row in rows]
         owed: set[str] = set()
@@ -227,6 +252,25 @@ class Ledger:
         if not outcomes:
             return
         table = Notification.__table__
+        if self._copies(outcomes):
+            now = utcnow()
+            with self.engine.begin() as conn:
+                bulk.update_outcomes(
+                    conn,
+                    table,
+                    [
+                        {
+                            "key": o["key"],
+                            "status": o["status"],
+                            "reason": o.get("reason"),
+                            "provider_message_id": o.get("provider_message_id"),
+                            "attempts": o.get("attempts", 1),
+                            "updated_at": now,
+                        }
+                        for o in outcomes
+                    ],
+                )
+            return
         statement = (
             update(table)
             .where(table.c.key == bindparam("b_key"))
@@ -392,3 +436,236 @@ class Ledger:
                     by_reason = counts.setdefault(use_case, {}).setdefault(status, {})
                     by_reason[reason or ""] = by_reason.get(reason or "", 0) + count
         return counts
+
+    # -- shared runs: a work queue of spooled batches ------------------------------------------------------------
+
+    def join_run(
+        self, run_key: str, worker: str, lease_until: datetime, is_dead: Callable[[str], bool]
+    ) -> tuple[int, bool] | None:
+        """One attempt to join the current generation of a run: (run id, whether this worker extracts it).
+
+        The first to insert a generation extracts it; a dead or expired extractor's generation is taken over; a
+        finished one is followed by a new generation. None: someone else is extracting, or a race was lost.
+        """
+        table = WorkRun.__table__
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                current = conn.execute(
+                    select(table)
+                    .where(table.c.run_key == run_key)
+                    .order_by(table.c.generation.desc())
+                    .limit(1)
+                    .with_for_update()
+                ).first()
+                if current is None or current.state == "done":
+                    generation = 1 if current is None else current.generation + 1
+                    inserted = conn.execute(
+                        table.insert().values(
+                            run_key=run_key,
+                            generation=generation,
+                            state="extracting",
+                            claimed_by=worker,
+                            lease_expires=lease_until,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    return inserted.inserted_primary_key[0], True
+                if current.state != "extracting":
+                    return current.id, False
+                if _naive_utc(current.lease_expires) > _naive_utc(now) and not is_dead(current.claimed_by):
+                    return None
+                taken = conn.execute(
+                    update(table)
+                    .where(
+                        table.c.id == current.id,
+                        table.c.state == "extracting",
+                        table.c.claimed_by == current.claimed_by,
+                    )
+                    .values(claimed_by=worker, lease_expires=lease_until, updated_at=now)
+                )
+                return (current.id, True) if taken.rowcount == 1 else None
+        except IntegrityError:
+            return None
+
+    def enqueue_batches(self, run_id: int, worker: str, paths: Sequence[str], totals: str) -> None:
+        """Queue a run's batches and mark it extracted, in one transaction, if this worker still holds it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            held = conn.execute(
+                update(WorkRun.__table__)
+                .where(
+                    WorkRun.__table__.c.id == run_id,
+                    WorkRun.__table__.c.state == "extracting",
+                    WorkRun.__table__.c.claimed_by == worker,
+                )
+                .values(
+                    state="extracted",
+                    batches=len(paths),
+                    totals=totals,
+                    claimed_by=None,
+                    lease_expires=None,
+                    updated_at=now,
+                )
+            )
+            if held.rowcount != 1:
+                raise RuntimeError(f"run {run_id}: the extraction lease was lost to another worker")
+            for chunk in _chunks(list(enumerate(paths, start=1))):
+                conn.execute(
+                    WorkBatch.__table__.insert(),
+                    [
+                        {"run_id": run_id, "number": n, "path": p, "state": "queued", "updated_at": now}
+                        for n, p in chunk
+                    ],
+                )
+
+    def claim_batch(self, run_id: int, worker: str, lease_until: datetime) -> tuple[int, int, str] | None:
+        """Claim the lowest queued (or lease-expired) batch: (id, number, path), or None when none is free.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers pass each other's rows. SQLite has one
+        writer and ignores the lock; the state guard on the UPDATE makes a lost race claim nothing, and we retry.
+        """
+        table = WorkBatch.__table__
+        while True:
+            now = utcnow()
+            claimable = (table.c.run_id == run_id) & (
+                (table.c.state == "queued") | ((table.c.state == "claimed") & (table.c.lease_expires < now))
+            )
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(table.c.id, table.c.number, table.c.path)
+                    .where(claimable)
+                    .order_by(table.c.number)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if row is None:
+                    return None
+                taken = conn.execute(
+                    update(table)
+                    .where(table.c.id == row.id, claimable)
+                    .values(state="claimed", claimed_by=worker, lease_expires=lease_until, updated_at=now)
+                )
+                if taken.rowcount == 1:
+                    return row.id, row.number, row.path
+
+    def complete_batch(self, batch_id: int, worker: str) -> bool:
+        """Mark a batch done; False when its lease had passed to another worker meanwhile (the work still counts)."""
+        table = WorkBatch.__table__
+        with self.engine.begin() as conn:
+            ours = conn.execute(
+                update(table)
+                .where(table.c.id == batch_id, table.c.claimed_by == worker)
+                .values(state="done", lease_expires=None, updated_at=utcnow())
+            ).rowcount
+            if not ours:
+                conn.execute(
+                    update(table)
+                    .where(table.c.id == batch_id, table.c.state != "done")
+                    .values(state="done", claimed_by=worker, lease_expires=None, updated_at=utcnow())
+                )
+        return bool(ours)
+
+    def release_claims(self, worker: str) -> None:
+        """Give back what a worker holds unfinished (it is stopping), so others need not wait for its lease."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkBatch.__table__)
+                .where(WorkBatch.__table__.c.claimed_by == worker, WorkBatch.__table__.c.state == "claimed")
+                .values(state="queued", claimed_by=None, lease_expires=None, updated_at=now)
+            )
+            conn.execute(
+                update(WorkRun.__table__)
+                .where(WorkRun.__table__.c.claimed_by == worker, WorkRun.__table__.c.state != "done")
+                .values(lease_expires=now)
+            )
+
+    def renew_leases(self, workers: Sequence[str], lease_until: datetime) -> None:
+        if not workers:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkBatch.__table__)
+                .where(WorkBatch.__table__.c.claimed_by.in_(workers), WorkBatch.__table__.c.state == "claimed")
+                .values(lease_expires=lease_until)
+            )
+            conn.execute(
+                update(WorkRun.__table__)
+                .where(
+                    WorkRun.__table__.c.claimed_by.in_(workers),
+                    WorkRun.__table__.c.state.in_(["extracting", "posting"]),
+                )
+                .values(lease_expires=lease_until)
+            )
+
+    def expire_claims(self, run_id: int, is_dead: Callable[[str], bool]) -> int:
+        """End the leases of a run's claims held by workers known to be dead, so they are claimable at once."""
+        expired = utcnow()
+        batches, runs = WorkBatch.__table__, WorkRun.__table__
+        with self.engine.begin() as conn:
+            holders = set(
+                conn.scalars(
+                    select(batches.c.claimed_by).where(batches.c.run_id == run_id, batches.c.state == "claimed")
+                )
+            )
+            holders |= set(conn.scalars(select(runs.c.claimed_by).where(runs.c.id == run_id, runs.c.state != "done")))
+            dead = [holder for holder in holders if holder and is_dead(holder)]
+            if not dead:
+                return 0
+            conn.execute(
+                update(batches)
+                .where(batches.c.run_id == run_id, batches.c.claimed_by.in_(dead), batches.c.state == "claimed")
+                .values(lease_expires=expired)
+            )
+            conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.claimed_by.in_(dead)).values(lease_expires=expired)
+            )
+        return len(dead)
+
+    def run_state(self, run_id: int) -> tuple[str, str | None, dict[str, int]]:
+        """A run's state, its extraction totals (JSON) and its batches counted by state."""
+        batches = WorkBatch.__table__
+        with self.engine.connect() as conn:
+            state, totals = conn.execute(
+                select(WorkRun.__table__.c.state, WorkRun.__table__.c.totals).where(WorkRun.__table__.c.id == run_id)
+            ).one()
+            counts = dict(
+                conn.execute(
+                    select(batches.c.state, func.count()).where(batches.c.run_id == run_id).group_by(batches.c.state)
+                ).all()
+            )
+        return state, totals, counts
+
+    def claim_post_back(self, run_id: int, worker: str, lease_until: datetime) -> bool:
+        """The one worker to post a run's outcomes: all its batches done, and nobody (alive) posting already."""
+        runs, batches = WorkRun.__table__, WorkBatch.__table__
+        now = utcnow()
+        unfinished = select(batches.c.id).where(batches.c.run_id == run_id, batches.c.state != "done").exists()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id == run_id,
+                    ~unfinished,
+                    (runs.c.state == "extracted") | ((runs.c.state == "posting") & (runs.c.lease_expires < now)),
+                )
+                .values(state="posting", claimed_by=worker, lease_expires=lease_until, updated_at=now)
+            )
+        return taken.rowcount == 1
+
+    def finish_run(self, run_id: int, worker: str) -> None:
+        table = WorkRun.__table__
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(table)
+                .where(table.c.id == run_id, table.c.claimed_by == worker)
+                .values(state="done", lease_expires=None, updated_at=utcnow())
+            )
+
+    def batch_workers(self, run_id: int) -> dict[int, str | None]:
+        """Which worker finished (or holds) each batch of a run, by batch number."""
+        table = WorkBatch.__table__
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(table.c.number, table.c.claimed_by).where(table.c.run_id == run_id)).all())

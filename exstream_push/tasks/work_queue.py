@@ -1,0 +1,209 @@
+"""Shared runs: several processes started on the same run (same use case and job) split its batches between them.
+
+One process extracts (the first to join; a dead or stalled extractor is taken over when its lease ends), queues
+the spooled batches in the ledger, and every process then claims batches one at a time until none is left. A
+claim is a lease, renewed by a heartbeat thread while its holder lives; a worker that dies (SIGKILL, lost host)
+stops renewing, and its batch becomes claimable again — at once when the holder was a process of this host that
+no longer exists. The outcomes are posted back by exactly one process, after the last batch is done.
+Workers must share the database and the spool folder (``EXSTREAM_PUSH_HOME``, or a shared volume under it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+
+from exstream_push.ledger import Ledger
+from exstream_push.ledger.store import utcnow
+from exstream_push.runtime import ledger_for, run_logger
+from exstream_push.settings import get_settings
+from exstream_push.tasks.extract import ExtractedManifest
+
+# A lease outlives several missed heartbeats; a holder on another host that dies is replaced after this long.
+LEASE = timedelta(seconds=60)
+HEARTBEAT_SECONDS = 10.0
+POLL_SECONDS = 0.5
+
+_HOST = socket.gethostname()
+_active: dict[str, Ledger] = {}  # worker id → ledger, for the claims this process holds
+_active_lock = threading.Lock()
+_heartbeat: threading.Thread | None = None
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    """This process's place in a shared run."""
+
+    run_id: int
+    run_key: str
+    worker: str
+    extracts: bool
+
+
+def worker_id() -> str:
+    """host:pid:token — the pid lets a process of the same host tell a dead holder at once, the token one run."""
+    return f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_is_dead(worker: str) -> bool:
+    """True only when sure: a holder on this host whose process is gone, or a run of this process that ended."""
+    host, _, rest = worker.partition(":")
+    pid_text, _, _token = rest.partition(":")
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        with _active_lock:
+            return worker not in _active
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _renew_forever() -> None:
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        with _active_lock:
+            by_ledger: dict[int, tuple[Ledger, list[str]]] = {}
+            for worker, ledger in _active.items():
+                by_ledger.setdefault(id(ledger), (ledger, []))[1].append(worker)
+        for ledger, workers in by_ledger.values():
+            try:
+                ledger.renew_leases(workers, utcnow() + LEASE)
+            except Exception:  # a database hiccup must not kill the heartbeat; the next beat tries again
+                run_logger().warning("could not renew leases; retrying in %.0f s", HEARTBEAT_SECONDS, exc_info=True)
+
+
+def _register(worker: str, ledger: Ledger) -> None:
+    global _heartbeat
+    with _active_lock:
+        _active[worker] = ledger
+        if _heartbeat is None:
+            _heartbeat = threading.Thread(target=_renew_forever, name="exstream-push-leases", daemon=True)
+            _heartbeat.start()
+
+
+def _unregister(worker: str) -> None:
+    with _active_lock:
+        _active.pop(worker, None)
+
+
+@task(name="join-run", cache_policy=NO_CACHE)
+def join_run(use_case: str, job_id: str) -> SharedRun:
+    """Join the run of this job: extract it if nobody is, else wait until it is extracted (or its extractor dies)."""
+    ledger = ledger_for(get_settings())
+    run_key = f"{use_case}/{job_id}"
+    worker = worker_id()
+    _register(worker, ledger)
+    while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, holder_is_dead)) is None:
+        time.sleep(POLL_SECONDS)
+    run_id, extracts = joined
+    run_logger().info("run %s #%d: joined as %s (%s)", run_key, run_id, worker, "extractor" if extracts else "worker")
+    return SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts)
+
+
+@contextmanager
+def shared_run(use_case: str, job_id: str) -> Iterator[SharedRun]:
+    """Join a run for the length of the block; whatever is left unfinished is handed back on the way out."""
+    run = join_run(use_case, job_id)
+    ledger = ledger_for(get_settings())
+    try:
+        yield run
+    finally:
+        _unregister(run.worker)
+        ledger.release_claims(run.worker)
+
+
+@task(name="enqueue-batches", cache_policy=NO_CACHE)
+def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> None:
+    """Queue every spooled batch of the run at once, so nobody reads a spool a takeover could still rewrite."""
+    totals = {
+        "customers": sum(e.customers for e in extracted),
+        "quarantined": sum(e.quarantined for e in extracted),
+        "duplicates": sum(e.duplicates for e in extracted),
+    }
+    paths = [str(path) for e in extracted for path in e.batches]
+    ledger_for(get_settings()).enqueue_batches(run.run_id, run.worker, paths, json.dumps(totals))
+    run_logger().info("run %s #%d: %d batch(es) queued", run.run_key, run.run_id, len(paths))
+
+
+def run_totals(run: SharedRun) -> dict[str, int]:
+    """The extraction counts of the whole run, whichever process extracted it."""
+    _state, totals, _batches = ledger_for(get_settings()).run_state(run.run_id)
+    return json.loads(totals) if totals else {}
+
+
+def drain_batches(
+    run: SharedRun, process: Callable[[Path], PrefectFuture[Any]], in_flight: int = 2
+) -> Iterator[dict[str, Any]]:
+    """Claim batches and submit them (at most ``in_flight`` at a time) until every batch of the run is done.
+
+    Yields each batch's result as it completes. With nothing left to claim it keeps waiting while other workers
+    hold batches, to take over the batch of one that dies; it returns when all are done.
+    """
+    ledger = ledger_for(get_settings())
+    submitted: deque[tuple[int, int, PrefectFuture[Any]]] = deque()
+    processed = 0
+    try:
+        while True:
+            while len(submitted) < in_flight:
+                claimed = ledger.claim_batch(run.run_id, run.worker, utcnow() + LEASE)
+                if claimed is None:
+                    break
+                batch_id, number, path = claimed
+                submitted.append((batch_id, number, process(Path(path))))
+            if submitted:
+                batch_id, number, future = submitted[0]
+                result = future.result()
+                submitted.popleft()
+                if not ledger.complete_batch(batch_id, run.worker):
+                    run_logger().warning("run %s: batch %d was taken over while held here", run.run_key, number)
+                processed += 1
+                yield result
+                continue
+            _state, _totals, batches = ledger.run_state(run.run_id)
+            if set(batches) <= {"done"}:
+                run_logger().info("run %s #%d: this worker processed %d batch(es)", run.run_key, run.run_id, processed)
+                return
+            ledger.expire_claims(run.run_id, holder_is_dead)
+            time.sleep(POLL_SECONDS)
+    finally:
+        # A batch handed back while its tasks still run could be sent twice: let them end first.
+        for _batch_id, _number, future in submitted:
+            future.wait()
+
+
+def claim_post_back(run: SharedRun) -> bool:
+    """True for the one worker that should post the run's outcomes; the others wait until it has (or died)."""
+    ledger = ledger_for(get_settings())
+    while True:
+        if ledger.claim_post_back(run.run_id, run.worker, utcnow() + LEASE):
+            return True
+        state, _totals, _batches = ledger.run_state(run.run_id)
+        if state == "done":
+            return False
+        ledger.expire_claims(run.run_id, holder_is_dead)
+        time.sleep(POLL_SECONDS)
+
+
+def finish_run(run: SharedRun) -> None:
+    ledger_for(get_settings()).finish_run(run.run_id, run.worker)
