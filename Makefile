@@ -19,6 +19,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/exstream-push bench --out bench-results/bench.json
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
