@@ -33,6 +33,18 @@ def _no_retry_on_configuration(task: object, task_run: object, state: object) ->
     return True
 
 
+def _classify(result: PushResult) -> tuple[Status, str | None, str]:
+    """(ledger status, reason, outcome counted) for one send: only permanent failures are final besides success;
+    retry-exhausted and configuration errors stay pending, so a later run sends them."""
+    if result.error is None:
+        return Status.SENT, None, "sent"
+    if result.error_class is not None and result.error_class.retryable:
+        return Status.PENDING, f"retry_exhausted:{result.error_code}", "retry_exhausted"
+    if result.error_class is not None and result.error_class.alert_operator:
+        return Status.PENDING, f"configuration:{result.error_code}", "configuration_error"
+    return Status.FAILED, result.error_code, "failed"
+
+
 @task(
     name="send-push",
     retries=2,
@@ -64,49 +76,21 @@ def send_push(
         started = time.perf_counter()
         outcomes, dead_devices = [], []
         for result in results:
-            if result.error is None:
-                outcomes.append(
-                    {
-                        "key": result.key,
-                        "status": Status.SENT,
-                        "provider_message_id": result.message_id,
-                        "attempts": result.attempts,
-                    }
-                )
-                counts["sent"] += 1
-            elif result.error_class is not None and result.error_class.retryable:
-                outcomes.append(
-                    {
-                        "key": result.key,
-                        "status": Status.PENDING,
-                        "reason": f"retry_exhausted:{result.error_code}",
-                        "attempts": result.attempts,
-                    }
-                )
-                counts["retry_exhausted"] += 1
-            elif result.error_class is not None and result.error_class.alert_operator:
-                outcomes.append(
-                    {
-                        "key": result.key,
-                        "status": Status.PENDING,
-                        "reason": f"configuration:{result.error_code}",
-                        "attempts": result.attempts,
-                    }
-                )
+            status, reason, outcome = _classify(result)
+            outcomes.append(
+                {
+                    "key": result.key,
+                    "status": status,
+                    "reason": reason,
+                    "provider_message_id": result.message_id,
+                    "attempts": result.attempts,
+                }
+            )
+            counts[outcome] += 1
+            if outcome == "configuration_error":
                 configuration_errors.append(str(result.error_code))
-                counts["configuration_error"] += 1
-            else:
-                outcomes.append(
-                    {
-                        "key": result.key,
-                        "status": Status.FAILED,
-                        "reason": result.error_code,
-                        "attempts": result.attempts,
-                    }
-                )
-                counts["failed"] += 1
-                if result.error_class is not None and result.error_class.deactivate_device:
-                    dead_devices.append(device_of[result.key])
+            if result.error_class is not None and result.error_class.deactivate_device:
+                dead_devices.append(device_of[result.key])
         ledger.record_outcomes(outcomes)
         if dead_devices:
             counts["devices_deactivated"] += ledger.deactivate_devices(dead_devices, "fcm:UNREGISTERED")
