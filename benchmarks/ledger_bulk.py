@@ -1,13 +1,21 @@
-"""How fast the ledger writes many rows on PostgreSQL: COPY paths against the multi-row INSERT / executemany paths.
+"""How fast the ledger writes many rows: PostgreSQL's COPY paths against its multi-row INSERT / executemany paths,
+and the send path's writes and reads on the embedded SQLite ledger.
 
 Each path gets a fresh database and the same rows. Run from the repository root:
 
     .venv/bin/python benchmarks/ledger_bulk.py --rows 100000 [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+``--backends sqlite`` skips PostgreSQL. To time another version of the ledger with the same script, put its
+package first on the path: ``git archive HEAD | tar -x -C /tmp/xp-head`` then ``PYTHONPATH=/tmp/xp-head …``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +25,7 @@ import pandas as pd
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from exstream_push.ledger import Ledger
+from exstream_push.ledger import Ledger, store
 from exstream_push.ledger.store import notification_rows
 
 
@@ -65,7 +73,46 @@ def _rows(count: int) -> dict[str, list[dict]]:
     )
     claims = notification_rows(frame, "bench", "pending")
     outcomes = [{"key": c["key"], "status": "sent", "provider_message_id": f"m{n}"} for n, c in enumerate(claims)]
-    return {"documents": documents, "devices": devices, "claims": claims, "outcomes": outcomes}
+    finals = notification_rows(frame, "bench-final", "skipped", reason="opted_out")
+    return {"documents": documents, "devices": devices, "claims": claims, "outcomes": outcomes, "finals": finals}
+
+
+def _in_groups(call: Callable[[list], object], rows: list, size: int) -> None:
+    for start in range(0, len(rows), size):
+        call(rows[start : start + size])
+
+
+def _measure_sqlite(rows: dict[str, list[dict]], group: int, outcome_group: int, repeat: int) -> dict[str, float]:
+    """The send path on a SQLite file, as a run makes its calls: per batch, and outcomes per ``outcome_group``.
+
+    CPU seconds, not wall time: SQLite runs in this process, and other load on the machine then matters less. The
+    best of ``repeat`` fresh files per step, as any noise only ever adds.
+    """
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for step, seconds in _measure_sqlite_once(rows, group, outcome_group).items():
+            best[step] = min(seconds, best.get(step, seconds))
+    return best
+
+
+def _measure_sqlite_once(rows: dict[str, list[dict]], group: int, outcome_group: int) -> dict[str, float]:
+    customers = [d["customer_id"] for d in rows["devices"]]
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Ledger(f"sqlite:///{folder}/ledger.db")
+        ledger.upsert_devices(rows["devices"])
+        steps: dict[str, Callable[[], object]] = {
+            "devices_for": lambda: _in_groups(ledger.devices_for, customers, group),
+            "record_final": lambda: _in_groups(ledger.record_final, rows["finals"], group),
+            "claim": lambda: _in_groups(ledger.claim, rows["claims"], group),
+            "record_outcomes": lambda: _in_groups(ledger.record_outcomes, rows["outcomes"], outcome_group),
+        }
+        seconds = {}
+        for step, run in steps.items():
+            started = time.process_time()
+            run()
+            seconds[step] = time.process_time() - started
+        ledger.dispose()
+    return seconds
 
 
 def _measure(admin_url: str, use_copy: bool, rows: dict[str, list[dict]], group: int) -> dict[str, float]:
@@ -102,10 +149,32 @@ def _measure(admin_url: str, use_copy: bool, rows: dict[str, list[dict]], group:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--group", type=int, default=10_000, help="rows per claim / outcome call (a batch)")
+    parser.add_argument(
+        "--group", type=int, default=10_000, help="rows per call (a batch); on SQLite, outcomes take --outcome-group"
+    )
+    parser.add_argument(
+        "--outcome-group", type=int, default=64, help="outcomes per record_outcomes call on SQLite (fcm_concurrency)"
+    )
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--repeat", type=int, default=3, help="SQLite: fresh runs per step, the best one reported")
     args = parser.parse_args()
+    backends = args.backends.split(",")
     rows = _rows(args.rows)
+    pythonpath = os.environ.get("PYTHONPATH")
+    print("$", *([f"PYTHONPATH={pythonpath}"] if pythonpath else []), shlex.join([sys.executable, *sys.argv]))
+    print(f"ledger code: {store.__file__}")
+    if "sqlite" in backends:
+        sqlite_seconds = _measure_sqlite(rows, args.group, args.outcome_group, args.repeat)
+        print(
+            f"{args.rows:,} rows, SQLite file; devices, finals and claims {args.group:,} per call, "
+            f"outcomes {args.outcome_group:,} per call; CPU seconds of this process, best of {args.repeat}"
+        )
+        print(f"{'step':<18}{'CPU s':>10}{'rows/s':>14}")
+        for step, seconds in sqlite_seconds.items():
+            print(f"{step:<18}{seconds:>10.2f}{args.rows / seconds:>14,.0f}")
+    if "postgresql" not in backends:
+        return
     multi_row = _measure(args.url, False, rows, args.group)
     copied = _measure(args.url, True, rows, args.group)
     print(f"{args.rows:,} rows, claims and outcomes {args.group:,} per call, PostgreSQL")

@@ -142,6 +142,8 @@ class Ledger:
         SQLModel.metadata.create_all(self.engine)
         # COPY for large writes on PostgreSQL; a benchmark turns it off to measure the multi-row path.
         self.use_copy = self.engine.dialect.name == "postgresql"
+        # SQLite runs in this process: its bulk paths hand the driver plain tuples, without SQLAlchemy's per-row work.
+        self.on_sqlite = self.engine.dialect.name == "sqlite"
 
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD
@@ -155,6 +157,10 @@ class Ledger:
         if not rows:
             return
         table: Table = model.__table__  # type: ignore[attr-defined]
+        if self.on_sqlite:
+            with self.engine.begin() as conn:
+                bulk.sqlite_insert_ignoring_conflicts(conn, table, rows)
+            return
         if self._copies(rows):
             with self.engine.begin() as conn:
                 bulk.insert_ignoring_conflicts(conn, table, rows)
@@ -230,12 +236,24 @@ class Ledger:
 
     def claim(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """Claim idempotency keys before sending; returns the keys still owed a send (new or left pending)."""
+        if not rows:
+            return set()
+        table = Notification.__table__
         if self._copies(rows):
             with self.engine.begin() as conn:
-                return bulk.pending_among(conn, Notification.__table__, rows, Status.PENDING.value)
-        self._insert_ignoring_conflicts(Notification, rows)
+                return bulk.pending_among(conn, table, rows, Status.PENDING.value)
         keys = [row["key"] for row in rows]
         owed: set[str] = set()
+        if self.on_sqlite:
+            # One transaction, so no other writer changes a status between the insert and the read-back; when every
+            # row went in (a batch's first claim), the statuses are those just written and need no read-back.
+            with self.engine.begin() as conn:
+                if bulk.sqlite_insert_ignoring_conflicts(conn, table, rows) == len(rows):
+                    return {row["key"] for row in rows if row["status"] == Status.PENDING}
+                for chunk in _chunks(keys):
+                    owed |= bulk.sqlite_keys_with_status(conn, table, chunk, Status.PENDING.value)
+            return owed
+        self._insert_ignoring_conflicts(Notification, rows)
         with self.engine.connect() as conn:
             for chunk in _chunks(keys):
                 owed.update(
@@ -252,50 +270,31 @@ class Ledger:
         if not outcomes:
             return
         table = Notification.__table__
-        if self._copies(outcomes):
-            now = utcnow()
-            with self.engine.begin() as conn:
-                bulk.update_outcomes(
-                    conn,
-                    table,
-                    [
-                        {
-                            "key": o["key"],
-                            "status": o["status"],
-                            "reason": o.get("reason"),
-                            "provider_message_id": o.get("provider_message_id"),
-                            "attempts": o.get("attempts", 1),
-                            "updated_at": now,
-                        }
-                        for o in outcomes
-                    ],
-                )
-            return
-        statement = (
-            update(table)
-            .where(table.c.key == bindparam("b_key"))
-            .values(
-                status=bindparam("b_status"),
-                reason=bindparam("b_reason"),
-                provider_message_id=bindparam("b_message_id"),
-                attempts=table.c.attempts + bindparam("b_attempts"),
-                updated_at=bindparam("b_updated_at"),
-            )
-        )
         now = utcnow()
-        params = [
+        rows = [
             {
-                "b_key": o["key"],
-                "b_status": o["status"],
-                "b_reason": o.get("reason"),
-                "b_message_id": o.get("provider_message_id"),
-                "b_attempts": o.get("attempts", 1),
-                "b_updated_at": now,
+                "key": o["key"],
+                "status": o["status"],
+                "reason": o.get("reason"),
+                "provider_message_id": o.get("provider_message_id"),
+                "attempts": o.get("attempts", 1),
+                "updated_at": now,
             }
             for o in outcomes
         ]
         with self.engine.begin() as conn:
-            conn.execute(statement, params)
+            if self._copies(rows):
+                bulk.update_outcomes(conn, table, rows)
+            elif self.on_sqlite:
+                bulk.sqlite_update_outcomes(conn, table, rows)
+            else:
+                values = {name: bindparam(f"b_{name}") for name in bulk.OUTCOME_COLUMNS if name != "key"}
+                statement = (
+                    update(table)
+                    .where(table.c.key == bindparam("b_key"))
+                    .values({**values, "attempts": table.c.attempts + values["attempts"]})
+                )
+                conn.execute(statement, [{f"b_{name}": value for name, value in row.items()} for row in rows])
 
     def record_post_back(self, channel: str, job_id: str, digest: str, rows: int, response: str) -> None:
         self._insert_ignoring_conflicts(
@@ -316,12 +315,16 @@ class Ledger:
 
     def devices_for(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """Every device (active or not) of the given customers, as a frame."""
-        columns = [c.name for c in Device.__table__.columns]
+        table = Device.__table__
+        columns = [c.name for c in table.columns]
         frames = []
         with self.engine.connect() as conn:
             for chunk in _chunks(sorted(set(customer_ids))):
-                result = conn.execute(select(Device.__table__).where(Device.customer_id.in_(chunk)))
-                frames.append(pd.DataFrame(result.fetchall(), columns=columns))
+                if self.on_sqlite:
+                    rows = bulk.sqlite_rows_among(conn, table, "customer_id", chunk)
+                else:
+                    rows = conn.execute(select(table).where(table.c.customer_id.in_(chunk))).fetchall()
+                frames.append(pd.DataFrame(rows, columns=columns))
         if not frames:
             return pd.DataFrame(columns=columns)
         return pd.concat(frames, ignore_index=True)
