@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import warnings
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -31,7 +32,6 @@ from exstream_push.connectors.fcm import (
     PushRequest,
     build_message,
     encode,
-    encoded_size,
     firebase_app_at,
     parse_retry_after,
 )
@@ -200,14 +200,27 @@ def test_priority_and_ttl_reach_every_platform() -> None:
 
 
 def test_targets_token_fid_or_topic_and_nothing_else() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the SDK's per-message DeprecationWarning for `token` must not escape
-        by_token = encoded(notice("registration-token"))
+    by_token = encoded(notice("registration-token"))
     assert by_token["token"] == "registration-token" and "fid" not in by_token
     assert encoded(notice(None, fid="cFid22charsBase64url_-"))["fid"] == "cFid22charsBase64url_-"
     assert encoded(notice(None, topic="ops-alerts"))["topic"] == "ops-alerts"
     with pytest.raises(ValueError, match="exactly one"):
         notice("t-1", topic="ops-alerts")
+
+
+def test_token_deprecation_warning_is_silenced_for_the_whole_process() -> None:
+    """The SDK warns on every token message; under -W error a token message must still build, in any thread."""
+    script = (
+        "import threading\n"
+        "from exstream_push.connectors.fcm import build_message\n"
+        "def build(): build_message(token='t', title='T', body='B', data={}, collapse_key='k')\n"
+        "build()\n"
+        "worker = threading.Thread(target=build); worker.start(); worker.join()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", script], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_oversize_payload_is_detectable_before_sending_and_refused_by_fcm(
@@ -216,7 +229,7 @@ def test_oversize_payload_is_detectable_before_sending_and_refused_by_fcm(
     server, _ = emulator
     small = notice("t-small")
     big = notice("t-big", body="x" * MAX_PAYLOAD_BYTES)
-    assert encoded_size(small) <= MAX_PAYLOAD_BYTES < encoded_size(big)
+    assert len(encode(small)) <= MAX_PAYLOAD_BYTES < len(encode(big))
     small_result, big_result = sender_for(server).send([PushRequest("small", small), PushRequest("big", big)])
     assert small_result.ok
     assert isinstance(big_result.error, exceptions.InvalidArgumentError)

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES, build_message, encoded_size
+from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES, build_message, encode
 from exstream_push.content.guard import find_leak
 from exstream_push.content.links import signed_link
 from exstream_push.content.templates import TemplateRenderer
@@ -32,7 +32,8 @@ def render_messages(
     extra_keys: Sequence[str] = (),
     priority: str = "normal",
 ) -> pd.DataFrame:
-    """Adds ``message`` (a firebase_admin ``messaging.Message``); guard or size failures are quarantined.
+    """Adds ``payload``: the message built by firebase-admin and encoded by it once, ready to post; guard or size
+    failures are quarantined. Only the bytes are kept: a ``messaging.Message`` per recipient costs ~2 KB.
 
     The template is chosen by document type, or by a ``template`` column when the rows have one (a reminder's
     stage); a ``priority`` column overrides ``priority`` per row.
@@ -44,7 +45,7 @@ def render_messages(
     locales = recipients["locale"].fillna(recipients["device_locale"]).fillna("en")
     guarded = [c for c in (*GUARDED_COLUMNS, *extra_keys) if c in recipients.columns]
 
-    messages: list[object] = []
+    payloads: list[bytes] = []
     problems: list[str | None] = []
     count = len(recipients)
     templates = (recipients["template"] if "template" in recipients else recipients["document_type"]).tolist()
@@ -71,13 +72,15 @@ def render_messages(
             "deep_link": signed_link(link_key, settings.portal_url, ref, expires_at),
         }
         leak = find_leak(title, body, data, values)
-        message = build_message(token=token, title=title, body=body, data=data, collapse_key=key, priority=row_priority)
-        if leak is None and encoded_size(message) > MAX_PAYLOAD_BYTES:
+        payload = encode(
+            build_message(token=token, title=title, body=body, data=data, collapse_key=key, priority=row_priority)
+        )
+        if leak is None and len(payload) > MAX_PAYLOAD_BYTES:
             leak = f"{QuarantineReason.PAYLOAD_TOO_LARGE}: over FCM's {MAX_PAYLOAD_BYTES}-byte limit"
-        messages.append(message)
+        payloads.append(payload)
         problems.append(leak)
 
-    rendered = recipients.assign(message=messages, problem=problems)
+    rendered = recipients.assign(payload=payloads, problem=problems)
     rejected = rendered[rendered["problem"].notna()]
     if len(rejected):
         reasons = [_reason_code(problem) for problem in rejected["problem"]]

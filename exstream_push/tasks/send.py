@@ -97,7 +97,7 @@ def send_push(
         seconds_recording += time.perf_counter() - started
 
     requests = [
-        PushRequest(key=key, message=message) for key, message in zip(to_send["key"], to_send["message"], strict=True)
+        PushRequest(key=key, message=payload) for key, payload in zip(to_send["key"], to_send["payload"], strict=True)
     ]
     if requests:
         sender = fcm.get_sender()
