@@ -20,7 +20,8 @@ from exstream_push.tasks.extract import (
     ManifestSource,
     extract_manifest,
     fetch_job_manifests,
-    job_id_for_file,
+    file_digest,
+    job_id_for_digest,
     spool_dir,
 )
 from exstream_push.tasks.post_back import post_outcomes
@@ -66,17 +67,22 @@ def statement_ready(
     """Notify every reachable device that its document is ready, then tell Exstream which documents were not.
 
     Processes started on the same job (and manifest) share the run: one extracts, all take batches, one posts back.
+    A finished run started again with the same content, nothing left pending and no device changed since, is up
+    to date: it returns the finished run's counts at once, having sent nothing.
     """
     if manifest is None and job_id is None:
         raise ValueError("give a manifest path or an Exstream job id")
     as_of = as_of or datetime.now(UTC)
     exstream, fcm = connections(exstream_block, fcm_block)
+    # What the run is made of: a file's content, or an Exstream job's id (its output does not change once done).
+    content = job_id
     if manifest is not None:
-        job_id = job_id or job_id_for_file(Path(manifest))
+        content = file_digest(Path(manifest))
+        job_id = job_id or job_id_for_digest(content)
 
     totals: Counter[str] = Counter()
     posted: dict[str, Any] | None = None
-    with shared_run(USE_CASE, job_id) as run:
+    with shared_run(USE_CASE, job_id, content) as run:
         if run.extracts:
             if manifest is not None:
                 sources = [ManifestSource(path=Path(manifest), job_id=job_id, step_id="manifest")]
@@ -92,4 +98,4 @@ def statement_ready(
             finish_run(run)
         totals.update(run_totals(run))
     publish_run_summary(USE_CASE, job_id, dict(totals))
-    return {"job_id": job_id, **totals, "post_back": posted}
+    return {"job_id": job_id, **totals, "post_back": posted, "up_to_date": run.up_to_date}

@@ -135,3 +135,45 @@ def test_statement_ready_end_to_end(
     statement_ready(manifest=str(manifest), job_id=JOB_ID)
     assert len(fcm_messages(fcm)) == len(messages)
     assert len([p for p in exstream_inbox(exstream) if p["path"].endswith("/push-status")]) == 1
+
+
+def test_a_finished_run_started_again_is_up_to_date_until_something_changes(
+    prefect_harness: None,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    scenario: tuple[Path, Path],
+    fcm,
+    exstream,
+    tmp_path: Path,
+) -> None:
+    manifest, devices = scenario
+    expected = read_scenario(manifest, devices, JOB_ID)
+    assert main(["devices", "import", str(devices)]) == 0
+    first = statement_ready(manifest=str(manifest), job_id=JOB_ID)
+    assert first["sent"] == len(expected.accepted) and not first["up_to_date"]
+    sent_so_far = len(fcm_messages(fcm))
+
+    again = statement_ready(manifest=str(manifest), job_id=JOB_ID)
+    assert again["up_to_date"] and again.get("sent", 0) == 0
+    assert again["customers"] == CUSTOMERS  # the finished run's counts
+    assert len(fcm_messages(fcm)) == sent_so_far
+
+    # A customer who had no device registers one: the run is no longer up to date, and only that one is sent.
+    document_id = sorted(expected.no_device)[0]
+    customer_id = expected.documents[document_id]["CustomerId"]
+    late = tmp_path / "late-device.csv"
+    late.write_text(
+        "customer_id,device_id,platform,token,push_opt_in,locale,timezone,categories\n"
+        f"{customer_id},dev-late-1,android,tok-late-1,true,en,Europe/London,\n"
+    )
+    assert main(["devices", "import", str(late)]) == 0
+    after_device = statement_ready(manifest=str(manifest), job_id=JOB_ID)
+    assert not after_device["up_to_date"] and after_device["sent"] == 1
+    assert [m["token"] for m in fcm_messages(fcm)[sent_so_far:]] == ["tok-late-1"]
+    assert statement_ready(manifest=str(manifest), job_id=JOB_ID)["up_to_date"]
+
+    # Other content under the same job id is a new run, not a repeat.
+    changed = tmp_path / "changed" / "_STDDELIVERYFILE.xml"
+    changed.parent.mkdir()
+    write_manifest(changed, 50, seed=23, job_id=JOB_ID)
+    assert not statement_ready(manifest=str(changed), job_id=JOB_ID)["up_to_date"]

@@ -231,6 +231,7 @@ class WorkRun(SQLModel, table=True):
     lease_expires: datetime | None = None
     batches: int = 0
     totals: str | None = Field(default=None, sa_column=Column(Text))  # JSON: the extractor's counts
+    content: str | None = None  # what the run was made of (a manifest's SHA-256), to tell a repeat from a change
     created_at: datetime
     updated_at: datetime
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -443,12 +443,18 @@ class Ledger:
     # -- shared runs: a work queue of spooled batches ------------------------------------------------------------
 
     def join_run(
-        self, run_key: str, worker: str, lease_until: datetime, is_dead: Callable[[str], bool]
+        self,
+        run_key: str,
+        worker: str,
+        lease_until: datetime,
+        is_dead: Callable[[str], bool],
+        content: str | None = None,
     ) -> tuple[int, bool] | None:
         """One attempt to join the current generation of a run: (run id, whether this worker extracts it).
 
         The first to insert a generation extracts it; a dead or expired extractor's generation is taken over; a
-        finished one is followed by a new generation. None: someone else is extracting, or a race was lost.
+        finished one is followed by a new generation, unless it is up to date (``_up_to_date``), when it is
+        joined as it is. None: someone else is extracting, or a race was lost.
         """
         table = WorkRun.__table__
         now = utcnow()
@@ -461,6 +467,8 @@ class Ledger:
                     .limit(1)
                     .with_for_update()
                 ).first()
+                if current is not None and current.state == "done" and self._up_to_date(conn, current, content):
+                    return current.id, False
                 if current is None or current.state == "done":
                     generation = 1 if current is None else current.generation + 1
                     inserted = conn.execute(
@@ -468,6 +476,7 @@ class Ledger:
                             run_key=run_key,
                             generation=generation,
                             state="extracting",
+                            content=content,
                             claimed_by=worker,
                             lease_expires=lease_until,
                             created_at=now,
@@ -491,6 +500,28 @@ class Ledger:
                 return (current.id, True) if taken.rowcount == 1 else None
         except IntegrityError:
             return None
+
+    @staticmethod
+    def _up_to_date(conn: Connection, finished: Any, content: str | None) -> bool:
+        """A finished run started again would send nothing: same content, none of its notifications left pending
+        (retries exhausted, configuration errors), no device registered, changed or deactivated since it ended."""
+        if content is None or finished.content != content:
+            return False
+        use_case, _, job_id = finished.run_key.partition("/")
+        notification = Notification.__table__
+        pending = conn.execute(
+            select(notification.c.key)
+            .where(
+                notification.c.job_id == job_id,
+                notification.c.use_case == use_case,
+                notification.c.status == Status.PENDING.value,
+            )
+            .limit(1)
+        ).first()
+        if pending is not None:
+            return False
+        latest_device = conn.scalar(select(func.max(Device.__table__.c.updated_at)))
+        return latest_device is None or _naive_utc(latest_device) <= _naive_utc(finished.updated_at)
 
     def enqueue_batches(self, run_id: int, worker: str, paths: Sequence[str], totals: str) -> None:
         """Queue a run's batches and mark it extracted, in one transaction, if this worker still holds it."""

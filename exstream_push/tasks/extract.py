@@ -46,13 +46,22 @@ class ExtractedManifest:
     customers_declared: int | None = None
 
 
-def job_id_for_file(path: Path) -> str:
-    """A manifest given as a file gets a job id from its content, so re-running the same file is recognised."""
+def file_digest(path: Path) -> str:
+    """SHA-256 of a manifest's content: what a finished run remembers, so the same file again is recognised."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return f"file-{digest.hexdigest()[:16]}"
+    return digest.hexdigest()
+
+
+def job_id_for_digest(digest: str) -> str:
+    """A manifest given as a file gets a job id from its content, so re-running the same file is recognised."""
+    return f"file-{digest[:16]}"
+
+
+def job_id_for_file(path: Path) -> str:
+    return job_id_for_digest(file_digest(path))
 
 
 def spool_dir(settings: Settings, use_case: str, job_id: str) -> Path:

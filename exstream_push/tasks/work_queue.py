@@ -53,6 +53,8 @@ class SharedRun:
     run_key: str
     worker: str
     extracts: bool
+    up_to_date: bool = False
+    """Joined a finished run that nothing has changed since: there is nothing to do."""
 
 
 def worker_id() -> str:
@@ -108,23 +110,29 @@ def _unregister(worker: str) -> None:
 
 
 @task(name="join-run", cache_policy=NO_CACHE)
-def join_run(use_case: str, job_id: str) -> SharedRun:
-    """Join the run of this job: extract it if nobody is, else wait until it is extracted (or its extractor dies)."""
+def join_run(use_case: str, job_id: str, content: str | None = None) -> SharedRun:
+    """Join the run of this job: extract it if nobody is, else wait until it is extracted (or its extractor dies).
+
+    ``content`` identifies what the run is made of (a manifest's digest): a finished run of the same content with
+    nothing pending and no device changed since is joined as it is, done, instead of starting it again.
+    """
     ledger = ledger_for(get_settings())
     run_key = f"{use_case}/{job_id}"
     worker = worker_id()
     _register(worker, ledger)
-    while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, holder_is_dead)) is None:
+    while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, holder_is_dead, content)) is None:
         time.sleep(POLL_SECONDS)
     run_id, extracts = joined
-    run_logger().info("run %s #%d: joined as %s (%s)", run_key, run_id, worker, "extractor" if extracts else "worker")
-    return SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts)
+    up_to_date = not extracts and ledger.run_state(run_id)[0] == "done"
+    role = "extractor" if extracts else "up to date" if up_to_date else "worker"
+    run_logger().info("run %s #%d: joined as %s (%s)", run_key, run_id, worker, role)
+    return SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts, up_to_date=up_to_date)
 
 
 @contextmanager
-def shared_run(use_case: str, job_id: str) -> Iterator[SharedRun]:
+def shared_run(use_case: str, job_id: str, content: str | None = None) -> Iterator[SharedRun]:
     """Join a run for the length of the block; whatever is left unfinished is handed back on the way out."""
-    run = join_run(use_case, job_id)
+    run = join_run(use_case, job_id, content)
     ledger = ledger_for(get_settings())
     try:
         yield run
