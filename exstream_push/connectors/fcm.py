@@ -462,6 +462,7 @@ class _Batch:
             for task in (all_resolved, *background, *self._pending_retries):
                 task.cancel()
             await asyncio.gather(all_resolved, *background, *self._pending_retries, return_exceptions=True)
+            await self._permits.close()
         return [result for result in self._results if result is not None]
 
     async def _work(self, session: aiohttp.ClientSession) -> None:
