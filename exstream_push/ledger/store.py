@@ -31,6 +31,9 @@ from exstream_push.status import Status
 
 # Parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535 bind-variable limits.
 _CHUNK = 2_000
+# SQLite lets one connection write at a time, across threads and processes: large writes commit every this many
+# rows, so a sender recording outcomes waits for one chunk, not for another batch's whole claim (25,000 rows).
+_SQLITE_WRITE_CHUNK = 2_000
 
 
 def notification_key(use_case: str, document_id: str, device_id: str, stage: str = "") -> str:
@@ -158,8 +161,9 @@ class Ledger:
             return
         table: Table = model.__table__  # type: ignore[attr-defined]
         if self.on_sqlite:
-            with self.engine.begin() as conn:
-                bulk.sqlite_insert_ignoring_conflicts(conn, table, rows)
+            for chunk in _chunks(rows, _SQLITE_WRITE_CHUNK):
+                with self.engine.begin() as conn:
+                    bulk.sqlite_insert_ignoring_conflicts(conn, table, chunk)
             return
         if self._copies(rows):
             with self.engine.begin() as conn:
@@ -245,13 +249,15 @@ class Ledger:
         keys = [row["key"] for row in rows]
         owed: set[str] = set()
         if self.on_sqlite:
-            # One transaction, so no other writer changes a status between the insert and the read-back; when every
-            # row went in (a batch's first claim), the statuses are those just written and need no read-back.
-            with self.engine.begin() as conn:
-                if bulk.sqlite_insert_ignoring_conflicts(conn, table, rows) == len(rows):
-                    return {row["key"] for row in rows if row["status"] == Status.PENDING}
-                for chunk in _chunks(keys):
-                    owed |= bulk.sqlite_keys_with_status(conn, table, chunk, Status.PENDING.value)
+            # One transaction per chunk, so no other writer changes a status between its insert and its read-back;
+            # when every row went in (a batch's first claim), the statuses are those just written.
+            for chunk in _chunks(rows, _SQLITE_WRITE_CHUNK):
+                with self.engine.begin() as conn:
+                    if bulk.sqlite_insert_ignoring_conflicts(conn, table, chunk) == len(chunk):
+                        owed |= {row["key"] for row in chunk if row["status"] == Status.PENDING}
+                    else:
+                        chunk_keys = [row["key"] for row in chunk]
+                        owed |= bulk.sqlite_keys_with_status(conn, table, chunk_keys, Status.PENDING.value)
             return owed
         self._insert_ignoring_conflicts(Notification, rows)
         with self.engine.connect() as conn:
