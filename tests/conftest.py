@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -127,3 +128,9 @@ def fcm_messages(server: ServerThread) -> list[dict]:
 
 def exstream_inbox(server: ServerThread) -> list[dict]:
     return httpx.get(f"{server.url}/_emulator/inbox").json()
+
+
+def printed_json(capsys: pytest.CaptureFixture[str]) -> dict | list:
+    """The JSON a command printed last, after whatever log lines came before it."""
+    out = capsys.readouterr().out
+    return json.loads(out[min(i for i in (out.find("{"), out.find("[")) if i >= 0) :])

@@ -15,12 +15,7 @@ import pytest
 
 from emulators.samples import write_devices, write_exstream_job
 from exstream_push.cli import main
-from tests.conftest import exstream_inbox, fcm_messages
-
-
-def _printed_json(capsys: pytest.CaptureFixture[str]) -> dict:
-    out = capsys.readouterr().out
-    return json.loads(out[out.index("{") :])
+from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
 
 def test_run_by_job_id_through_the_orchestration_api(
@@ -38,7 +33,7 @@ def test_run_by_job_id_through_the_orchestration_api(
     capsys.readouterr()
 
     assert main(["run", "statement-ready", "--job", "JOB-CLI-1", "--as-of", "2026-11-29T08:00:00+00:00"]) == 0
-    result = _printed_json(capsys)
+    result = printed_json(capsys)
     assert result["job_id"] == "JOB-CLI-1" and result["customers"] == 300
     assert len(fcm_messages(fcm)) == result["sent"] > 0
     assert result["post_back"]["posted"] is True

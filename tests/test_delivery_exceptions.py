@@ -29,18 +29,13 @@ from exstream_push.message_file import parse_line
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import ManifestKeys, get_settings
 from flows.delivery_exceptions import delivery_exceptions
-from tests.conftest import exstream_inbox, fcm_messages
+from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
 JOB_ID = "STMT-2026-11-ERR"
 AS_OF = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
 FAILED = 3_000
 TOPIC = "ops-delivery-exceptions"
 MASKED = re.compile(r"\*\*\*\*\d{4}")
-
-
-def _printed_json(capsys: pytest.CaptureFixture[str]) -> dict | list:
-    out = capsys.readouterr().out
-    return json.loads(out[min(i for i in (out.find("{"), out.find("[")) if i >= 0) :])
 
 
 def _groups(messages: list[dict]) -> dict[tuple[str, str, str], dict]:
@@ -179,7 +174,7 @@ def test_cli_lists_and_reissues_to_exstream(
 
     as_of = "2026-11-29T07:00:00+00:00"
     assert main(["run", "delivery-exceptions", "--events", str(documents.events), "--as-of", as_of]) == 0
-    result = _printed_json(capsys)
+    result = printed_json(capsys)
     assert result["jobs"] == ["JOB-DOCS", "JOB-WHOLE"] and result["exceptions_new"] == 401
     assert {m["data"]["failure_class"] for m in fcm_messages(fcm)} == {
         "print_failure",
@@ -189,7 +184,7 @@ def test_cli_lists_and_reissues_to_exstream(
     }
 
     assert main(["exceptions", "list", "--json", "--job", "JOB-WHOLE"]) == 0
-    [job_record] = _printed_json(capsys)
+    [job_record] = printed_json(capsys)
     assert (job_record["channel"], job_record["failure_class"], job_record["document_id"]) == (
         "job",
         "job_failed",
@@ -202,7 +197,7 @@ def test_cli_lists_and_reissues_to_exstream(
 
     # A job that failed as a whole is reprocessed through the Orchestration API.
     assert main(["exceptions", "reissue", "--job", "JOB-WHOLE"]) == 0
-    assert _printed_json(capsys).items() >= {"action": "reprocess_job", "requested": True, "marked": 1}.items()
+    assert printed_json(capsys).items() >= {"action": "reprocess_job", "requested": True, "marked": 1}.items()
     inbox = exstream_inbox(exstream)
     assert [p["path"] for p in inbox if p["path"].endswith("/reprocessing")] == [
         "/orchestration/api/v1/runtime/default/jobs/JOB-WHOLE/reprocessing"
@@ -210,7 +205,7 @@ def test_cli_lists_and_reissues_to_exstream(
 
     # A job whose failed documents are known gets exactly those posted to the reissue channel.
     assert main(["exceptions", "reissue", "--job", "JOB-DOCS"]) == 0
-    reissued = _printed_json(capsys)
+    reissued = printed_json(capsys)
     assert reissued["action"] == "reissue_documents" and reissued["documents"] == reissued["marked"] == 400
     [post] = [p for p in exstream_inbox(exstream) if p["path"].endswith("/reissue")]
     assert post["path"] == "/orchestration/api/v1/inputs/batch/default/reissue"
@@ -220,12 +215,12 @@ def test_cli_lists_and_reissues_to_exstream(
     assert not [value for value in documents.personal_data if value in post["body"]]
 
     assert main(["exceptions", "list", "--json"]) == 0
-    assert {row["state"] for row in _printed_json(capsys)} == {"reissue_requested"}
+    assert {row["state"] for row in printed_json(capsys)} == {"reissue_requested"}
 
     # Asked again, nothing is left to reissue and nothing reaches Exstream twice.
     posts = len(exstream_inbox(exstream))
     assert main(["exceptions", "reissue", "--job", "JOB-DOCS"]) == 0
-    assert _printed_json(capsys)["action"] == "none"
+    assert printed_json(capsys)["action"] == "none"
     assert len(exstream_inbox(exstream)) == posts
 
 
