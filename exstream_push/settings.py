@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     ingress_secret: SecretStr | None = None
 
     batch_size: int = Field(25_000, ge=1)
+    # Batches one process has submitted at once: 2 overlaps rendering the next with sending this one; with one
+    # worker process per core sharing a run, 1 each keeps two event loops from contending for one GIL.
+    batches_in_flight: int = Field(2, ge=1)
     keys: ManifestKeys = Field(default_factory=ManifestKeys)
 
     fcm_quota_per_minute: int = Field(480_000, ge=1)  # shared by every worker: 80% of FCM's 600,000 per project

@@ -62,7 +62,7 @@ def statement_ready(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
-    batches_in_flight: int = 2,
+    batches_in_flight: int | None = None,
 ) -> dict[str, Any]:
     """Notify every reachable device that its document is ready, then tell Exstream which documents were not.
 
@@ -89,7 +89,8 @@ def statement_ready(
             else:
                 sources = fetch_job_manifests(job_id, exstream, USE_CASE)
             enqueue_batches(run, [extract_manifest(source, USE_CASE) for source in sources])
-        for counts in drain_batches(run, lambda batch: _send_batch(batch, fcm, as_of), batches_in_flight):
+        in_flight = batches_in_flight or get_settings().batches_in_flight
+        for counts in drain_batches(run, lambda batch: _send_batch(batch, fcm, as_of), in_flight):
             totals.update(counts)
             totals.update(batches=1)
         if claim_post_back(run):
