@@ -4,7 +4,11 @@ Everything runs against the FCM emulator in worker processes of its own, on this
 
 - the **ceiling**: the fastest a minimal aiohttp client gets pre-encoded messages accepted;
 - the **baseline**: firebase-admin's own ``send_each_async`` (500 per call) for 20,000 messages;
-- the **product**: ``statement_ready`` on a generated manifest, then the same manifest again (must send 0).
+- the **product**: ``statement_ready`` on a generated manifest in ``--workers`` processes sharing the run (one per
+  core by default), against one Prefect server, then the same manifest again (must send 0).
+
+The product's peak RSS is each worker process's own (``wait4``), so the emulators, the Prefect server and the
+transport measurements in their processes do not count against it.
 """
 
 from __future__ import annotations
@@ -13,24 +17,27 @@ import asyncio
 import json
 import multiprocessing
 import os
-import resource
 import shlex
 import shutil
+import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from exstream_push.settings import get_settings
+from exstream_push.settings import PROJECT_ROOT, get_settings
 
+BENCH_JOB = "BENCH"
 BASELINE_MESSAGES = 20_000
 CEILING_MESSAGES = 100_000
-CEILING_CONCURRENCY = 64
+CEILING_CONCURRENCY = (16, 32, 64, 128)
 PHASES = {
     "extract-manifest": "extract",
     "segment-recipients": "segment",
@@ -104,11 +111,17 @@ async def _baseline(url: str, project: str, count: int) -> float:
     return count / seconds
 
 
-def _transport_rates(url: str, project: str, ceiling_messages: int) -> tuple[float, float]:
-    return (
-        asyncio.run(_ceiling(url, project, ceiling_messages, CEILING_CONCURRENCY)),
-        asyncio.run(_baseline(url, project, BASELINE_MESSAGES)),
-    )
+def _transport_rates(url: str, project: str, ceiling_messages: int) -> tuple[float, int, float]:
+    """The ceiling is the best of a sweep of concurrencies, on the event loop the product sends on; the baseline
+    runs on asyncio's own loop, as firebase-admin users do."""
+    from exstream_push.connectors.fcm import event_loop_factory
+
+    rates = {}
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        for concurrency in CEILING_CONCURRENCY:
+            rates[concurrency] = runner.run(_ceiling(url, project, ceiling_messages, concurrency))
+    best = max(rates, key=rates.__getitem__)
+    return rates[best], best, asyncio.run(_baseline(url, project, BASELINE_MESSAGES))
 
 
 def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
@@ -117,7 +130,7 @@ def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
     manifest, devices = folder / "_STDDELIVERYFILE.xml", folder / "devices.csv"
     if not (manifest.exists() and devices.exists()):
         folder.mkdir(parents=True, exist_ok=True)
-        write_manifest(manifest, customers, seed=101, job_id="BENCH")
+        write_manifest(manifest, customers, seed=101, job_id=BENCH_JOB)
         write_devices(devices, customers, seed=102)
     return manifest, devices
 
@@ -133,10 +146,17 @@ def _parse_rate(manifest: Path, customers: int) -> float:
     return customers / seconds
 
 
-def _task_run_phases(flow_run_id: Any) -> tuple[dict[str, float], int]:
-    """Seconds per phase and the number of task runs, as the Prefect API recorded them."""
+def _task_run_phases(started: float, ended: float) -> tuple[dict[str, float], int]:
+    """Seconds per phase and the number of task runs of the flow runs that started in [started, ended] (Unix
+    time), as the Prefect API recorded them."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    window = FlowRunFilter(
+        start_time=FlowRunFilterStartTime(
+            after_=datetime.fromtimestamp(started, UTC), before_=datetime.fromtimestamp(ended, UTC)
+        )
+    )
 
     async def read() -> list[Any]:
         """Task runs reach the API as events, a little after they finish: read until the count settles."""
@@ -145,11 +165,7 @@ def _task_run_phases(flow_run_id: Any) -> tuple[dict[str, float], int]:
             for _ in range(30):
                 page, runs = None, []
                 while page is None or len(page) == 200:
-                    page = await client.read_task_runs(
-                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                        limit=200,
-                        offset=len(runs),
-                    )
+                    page = await client.read_task_runs(flow_run_filter=window, limit=200, offset=len(runs))
                     runs.extend(page)
                 if all(run.state is not None and run.state.is_final() for run in runs) and len(runs) >= len(PHASES):
                     return runs
@@ -164,21 +180,66 @@ def _task_run_phases(flow_run_id: Any) -> tuple[dict[str, float], int]:
     return dict(phases), len(task_runs)
 
 
-def run_bench(customers: int, out: Path, emulator_workers: int) -> dict[str, Any]:
+@dataclass
+class WorkersRun:
+    """What ``--workers`` processes sharing one run did together."""
+
+    seconds: float
+    started: float
+    totals: Counter[str]
+    peak_rss_mb: list[int]
+
+
+def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) -> WorkersRun:
+    """``exstream-push run statement-ready`` in ``count`` processes at once, as an operator scales out a run."""
+    command = [sys.executable, "-m", "exstream_push.cli", "run", "statement-ready"]
+    command += ["--manifest", str(manifest), "--job-id", BENCH_JOB]
+    started_at = time.time()
+    started = time.perf_counter()
+    workers = []
+    for number in range(count):
+        out = logs / f"worker-{number}-{int(started_at)}.json"
+        with out.open("wb") as stdout, (logs / "workers.log").open("ab") as stderr:
+            workers.append((subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr), out))
+    totals: Counter[str] = Counter()
+    peak_rss: list[int] = []
+    for process, out in workers:
+        _pid, status, usage = os.wait4(process.pid, 0)  # wait4, for this worker's own peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"a bench worker exited {process.returncode}; see {logs / 'workers.log'}")
+        result = json.loads(out.read_text())
+        totals.update({name: value for name, value in result.items() if isinstance(value, int | float)})
+        peak_rss.append(round(usage.ru_maxrss / 1024))
+    return WorkersRun(time.perf_counter() - started, started_at, totals, peak_rss)
+
+
+def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) -> dict[str, Any]:
     base = get_settings()
     work = (base.home / "bench").resolve()
     manifest, devices = _ensure_data(work / f"data-{customers}", customers)
     run_home = work / "run"
     shutil.rmtree(run_home, ignore_errors=True)
-    (run_home / "prefect").mkdir(parents=True)
+    logs = run_home / "logs"
+    logs.mkdir(parents=True)
     os.environ["EXSTREAM_PUSH_HOME"] = str(run_home)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     from emulators.exstream import create_exstream_app
     from emulators.server import EmulatorProcess, ServerThread
-    from exstream_push.cli import configure_prefect
+    from exstream_push.stack import ChildProcess, port_or_free, prefect_env, wait_for_http
 
     fcm_env = {"FCM_EMULATOR_KEEP_MESSAGES": "0"}
+    prefect_port = str(port_or_free(4210))
+    prefect_url = f"http://127.0.0.1:{prefect_port}/api"
+    os.environ.update(prefect_env(os.environ, run_home / "prefect", prefect_url))
+    prefect_server = ChildProcess(
+        "Prefect server",
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", prefect_port],
+        env=os.environ,
+        cwd=PROJECT_ROOT,
+        log_file=logs / "prefect-server.log",
+    )
     with (
         EmulatorProcess("emulators.fcm:create_fcm_app_from_env", workers=emulator_workers, env=fcm_env) as fcm_url,
         ServerThread(create_exstream_app(None)) as exstream,
@@ -186,63 +247,61 @@ def run_bench(customers: int, out: Path, emulator_workers: int) -> dict[str, Any
         os.environ["EXSTREAM_PUSH_FCM_URL"] = fcm_url
         os.environ["EXSTREAM_PUSH_EXSTREAM_URL"] = f"{exstream.url}/orchestration"
         settings = get_settings()
-        configure_prefect(settings)
         project = settings.fcm_project
 
-        print(f"bench: {customers:,} customers; FCM emulator {fcm_url} ({emulator_workers} worker processes)")
+        print(
+            f"bench: {customers:,} customers, {workers} worker process(es); FCM emulator {fcm_url} "
+            f"({emulator_workers} process(es))"
+        )
         ceiling_messages = min(CEILING_MESSAGES, max(customers, 10_000))
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            # In a child process, so this process's peak RSS is the product's alone.
-            ceiling, baseline = pool.submit(_transport_rates, fcm_url, project, ceiling_messages).result()
-        print(f"  ceiling (bare aiohttp, {CEILING_CONCURRENCY} concurrent): {ceiling:,.0f} msg/s")
+            ceiling, ceiling_concurrency, baseline = pool.submit(
+                _transport_rates, fcm_url, project, ceiling_messages
+            ).result()
+        print(f"  ceiling (bare aiohttp, best at {ceiling_concurrency} concurrent): {ceiling:,.0f} msg/s")
         print(f"  baseline (firebase-admin send_each_async): {baseline:,.0f} msg/s")
         parse_rate = _parse_rate(manifest, customers)
         print(f"  manifest parse: {parse_rate:,.0f} customers/s")
 
         from exstream_push.devices import import_devices
         from exstream_push.runtime import ledger_for
-        from flows.statement_ready import statement_ready
 
         import_devices(ledger_for(settings), devices)
-        from prefect import flow
+        prefect_server.start()
+        try:
+            wait_for_http(f"{prefect_url}/health", prefect_server)
+            env = {**os.environ, "EXSTREAM_PUSH_BATCHES_IN_FLIGHT": "1" if workers > 1 else "2"}
+            first = _run_workers(workers, manifest, env, logs)
+            second = _run_workers(workers, manifest, env, logs)
+            phases, task_runs = _task_run_phases(first.started, second.started)
+        finally:
+            prefect_server.stop()
+    phases["record"] = round(first.totals["seconds_recording"], 2)
 
-        @flow(name="bench-warm-up")
-        def warm_up() -> None:
-            """Starts Prefect's embedded server, so its start-up is not counted in the run."""
-
-        warm_up()
-        started = time.perf_counter()
-        state = statement_ready(manifest=str(manifest), job_id="BENCH", return_state=True)
-        first_seconds = time.perf_counter() - started
-        first = state.result()
-        phases, task_runs = _task_run_phases(state.state_details.flow_run_id)
-        phases["record"] = round(first.get("seconds_recording", 0.0), 2)
-
-        started = time.perf_counter()
-        second = statement_ready(manifest=str(manifest), job_id="BENCH")
-        second_seconds = time.perf_counter() - started
-
-    recorded = first.get("sent", 0) + first.get("failed", 0)
-    end_to_end = first.get("sent", 0) / first_seconds
-    recipients = recorded + first.get("already_done", 0)
+    sent = first.totals["sent"]
+    end_to_end = sent / first.seconds
+    recipients = sent + first.totals["failed"] + first.totals["already_done"]
     figures = {
         "customers": customers,
+        "worker_processes": workers,
         "manifest_parse_customers_per_s": round(parse_rate),
         "end_to_end_notifications_per_s": round(end_to_end),
-        "notifications_sent": first.get("sent", 0),
-        "notifications_failed": first.get("failed", 0),
-        "first_run_seconds": round(first_seconds, 2),
+        "notifications_sent": sent,
+        "notifications_failed": first.totals["failed"],
+        "first_run_seconds": round(first.seconds, 2),
         "seconds_per_phase": {name: round(value, 2) for name, value in sorted(phases.items())},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": max(first.peak_rss_mb + second.peak_rss_mb),
+        "peak_rss_mb_per_worker": first.peak_rss_mb,
         "prefect_task_runs": task_runs,
         "recipients_per_task_run": round(recipients / task_runs) if task_runs else None,
         "ceiling_msgs_per_s": round(ceiling),
+        "ceiling_concurrency": ceiling_concurrency,
         "baseline_msgs_per_s": round(baseline),
         "end_to_end_over_ceiling": round(end_to_end / ceiling, 3),
         "end_to_end_over_baseline": round(end_to_end / baseline, 1),
-        "second_run_seconds": round(second_seconds, 2),
-        "second_run_sent": second.get("sent", 0),
-        "second_run_over_first": round(second_seconds / first_seconds, 3),
+        "second_run_seconds": round(second.seconds, 2),
+        "second_run_sent": second.totals["sent"],
+        "second_run_over_first": round(second.seconds / first.seconds, 3),
         "emulator_worker_processes": emulator_workers,
         "command": shlex.join(sys.orig_argv),
     }

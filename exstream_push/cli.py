@@ -221,7 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from exstream_push.bench import run_bench
 
-    run_bench(args.customers, Path(args.out), args.emulator_workers)
+    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers)
     return 0
 
 
@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--customers", type=int, default=1_000_000)
     bench.add_argument("--out", default="bench-results/bench.json", help="where the figures go as JSON")
     bench.add_argument("--emulator-workers", type=int, default=1, help="FCM emulator processes")
+    bench.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the run (default: one per core)"
+    )
     bench.set_defaults(handler=cmd_bench)
 
     report = commands.add_parser("report", help="counts per use case and status")
