@@ -261,7 +261,7 @@ def build_operations_alerts() -> OperationsAlerts:
                 "customer_id": OPERATIONS,
                 "device_id": device_id,
                 "stage": stage,
-                "message": message,
+                "payload": message,
                 "channel": channel,
                 "failure_class": failure_class,
                 "documents": len(group),

@@ -57,7 +57,8 @@ def send_push(
 ) -> dict[str, float]:
     """Returns counts by outcome, and the seconds spent writing outcomes to the ledger.
 
-    Re-running a batch sends only keys still ``pending`` in the ledger.
+    ``messages`` has a ``payload`` per row: what render-messages encoded, or a firebase-admin ``Message`` (the
+    operations alerts build their own). Re-running a batch sends only keys still ``pending`` in the ledger.
 
     Outcomes are written in small groups while the rest are in flight, so a crash can repeat only the messages
     that were on the wire at that moment; each carries a collapse key derived from its idempotency key so the
