@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from exstream_push.ledger import Ledger, Notification
-from exstream_push.ledger.store import notification_rows
+from exstream_push.ledger.models import WorkRun
+from exstream_push.ledger.store import notification_rows, utcnow
 from exstream_push.status import Status
 
 
@@ -36,3 +37,20 @@ def test_stage_is_part_of_the_idempotency_key() -> None:
     plain, staged = notification_rows(frame, "payment-reminders", Status.PENDING)
     assert plain["key"] != staged["key"]
     assert notification_rows(frame.iloc[:1], "payment-reminders", Status.PENDING)[0]["key"] == plain["key"]
+
+
+def test_a_ledger_made_by_an_earlier_version_gets_the_columns_added_since(database_url: str) -> None:
+    """workrun.content came after workrun: opening the older ledger adds it, and a run can be joined."""
+    first = Ledger(database_url)
+    with first.engine.begin() as conn:
+        conn.exec_driver_sql('ALTER TABLE "workrun" DROP COLUMN "content"')
+    first.dispose()
+
+    ledger = Ledger(database_url)
+    try:
+        joined = ledger.join_run("statement-ready/J1", "host:1:token", utcnow(), lambda worker: False, "digest")
+        assert joined is not None and joined[1]
+        with ledger.engine.connect() as conn:
+            assert conn.execute(select(WorkRun.content)).scalar_one() == "digest"
+    finally:
+        ledger.dispose()
