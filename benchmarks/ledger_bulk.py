@@ -82,6 +82,16 @@ def _in_groups(call: Callable[[list], object], rows: list, size: int) -> None:
         call(rows[start : start + size])
 
 
+def _timed(steps: dict[str, Callable[[], object]], clock: Callable[[], float]) -> dict[str, float]:
+    """Seconds per step, in order, on ``clock`` (CPU or wall time)."""
+    seconds = {}
+    for step, run in steps.items():
+        started = clock()
+        run()
+        seconds[step] = clock() - started
+    return seconds
+
+
 def _measure_sqlite(rows: dict[str, list[dict]], group: int, outcome_group: int, repeat: int) -> dict[str, float]:
     """The send path on a SQLite file, as a run makes its calls: per batch, and outcomes per ``outcome_group``.
 
@@ -106,11 +116,7 @@ def _measure_sqlite_once(rows: dict[str, list[dict]], group: int, outcome_group:
             "claim": lambda: _in_groups(ledger.claim, rows["claims"], group),
             "record_outcomes": lambda: _in_groups(ledger.record_outcomes, rows["outcomes"], outcome_group),
         }
-        seconds = {}
-        for step, run in steps.items():
-            started = time.process_time()
-            run()
-            seconds[step] = time.process_time() - started
+        seconds = _timed(steps, time.process_time)
         ledger.dispose()
     return seconds
 
@@ -126,18 +132,10 @@ def _measure(admin_url: str, use_copy: bool, rows: dict[str, list[dict]], group:
         steps: dict[str, Callable[[], object]] = {
             "record_documents": lambda: ledger.record_documents(rows["documents"]),
             "upsert_devices": lambda: ledger.upsert_devices(rows["devices"]),
-            "claim": lambda: [
-                ledger.claim(rows["claims"][i : i + group]) for i in range(0, len(rows["claims"]), group)
-            ],
-            "record_outcomes": lambda: [
-                ledger.record_outcomes(rows["outcomes"][i : i + group]) for i in range(0, len(rows["outcomes"]), group)
-            ],
+            "claim": lambda: _in_groups(ledger.claim, rows["claims"], group),
+            "record_outcomes": lambda: _in_groups(ledger.record_outcomes, rows["outcomes"], group),
         }
-        seconds = {}
-        for step, run in steps.items():
-            started = time.perf_counter()
-            run()
-            seconds[step] = time.perf_counter() - started
+        seconds = _timed(steps, time.perf_counter)
         ledger.dispose()
         return seconds
     finally:
