@@ -6,6 +6,9 @@ it reaches logs, Prefect states and the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ExstreamPushError(Exception):
     """An error a user can act on; ``exit_code`` is what the CLI exits with when it ends a command."""
@@ -14,4 +17,18 @@ class ExstreamPushError(Exception):
 
 
 class RunIncomplete(ExstreamPushError):
-    """The run did what it could, but not its whole job (unreadable input, documents left unsettled, ...)."""
+    """The run did what it could, but not its whole job (unreadable input, documents left unsettled, ...).
+
+    ``counts`` are the run's totals, what the CLI prints before it exits non-zero.
+    """
+
+    def __init__(self, message: str, counts: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.counts = dict(counts or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.counts)
+
+
+class JobOutputUnavailable(ExstreamPushError):
+    """An Exstream job that does not exist, or has no delivery file to fetch: there is nothing to run on yet."""

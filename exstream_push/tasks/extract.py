@@ -16,7 +16,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.exstream import ExstreamConnection
+from exstream_push.connectors.exstream import ExstreamError
 from exstream_push.content.links import document_ref
+from exstream_push.errors import JobOutputUnavailable
 from exstream_push.ledger.store import utcnow
 from exstream_push.manifest import DeliveryManifest
 from exstream_push.runtime import ledger_for
@@ -68,19 +70,55 @@ def spool_dir(settings: Settings, use_case: str, job_id: str) -> Path:
     return settings.home / "spool" / use_case / job_id
 
 
-@task(name="fetch-job-manifests", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def _retry_unless_unavailable(task: object, task_run: object, state: object) -> bool:
+    """A job Exstream does not know, or one without a delivery file, is not fixed by asking again in 5 seconds."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except JobOutputUnavailable:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="fetch-job-manifests",
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_unavailable,
+    cache_policy=NO_CACHE,
+)
 def fetch_job_manifests(job_id: str, exstream: ExstreamConnection, use_case: str) -> list[ManifestSource]:
-    """Download each docgen flow step's delivery file of an Exstream job (the API documents no webhook)."""
+    """Download each docgen flow step's delivery file of an Exstream job (the API documents no webhook).
+
+    A job Exstream does not know, or one with no delivery file to fetch, raises ``JobOutputUnavailable``: the run
+    fails and is not remembered as done, so running it again once the file is there processes it.
+    """
     settings = get_settings()
     target = spool_dir(settings, use_case, job_id) / "manifests"
     target.mkdir(parents=True, exist_ok=True)
     sources = []
     with exstream.get_client() as client:
+        try:
+            job = client.get_job(job_id)
+        except ExstreamError as error:
+            if error.status_code == 404:
+                raise JobOutputUnavailable(f"Exstream job {job_id} not found in domain {client.domain}") from None
+            raise
         for step in client.flow_steps(job_id):
             if not step.delivery_file_retrievable:
                 continue
-            path = client.download_delivery_file(step.id, target / f"{step.id}{MANIFEST_FILE_NAME}")
+            try:
+                path = client.download_delivery_file(step.id, target / f"{step.id}{MANIFEST_FILE_NAME}")
+            except ExstreamError as error:
+                if error.status_code == 404:
+                    raise JobOutputUnavailable(
+                        f"Exstream job {job_id}: the delivery file of flow step {step.id} is gone ({error.message})"
+                    ) from None
+                raise
             sources.append(ManifestSource(path=path, job_id=job_id, step_id=step.id))
+    if not sources:
+        raise JobOutputUnavailable(f"Exstream job {job_id} (status {job.status}) has no delivery file to fetch")
     get_run_logger().info("job %s: %d delivery file(s) fetched", job_id, len(sources))
     return sources
 
@@ -195,20 +233,38 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
             ]
         )
         seen = ledger.documents_where_seen(use_case, good["document_id"].tolist())
-        seen = seen.rename(columns={"job_id": "seen_job", "step_id": "seen_step", "position": "seen_position"})
-        good = good.merge(seen[["document_id", "seen_job", "seen_step", "seen_position"]], on="document_id")
-        duplicate = (
+        seen = seen.rename(
+            columns={
+                "job_id": "seen_job",
+                "step_id": "seen_step",
+                "position": "seen_position",
+                "customer_id": "seen_customer",
+            }
+        )
+        good = good.merge(
+            seen[["document_id", "seen_job", "seen_step", "seen_position", "seen_customer"]], on="document_id"
+        )
+        elsewhere = (
             (good["seen_job"] != source.job_id)
             | (good["seen_step"] != source.step_id)
             | (good["seen_position"] != good["position"])
         )
-        if duplicate.any():
-            reasons = pd.Series(SkipReason.DUPLICATE.value, index=good.index)[duplicate]
-            ledger.record_rejected(
-                rejected_rows(good.loc[duplicate, list(frame.columns)], use_case, source, Status.SKIPPED, reasons)
-            )
-            result.duplicates += int(duplicate.sum())
-        kept = good.loc[~duplicate, [*frame.columns, "ref"]].assign(job_id=source.job_id)
+        # The same id for another customer is not the same document again: skipping it would leave that customer
+        # with neither a push nor a fallback, so it is quarantined where Exstream sees it.
+        conflicting = elsewhere & (good["seen_customer"] != good["customer_id"])
+        duplicate = elsewhere & ~conflicting
+        for rejected, status, reason in (
+            (duplicate, Status.SKIPPED, SkipReason.DUPLICATE),
+            (conflicting, Status.QUARANTINED, QuarantineReason.CONFLICTING_DOCUMENT_ID),
+        ):
+            if rejected.any():
+                reasons = pd.Series(reason.value, index=good.index)[rejected]
+                ledger.record_rejected(
+                    rejected_rows(good.loc[rejected, list(frame.columns)], use_case, source, status, reasons)
+                )
+        result.duplicates += int(duplicate.sum())
+        result.quarantined += int(conflicting.sum())
+        kept = good.loc[~elsewhere, [*frame.columns, "ref"]].assign(job_id=source.job_id)
         if len(kept):
             path = out_dir / f"batch-{number:06d}.parquet"
             pq.write_table(pa.Table.from_pandas(kept, preserve_index=False), path)
