@@ -16,6 +16,10 @@ class Status(StrEnum):
     DEFERRED = "deferred"  # inside the device's quiet hours; not_before says when it may go
 
 
+UNSETTLED = frozenset({Status.PENDING, Status.DEFERRED})
+"""Statuses a later run may still change: a document with one of them and nothing sent is not reported yet."""
+
+
 class DocumentState(StrEnum):
     """Where a document stands in its use case's life, beside its notifications' statuses."""
 
@@ -61,6 +65,7 @@ class QuarantineReason(StrEnum):
     MISSING_KEY = "missing_key"  # stored as "missing_key:<manifest key>"
     INVALID_VALUE = "invalid_value"
     INVALID_DATE = "invalid_date"
+    CONFLICTING_DOCUMENT_ID = "conflicting_document_id"  # the id already belongs to another customer's document
 
 
 LIFECYCLE_ORDER = {step: rank for rank, step in enumerate(EngagementType)}

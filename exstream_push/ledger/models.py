@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from exstream_push.status import DocumentState, OpsAlertState, Status
+from exstream_push.status import DocumentState, OpsAlertState, PushStatus, Status
 
 
 def one_of(column: str, vocabulary: type[StrEnum]) -> CheckConstraint:
@@ -115,6 +115,21 @@ class PostBack(SQLModel, table=True):
     rows: int
     response: str | None = Field(default=None, sa_column=Column(Text))
     posted_at: datetime
+
+
+class ReportedOutcome(SQLModel, table=True):
+    """What Exstream was last told about a document on a channel: a later post-back sends only what is new to it,
+    and a changed outcome as a correction, so Exstream never falls back twice nor misses a change."""
+
+    __table_args__ = (one_of("push_status", PushStatus),)
+
+    channel: str = Field(primary_key=True)
+    use_case: str = Field(primary_key=True)
+    job_id: str = Field(primary_key=True)
+    document_id: str = Field(primary_key=True)  # as the row carried it (a quarantined record's positional id)
+    push_status: str
+    reason: str
+    reported_at: datetime
 
 
 class EngagementEvent(SQLModel, table=True):

@@ -23,11 +23,12 @@ from exstream_push.ledger.models import (
     Notification,
     PostBack,
     RejectedRecord,
+    ReportedOutcome,
     Watermark,
     WorkBatch,
     WorkRun,
 )
-from exstream_push.status import Status
+from exstream_push.status import UNSETTLED, Status
 
 # Parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535 bind-variable limits.
 _CHUNK = 2_000
@@ -350,8 +351,9 @@ class Ledger:
         return pd.concat(frames, ignore_index=True)
 
     def documents_where_seen(self, use_case: str, document_ids: Sequence[str]) -> pd.DataFrame:
-        """Where each document was first seen (job, step, position), to tell duplicates from re-runs."""
-        columns = ["document_id", "job_id", "step_id", "position", "ref"]
+        """Where each document was first seen (job, step, position) and whose it is, to tell duplicates from re-runs
+        and a reuse of the id by another customer from a duplicate."""
+        columns = ["document_id", "job_id", "step_id", "position", "ref", "customer_id"]
         frames = []
         with self.engine.connect() as conn:
             for chunk in _chunks(sorted(set(document_ids))):
@@ -362,6 +364,7 @@ class Ledger:
                         Document.step_id,
                         Document.position,
                         Document.ref,
+                        Document.customer_id,
                     ).where(Document.use_case == use_case, Document.document_id.in_(chunk))
                 )
                 frames.append(pd.DataFrame(result.fetchall(), columns=columns))
@@ -399,7 +402,10 @@ class Ledger:
             yield from conn.execute(statement)
 
     def rejected_for_job(self, use_case: str, job_id: str) -> Iterator[tuple[Any, ...]]:
+        """A job's rejected records by position: (document_id, customer_id, status, reason, created_at, position,
+        source, whether a document of the use case holds that id), streamed."""
         table = RejectedRecord.__table__
+        document = Document.__table__
         statement = (
             select(
                 table.c.document_id,
@@ -408,12 +414,66 @@ class Ledger:
                 table.c.reason,
                 table.c.created_at,
                 table.c.position,
+                table.c.source,
+                document.c.id.is_not(None),
+            )
+            .outerjoin(
+                document, (document.c.use_case == table.c.use_case) & (document.c.document_id == table.c.document_id)
             )
             .where(table.c.use_case == use_case, table.c.job_id == job_id)
-            .order_by(table.c.position)
+            .order_by(table.c.source, table.c.position)
         )
         with self.engine.connect().execution_options(stream_results=True, yield_per=10_000) as conn:
             yield from conn.execute(statement)
+
+    def unsettled_documents(self, use_case: str, job_id: str) -> int:
+        """How many documents of a job still have a notification a later run may change (pending, deferred)."""
+        table = Notification.__table__
+        with self.engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    select(func.count(table.c.document_id.distinct())).where(
+                        table.c.use_case == use_case,
+                        table.c.job_id == job_id,
+                        table.c.status.in_([status.value for status in UNSETTLED]),
+                    )
+                )
+                or 0
+            )
+
+    def reported_outcomes(
+        self, channel: str, use_case: str, job_id: str, document_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        """What a channel was last told about these documents of a job: document id → (push status, reason)."""
+        table = ReportedOutcome.__table__
+        reported: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(document_ids))):
+                rows = conn.execute(
+                    select(table.c.document_id, table.c.push_status, table.c.reason).where(
+                        table.c.channel == channel,
+                        table.c.use_case == use_case,
+                        table.c.job_id == job_id,
+                        table.c.document_id.in_(chunk),
+                    )
+                )
+                reported.update((document_id, (status, reason)) for document_id, status, reason in rows)
+        return reported
+
+    def record_reported(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert what a channel was told (channel, use_case, document_id, job_id, push_status, reason, reported_at)."""
+        if not rows:
+            return
+        table = ReportedOutcome.__table__
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["channel", "use_case", "job_id", "document_id"],
+            set_={name: statement.excluded[name] for name in ("push_status", "reason", "reported_at")},
+        )
+        with self.engine.begin() as conn:
+            for chunk in _chunks(rows):
+                conn.execute(statement, list(chunk))
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         """Counts per use case and status: notifications plus rejected input records."""
