@@ -151,7 +151,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         runner = task_runner_for(args.task_runner, settings.dask_address, settings.dask_workers)
         flow = flow.with_options(task_runner=runner)  # type: ignore[attr-defined]
-    result = flow(**parameters)
+    from exstream_push.errors import RunIncomplete
+
+    try:
+        result = flow(**parameters)
+    except RunIncomplete as incomplete:  # it did what it could: the counts as usual, and an exit code that says so
+        print(json.dumps(incomplete.counts, indent=2, default=str))
+        print(str(incomplete), file=sys.stderr)
+        return incomplete.exit_code
     print(json.dumps(result, indent=2, default=str))
     return 0
 

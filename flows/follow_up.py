@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from blocks import connections
+from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest
 from exstream_push.tasks.followups import (
     claim_hand_backs,
@@ -68,4 +69,6 @@ def run_follow_up(
     totals.update(post_hand_backs(rules, exstream, as_of))
 
     publish_follow_up_summary(rules, as_of, dict(totals))
-    return {"use_case": use_case, "as_of": as_of.isoformat(), "job_id": job_id, **totals}
+    result = {"use_case": use_case, "as_of": as_of.isoformat(), "job_id": job_id, **totals}
+    ensure_complete(use_case, job_id, result)
+    return result

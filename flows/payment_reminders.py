@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from blocks import connections
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
+from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import (
     ManifestSource,
     extract_manifest,
@@ -112,4 +113,6 @@ def payment_reminders(
         totals.update(send_push(messages, USE_CASE, fcm, as_of))
 
     outcomes = publish_reminder_summary(USE_CASE, as_of, config, dict(totals))
-    return {"as_of": as_of.isoformat(), "job_id": job_id, **totals, "outcomes": outcomes}
+    result = {"as_of": as_of.isoformat(), "job_id": job_id, **totals, "outcomes": outcomes}
+    ensure_complete(USE_CASE, job_id, result)
+    return result

@@ -16,6 +16,7 @@ from blocks import connections
 from blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
+from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import (
     ManifestSource,
     extract_manifest,
@@ -24,7 +25,7 @@ from exstream_push.tasks.extract import (
     job_id_for_digest,
     spool_dir,
 )
-from exstream_push.tasks.post_back import post_outcomes
+from exstream_push.tasks.post_back import post_outcomes, unsettled_documents
 from exstream_push.tasks.render import render_messages
 from exstream_push.tasks.segment import segment_recipients
 from exstream_push.tasks.send import send_push
@@ -68,7 +69,9 @@ def statement_ready(
 
     Processes started on the same job (and manifest) share the run: one extracts, all take batches, one posts back.
     A finished run started again with the same content, nothing left pending and no device changed since, is up
-    to date: it returns the finished run's counts at once, having sent nothing.
+    to date: it returns the finished run's counts at once, having sent nothing. A job Exstream does not know or
+    without a delivery file fails the run, unremembered; a run that leaves documents unsettled (or input unread)
+    posts back what it could, then ends Failed.
     """
     if manifest is None and job_id is None:
         raise ValueError("give a manifest path or an Exstream job id")
@@ -98,5 +101,8 @@ def statement_ready(
             shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)
             finish_run(run)
         totals.update(run_totals(run))
+    totals["unsettled"] = unsettled_documents(USE_CASE, job_id)
     publish_run_summary(USE_CASE, job_id, dict(totals))
-    return {"job_id": job_id, **totals, "post_back": posted, "up_to_date": run.up_to_date}
+    result = {"job_id": job_id, **totals, "post_back": posted, "up_to_date": run.up_to_date}
+    ensure_complete(USE_CASE, job_id, result)
+    return result
