@@ -17,7 +17,8 @@ DEAD_PREFIXES = ("unregistered-", "invalid-")
 class Expected:
     documents: dict[str, dict[str, str]] = field(default_factory=dict)  # document_id → keys (first occurrence)
     quarantined: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # the same document id again for the same customer
+    conflicting: dict[str, str] = field(default_factory=dict)  # positional id → customer, of a reused document id
     eligible: set[tuple[str, str]] = field(default_factory=set)  # (document_id, device_id)
     accepted: set[tuple[str, str]] = field(default_factory=set)
     failed: set[tuple[str, str]] = field(default_factory=set)
@@ -50,7 +51,11 @@ def read_scenario(manifest: Path, devices_csv: Path, job_id: str, step_id: str =
             continue
         document_id = keys.get("DocumentId") or f"{job_id}/{step_id}/{position}"
         if document_id in expected.documents:
-            expected.duplicates += 1
+            if expected.documents[document_id]["CustomerId"] == keys["CustomerId"]:
+                expected.duplicates += 1
+            else:  # the id reused for another customer: quarantined, reported under its position
+                expected.quarantined += 1
+                expected.conflicting[f"{job_id}/{step_id}/{position}"] = keys["CustomerId"]
             continue
         expected.documents[document_id] = keys
         devices = devices_by_customer.get(keys["CustomerId"], [])

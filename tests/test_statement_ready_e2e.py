@@ -58,7 +58,7 @@ def test_statement_ready_end_to_end(
     monkeypatch.setenv("EXSTREAM_PUSH_BATCH_SIZE", "1000")  # several batches, several task runs
     manifest, devices = scenario
     expected = read_scenario(manifest, devices, JOB_ID)
-    assert expected.quarantined and expected.duplicates and expected.no_device and expected.failed
+    assert expected.quarantined and expected.conflicting and expected.no_device and expected.failed
 
     assert main(["devices", "import", str(devices)]) == 0
     result = statement_ready(manifest=str(manifest), job_id=JOB_ID)
@@ -107,13 +107,17 @@ def test_statement_ready_end_to_end(
         "push_status",
         "reason",
         "devices_notified",
+        "correction",
         "updated_at",
     ]
-    by_document = {
-        row["document_id"]: row for row in rows if row["reason"] not in ("missing_customer_id", "missing_document_type")
-    }
+    assert {row["correction"] for row in rows} == {"false"}
+    assert len({row["document_id"] for row in rows}) == len(rows)
+    quarantine_reasons = ("missing_customer_id", "missing_document_type", "conflicting_document_id")
+    by_document = {row["document_id"]: row for row in rows if row["reason"] not in quarantine_reasons}
     assert len(rows) - len(by_document) == expected.quarantined
     assert set(by_document) == set(expected.documents)
+    conflicting = {row["document_id"]: row for row in rows if row["reason"] == "conflicting_document_id"}
+    assert {document_id: row["customer_id"] for document_id, row in conflicting.items()} == expected.conflicting
     notified = {document_id for document_id, _ in expected.accepted}
     for document_id, row in by_document.items():
         if document_id in notified:
