@@ -19,6 +19,7 @@ from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
 from emulators.server import ServerThread, free_port
+from exstream_push.content.links import customer_ref, document_ref
 from exstream_push.ingress.app import IngressConfigurationError, create_app, serve
 from exstream_push.ingress.signing import SIGNATURE_HEADER, sign
 from exstream_push.ledger import (
@@ -124,7 +125,7 @@ def ingress(ingress_env: Path, prefect_down: str) -> Iterator[Ingress]:
 
 
 def record_statement_document(ledger: Ledger, document_id: str, customer_id: str) -> str:
-    ref = f"ref-{document_id}"
+    ref = document_ref(b"test-link-secret", "policy-change", document_id)  # as a push carries it: opaque
     ledger.record_documents(
         [
             {
@@ -650,11 +651,12 @@ def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_
         }
     in_prefect = wait_for_events(list(outbox))
     assert {str(event.id): (event.event, event.resource.id, event.payload) for event in in_prefect} == outbox
+    customer = customer_ref(settings.link_key, "C0001")
     assert sorted(outbox.values(), key=lambda item: json.dumps(item, sort_keys=True)) == [
         (
             "exstream-push.engagement.acknowledged",
-            "exstream-push.document.policy-change.POL-1",
-            {"document_id": "POL-1", "event_id": "eng-1", "type": "acknowledged", "use_case": "policy-change"},
+            f"exstream-push.document.{ref}",
+            {"document_ref": ref, "event_id": "eng-1", "type": "acknowledged", "use_case": "policy-change"},
         ),
         (
             "exstream-push.ops.alert",
@@ -663,13 +665,13 @@ def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_
         ),
         (
             "exstream-push.preference.updated",
-            "exstream-push.customer.C0001",
-            {"customer_id": "C0001", "fields": ["preferred_channels"]},
+            f"exstream-push.customer.{customer}",
+            {"customer_ref": customer, "fields": ["preferred_channels"]},
         ),
         (
             "exstream-push.preference.updated",
-            "exstream-push.customer.C0001",
-            {"customer_id": "C0001", "fields": ["push_opt_in"]},
+            f"exstream-push.customer.{customer}",
+            {"customer_ref": customer, "fields": ["push_opt_in"]},
         ),
         (
             "exstream.delivery.failed",
@@ -686,9 +688,57 @@ def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_
             {"schema_type": "Exstream-Email-NDLV", "tracking_event_id": "trk-ndlv-1"},
         ),
     ]
-    everything_emitted = json.dumps(list(outbox.values()))
-    for personal in ("example.com", "Doe", "John", "Smith", "tok-1"):
+    # As Prefect holds them: resource, related resources and payload, with no customer or document id anywhere.
+    everything_emitted = json.dumps(list(outbox.values())) + "".join(event.model_dump_json() for event in in_prefect)
+    for personal in ("example.com", "Doe", "John", "Smith", "tok-1", "C0001", "C0002", "POL-1"):
         assert personal not in everything_emitted
+
+
+def test_no_event_the_ingress_emits_names_a_customer_or_a_document(ingress_env: Path) -> None:
+    """Resource, related resources and payload of every kind of event carry opaque references only."""
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    ref = record_statement_document(ledger, "POL-SECRET-77", "CUST-SECRET-1")
+    fake = FakePrefectEvents()
+    with (
+        ServerThread(fake.app) as prefect,
+        ServerThread(create_app(settings, prefect_api_url=prefect.url + "/api")) as server,
+    ):
+        ingress = Ingress(server.url, ledger)
+        for number, customer in enumerate(("CUST-SECRET-1", "CUST-SECRET-1", "CUST-SECRET-2")):
+            stated = {"customer_id": customer, "push_opt_in": number != 1}  # three different bodies
+            assert ingress.post("/v1/preferences", stated).status_code == 200
+        acknowledged = {
+            "event_id": "eng-ack-1",
+            "type": "acknowledged",
+            "document_id": "POL-SECRET-77",
+            "customer_id": "CUST-SECRET-1",
+            "occurred_at": "2026-11-02T09:00:00+00:00",
+        }
+        assert ingress.post("/v1/engagement-events", acknowledged).json()["stored"] == 1
+        assert ingress.post("/v1/exstream/events", FAILED_DELIVERY).status_code == 202
+        alert = outage_alert("OPS-77", customer_ids=["CUST-SECRET-1", "CUST-SECRET-2"])
+        assert ingress.post("/v1/ops/alerts", alert).status_code == 202
+        drain_outbox(ledger, prefect.url + "/api")
+    emitted = [event for _, events in fake.requests for event in events]
+    assert sorted(event["event"] for event in emitted) == [
+        "exstream-push.engagement.acknowledged",
+        "exstream-push.ops.alert",
+        "exstream-push.preference.updated",
+        "exstream-push.preference.updated",
+        "exstream-push.preference.updated",
+        "exstream.delivery.failed",
+    ]
+    everything = json.dumps(emitted)
+    for personal in ("CUST-SECRET", "POL-SECRET", "C0001", "jane.doe", "Doe"):
+        assert personal not in everything, personal
+    preferences = [event for event in emitted if event["event"] == "exstream-push.preference.updated"]
+    first, again, other = (event["resource"]["prefect.resource.id"] for event in preferences)
+    assert first == again != other  # one stable reference per customer, another for another customer
+    assert first == f"exstream-push.customer.{customer_ref(settings.link_key, 'CUST-SECRET-1')}"
+    (engagement,) = [event for event in emitted if event["event"] == "exstream-push.engagement.acknowledged"]
+    assert engagement["resource"]["prefect.resource.id"] == f"exstream-push.document.{ref}"
+    assert engagement["payload"]["document_ref"] == ref
 
 
 def test_the_ingress_will_not_start_without_its_secret(

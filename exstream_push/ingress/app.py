@@ -7,7 +7,8 @@ checked on the raw body before anything is parsed, so a bad one gets 401 whateve
 parsed (nested at most ``MAX_JSON_DEPTH`` levels) and validated (422 names the field); then, in one transaction,
 the signature is remembered (a replay gets 401), the input is written and the Prefect events it causes are put in
 the outbox. Only then is the request answered; the outbox is drained to Prefect right after, and every
-``drain_interval`` seconds, so a Prefect outage delays events but loses none.
+``drain_interval`` seconds, so a Prefect outage delays events but loses none. Events carry opaque references
+(``customer_ref``, ``document_ref``), never a customer's or a document's id.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
+from exstream_push.content.links import customer_ref
 from exstream_push.events import EventError, EventImportReport, parse_event, store_events
 from exstream_push.ingress.schemas import (
     BodyError,
@@ -44,7 +46,16 @@ from exstream_push.ingress.schemas import (
     load_json,
 )
 from exstream_push.ingress.signing import REPLAY_MEMORY, SIGNATURE_HEADER, SignatureError, check, parse_header
-from exstream_push.ledger import Device, EngagementEvent, Ledger, OpsAlert, Preference, SeenRequest, TrackingEvent
+from exstream_push.ledger import (
+    Device,
+    Document,
+    EngagementEvent,
+    Ledger,
+    OpsAlert,
+    Preference,
+    SeenRequest,
+    TrackingEvent,
+)
 from exstream_push.ledger.store import utcnow
 from exstream_push.prefect_events import configured_api_url, drain_outbox, enqueue, pending_count
 from exstream_push.runtime import ledger_for
@@ -227,6 +238,7 @@ def create_app(
     )
     app.state.ingress_key = secret.encode()
     app.state.max_body_bytes = settings.ingress_max_body_bytes
+    reference_key = settings.link_key
     signature_scheme = APIKeyHeader(name=SIGNATURE_HEADER, auto_error=False, description="t=…,v1=…")
     signed = APIRouter(prefix="/v1", route_class=SignedRoute, dependencies=[Security(signature_scheme)])
 
@@ -280,11 +292,12 @@ def create_app(
                     set_={name: statement.excluded[name] for name in row if name != "customer_id"},
                 )
             )
+            reference = customer_ref(reference_key, preference.customer_id)
             enqueue(
                 conn,
                 PREFERENCE_EVENT,
-                f"exstream-push.customer.{preference.customer_id}",
-                {"customer_id": preference.customer_id, "fields": sorted(stated)},
+                f"exstream-push.customer.{reference}",
+                {"customer_ref": reference, "fields": sorted(stated)},
             )
         drain_soon(background)
         return {"customer_id": preference.customer_id, "stated": sorted(stated)}
@@ -312,17 +325,23 @@ def create_app(
         report = EventImportReport()
         store_events(ledger, list(enumerate(parsed)), report)
         with ledger.engine.begin() as conn:
+            documents = Document.__table__
             stored_now = conn.execute(
-                select(table.c.event_id, table.c.type, table.c.use_case, table.c.document_id).where(
+                select(table.c.event_id, table.c.type, table.c.use_case, documents.c.ref)
+                .join(
+                    documents,
+                    (documents.c.use_case == table.c.use_case) & (documents.c.document_id == table.c.document_id),
+                )
+                .where(
                     table.c.event_id.in_(sorted(set(event_ids) - known)), table.c.type.in_(STATE_CHANGING_ENGAGEMENT)
                 )
             ).all()
-            for event_id, kind, use_case, document_id in stored_now:
+            for event_id, kind, use_case, ref in stored_now:
                 enqueue(
                     conn,
                     ENGAGEMENT_EVENT_PREFIX + kind,
-                    f"exstream-push.document.{use_case}.{document_id}",
-                    {"event_id": event_id, "type": kind, "use_case": use_case, "document_id": document_id},
+                    f"exstream-push.document.{ref}",
+                    {"event_id": event_id, "type": kind, "use_case": use_case, "document_ref": ref},
                 )
         if stored_now:
             drain_soon(background)
