@@ -233,7 +233,8 @@ def create_app(
         description=(
             "Devices, preferences, engagement events, Exstream tracking events and operational alerts. Sign every "
             f'request with `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` and '
-            "the shared secret; a timestamp more than 5 minutes off, or a signature already received, gets 401."
+            "the shared secret; a timestamp more than 5 minutes off, or a signature already received, gets 401. "
+            f"A body over {settings.ingress_max_body_bytes} bytes (EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES) gets 413."
         ),
     )
     app.state.ingress_key = secret.encode()
