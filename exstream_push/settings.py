@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "data"
 
     ingress_secret: SecretStr | None = None
+    # The largest request body the ingress reads: 10,000 tracking events fit; a larger body gets 413 unread.
+    ingress_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
     batch_size: int = Field(25_000, ge=1)
     # Batches one process has submitted at once: 2 overlaps rendering the next with sending this one; with one

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +19,9 @@ from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
 from emulators.server import ServerThread, free_port
+from exstream_push.content.links import customer_ref, document_ref
 from exstream_push.ingress.app import IngressConfigurationError, create_app, serve
-from exstream_push.ingress.signing import sign
+from exstream_push.ingress.signing import SIGNATURE_HEADER, sign
 from exstream_push.ledger import (
     Device,
     EngagementEvent,
@@ -123,7 +125,7 @@ def ingress(ingress_env: Path, prefect_down: str) -> Iterator[Ingress]:
 
 
 def record_statement_document(ledger: Ledger, document_id: str, customer_id: str) -> str:
-    ref = f"ref-{document_id}"
+    ref = document_ref(b"test-link-secret", "policy-change", document_id)  # as a push carries it: opaque
     ledger.record_documents(
         [
             {
@@ -293,6 +295,287 @@ def test_not_json_gets_422(ingress: Ingress) -> None:
     assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
+# --- hostile callers: every bad request gets a 4xx naming the reason, none a 500, and nothing is written ---
+
+SMALL_LIMIT = 65_536  # EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES of the small_ingress fixture
+HEX = "0" * 64
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def fresh_timestamp() -> int:
+    return int(time.time())
+
+
+def raw_request(ingress: Ingress, path: str, body: bytes, header: str | None = None) -> httpx.Request:
+    """``body`` as it is, signed unless a header is given: for bodies ``json.dumps`` would never produce."""
+    signature = header if header is not None else sign(SECRET, fresh_timestamp(), body)
+    return httpx.Request(
+        "POST",
+        f"{ingress.url}{path}",
+        content=body,
+        headers={"X-Signature": signature, "Content-Type": "application/json"},
+    )
+
+
+def alert_with(**changes: Any) -> bytes:
+    return json.dumps(outage_alert(**changes)).encode()
+
+
+# (case, route, body, header or None to sign it, status, words of the reason, field named in loc or None)
+HOSTILE: list[tuple[str, str, Callable[[], bytes], Callable[[], str] | None, int, str, list[Any] | None]] = [
+    (
+        "t= with 5,000 digits",
+        "/v1/ops/alerts",
+        alert_with,
+        lambda: f"t={'1' * 5000},v1={HEX}",
+        401,
+        "longer than 512 characters",
+        None,
+    ),
+    ("t= of 13 digits", "/v1/ops/alerts", alert_with, lambda: f"t={'1' * 13},v1={HEX}", 401, "at most 12 digits", None),
+    ("t= not digits", "/v1/ops/alerts", alert_with, lambda: f"t=12e9,v1={HEX}", 401, "unix seconds", None),
+    ("t= twice", "/v1/ops/alerts", alert_with, lambda: f"t=1,t=2,v1={HEX}", 401, "must be t=", None),
+    (
+        "20,000 v1= values",
+        "/v1/ops/alerts",
+        alert_with,
+        lambda: sign(SECRET, fresh_timestamp(), alert_with()) + f",v1={HEX}" * 20_000,
+        401,
+        "longer than 512 characters",
+        None,
+    ),
+    (
+        "five v1= values, one of them right",
+        "/v1/ops/alerts",
+        alert_with,
+        lambda: sign(SECRET, fresh_timestamp(), alert_with()) + f",v1={HEX}" * 4,
+        401,
+        "more than 4 v1= signatures",
+        None,
+    ),
+    ("v1= not a digest", "/v1/ops/alerts", alert_with, lambda: f"t={fresh_timestamp()},v1=abc", 401, "64 hex", None),
+    (
+        "a tracking event nested 256 levels deep",
+        "/v1/exstream/events",
+        lambda: json.dumps({**FAILED_DELIVERY, "extra": json.loads(nested(256))}).encode(),
+        None,
+        422,
+        "nested more than 32 levels",
+        None,
+    ),
+    (
+        "a body nested 5,000 levels deep",
+        "/v1/exstream/events",
+        lambda: nested(5000).encode(),
+        None,
+        422,
+        "nested more than 32 levels",
+        None,
+    ),
+    (
+        "a number of 5,000 digits",
+        "/v1/ops/alerts",
+        lambda: b'{"alert_id": ' + b"1" * 5000 + b"}",
+        None,
+        422,
+        "not JSON the ingress accepts",
+        None,
+    ),
+    (
+        "bytes that are not UTF-8",
+        "/v1/preferences",
+        lambda: b'{"customer_id": "C\xff\xfe", "push_opt_in": true}',
+        None,
+        422,
+        "not JSON the ingress accepts",
+        None,
+    ),
+    (
+        "an ops alert for 200,000 customers",
+        "/v1/ops/alerts",
+        lambda: alert_with(customer_ids=[f"C{number:07d}" for number in range(200_000)]),
+        None,
+        422,
+        "at most 10000",
+        ["customer_ids"],
+    ),
+    (
+        "a customer id of 3,000 characters",
+        "/v1/devices",
+        lambda: json.dumps({"customer_id": "C" * 3000, "device_id": "D1", "platform": "ios", "token": "t"}).encode(),
+        None,
+        422,
+        "at most 256 characters",
+        ["customer_id"],
+    ),
+    (
+        "a NUL in a customer id",
+        "/v1/preferences",
+        lambda: json.dumps({"customer_id": "C\u00001", "push_opt_in": True}).encode(),
+        None,
+        422,
+        "control characters",
+        ["customer_id"],
+    ),
+    (
+        "an alert dated where UTC has no such moment",
+        "/v1/ops/alerts",
+        lambda: alert_with(occurred_at="9999-12-31T23:59:59-23:59"),
+        None,
+        422,
+        "exists in UTC",
+        ["occurred_at"],
+    ),
+    (
+        "a tracking event dated before year 1 in UTC",
+        "/v1/exstream/events",
+        lambda: json.dumps({"expctr": {"schemaType": "X-Failed", "eventDate": "0001-01-01T00:00:00+01:00"}}).encode(),
+        None,
+        422,
+        "exists in UTC",
+        [0, "expctr", "eventDate"],
+    ),
+    (
+        "an engagement event dated where UTC has no such moment",
+        "/v1/engagement-events",
+        lambda: json.dumps(
+            {
+                "event_id": "e1",
+                "type": "opened",
+                "document_ref": "r",
+                "customer_id": "C1",
+                "occurred_at": "9999-12-31T23:59:59-23:59",
+            }
+        ).encode(),
+        None,
+        422,
+        "exists in UTC",
+        [0, "occurred_at"],
+    ),
+]
+
+
+def reasons(response: httpx.Response) -> str:
+    detail = response.json()["detail"]
+    return detail if isinstance(detail, str) else " ".join(error["msg"] for error in detail)
+
+
+def test_every_hostile_request_gets_a_4xx_naming_its_reason_and_changes_nothing(ingress: Ingress) -> None:
+    before = ingress.counts()
+    for case, route, body, header, expected, reason, field in HOSTILE:
+        response = send(raw_request(ingress, route, body(), header() if header is not None else None))
+        assert response.status_code == expected, (case, response.status_code, response.text[:300])
+        assert reason in reasons(response), (case, response.text[:300])
+        if field is not None:
+            assert ["body", *field] in [error["loc"] for error in response.json()["detail"]], case
+    assert ingress.counts() == before
+
+
+def test_ids_up_to_256_characters_and_alerts_for_10000_customers_are_accepted(ingress: Ingress) -> None:
+    long_id = "C" * 256
+    device = {"customer_id": long_id, "device_id": "D" * 256, "platform": "ios", "token": "t"}
+    assert ingress.post("/v1/devices", device).status_code == 200
+    audience = [f"C{number:07d}" for number in range(10_000)]
+    assert ingress.post("/v1/ops/alerts", outage_alert(customer_ids=audience)).status_code == 202
+    with ingress.ledger.engine.connect() as conn:
+        assert conn.scalar(select(Device.customer_id)) == long_id
+        assert len(json.loads(conn.scalar(select(OpsAlert.audience)))["customer_ids"]) == 10_000
+
+
+@pytest.fixture
+def small_ingress(ingress_env: Path, prefect_down: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ingress]:
+    monkeypatch.setenv("EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES", str(SMALL_LIMIT))
+    settings = get_settings()
+    with ServerThread(create_app(settings, prefect_api_url=prefect_down)) as server:
+        yield Ingress(server.url, ledger_for(settings))
+
+
+def answer_while_the_body_is_unsent(ingress: Ingress, path: str, headers: dict[str, str], sent: bytes) -> Any:
+    """Send the head and ``sent`` of a body that never ends, then read: only a server that stops reading answers.
+
+    A server that waited for the rest of the body (or buffered it) would never answer; the socket's timeout turns
+    that into a failure.
+    """
+    url = httpx.URL(ingress.url)
+    head = f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        sock.sendall(head.encode() + sent)
+        received = b""
+        while chunk := sock.recv(65_536):
+            received += chunk
+    status_line, _, rest = received.partition(b"\r\n")
+    _, _, body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), json.loads(body)["detail"]
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_a_request_that_cannot_be_authenticated_is_refused_before_its_body_is_read(small_ingress: Ingress) -> None:
+    """256 MB streamed unsigned used to be read in full before the 401: now the header alone decides."""
+    shaped = sign(SECRET, fresh_timestamp(), b"")
+    refused = {
+        "missing": {},
+        "not our format": {"X-Signature": "sha256=abc"},
+        "stale": {"X-Signature": sign(SECRET, fresh_timestamp() - 310, b"")},
+        "t= with 5,000 digits": {"X-Signature": f"t={'1' * 5000},v1={HEX}"},
+    }
+    for case, headers in refused.items():
+        for framing in ({"Content-Length": str(256 * 1024 * 1024)}, {"Transfer-Encoding": "chunked"}):
+            first = chunk(b" " * 1024) if "Transfer-Encoding" in framing else b" " * 1024
+            status_code, detail = answer_while_the_body_is_unsent(
+                small_ingress, "/v1/ops/alerts", {**headers, **framing}, first
+            )
+            assert status_code == 401, (case, framing)
+            assert SIGNATURE_HEADER in detail or "timestamp" in detail, (case, detail)
+    # A well-formed, timely header with a body declared over the limit: 413 before a byte of it arrives.
+    status_code, detail = answer_while_the_body_is_unsent(
+        small_ingress, "/v1/ops/alerts", {"X-Signature": shaped, "Content-Length": str(SMALL_LIMIT + 1)}, b""
+    )
+    assert (status_code, detail) == (
+        413,
+        f"the body is larger than {SMALL_LIMIT} bytes (EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES)",
+    )
+    assert small_ingress.counts()["SeenRequest"] == 0
+
+
+def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit(small_ingress: Ingress) -> None:
+    shaped = sign(SECRET, fresh_timestamp(), b"")
+    over = chunk(b" " * (SMALL_LIMIT // 2)) * 2 + chunk(b" ")  # one byte past the limit, and the body goes on
+    status_code, detail = answer_while_the_body_is_unsent(
+        small_ingress, "/v1/exstream/events", {"X-Signature": shaped, "Transfer-Encoding": "chunked"}, over
+    )
+    assert status_code == 413 and str(SMALL_LIMIT) in detail
+    assert small_ingress.counts()["SeenRequest"] == 0
+
+
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(small_ingress: Ingress) -> None:
+    preference = json.dumps({"customer_id": "C1", "push_opt_in": True}).encode()
+    at_limit = preference + b" " * (SMALL_LIMIT - len(preference))
+
+    def streamed(body: bytes) -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
+        yield from (body[start : start + 8192] for start in range(0, len(body), 8192))
+
+    cases = [(at_limit, False, 200), (at_limit, True, 200), (at_limit + b" ", False, 413), (at_limit + b" ", True, 413)]
+    now = fresh_timestamp()
+    for age, (body, chunked, expected) in enumerate(cases):
+        # Each signed for another second, so none is a replay of another.
+        request = httpx.Request(
+            "POST",
+            f"{small_ingress.url}/v1/preferences",
+            content=streamed(body) if chunked else body,
+            headers={"X-Signature": sign(SECRET, now - age, body), "Content-Type": "application/json"},
+        )
+        response = send(request)
+        assert response.status_code == expected, (len(body), chunked, response.text)
+    assert small_ingress.counts()["SeenRequest"] == 2
+
+
 def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_it_is_back(
     prefect_harness: None, ingress_env: Path, prefect_down: str, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
@@ -368,11 +651,12 @@ def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_
         }
     in_prefect = wait_for_events(list(outbox))
     assert {str(event.id): (event.event, event.resource.id, event.payload) for event in in_prefect} == outbox
+    customer = customer_ref(settings.link_key, "C0001")
     assert sorted(outbox.values(), key=lambda item: json.dumps(item, sort_keys=True)) == [
         (
             "exstream-push.engagement.acknowledged",
-            "exstream-push.document.policy-change.POL-1",
-            {"document_id": "POL-1", "event_id": "eng-1", "type": "acknowledged", "use_case": "policy-change"},
+            f"exstream-push.document.{ref}",
+            {"document_ref": ref, "event_id": "eng-1", "type": "acknowledged", "use_case": "policy-change"},
         ),
         (
             "exstream-push.ops.alert",
@@ -381,13 +665,13 @@ def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_
         ),
         (
             "exstream-push.preference.updated",
-            "exstream-push.customer.C0001",
-            {"customer_id": "C0001", "fields": ["preferred_channels"]},
+            f"exstream-push.customer.{customer}",
+            {"customer_ref": customer, "fields": ["preferred_channels"]},
         ),
         (
             "exstream-push.preference.updated",
-            "exstream-push.customer.C0001",
-            {"customer_id": "C0001", "fields": ["push_opt_in"]},
+            f"exstream-push.customer.{customer}",
+            {"customer_ref": customer, "fields": ["push_opt_in"]},
         ),
         (
             "exstream.delivery.failed",
@@ -404,9 +688,57 @@ def test_accepted_input_is_in_the_ledger_while_prefect_is_down_and_emitted_once_
             {"schema_type": "Exstream-Email-NDLV", "tracking_event_id": "trk-ndlv-1"},
         ),
     ]
-    everything_emitted = json.dumps(list(outbox.values()))
-    for personal in ("example.com", "Doe", "John", "Smith", "tok-1"):
+    # As Prefect holds them: resource, related resources and payload, with no customer or document id anywhere.
+    everything_emitted = json.dumps(list(outbox.values())) + "".join(event.model_dump_json() for event in in_prefect)
+    for personal in ("example.com", "Doe", "John", "Smith", "tok-1", "C0001", "C0002", "POL-1"):
         assert personal not in everything_emitted
+
+
+def test_no_event_the_ingress_emits_names_a_customer_or_a_document(ingress_env: Path) -> None:
+    """Resource, related resources and payload of every kind of event carry opaque references only."""
+    settings = get_settings()
+    ledger = ledger_for(settings)
+    ref = record_statement_document(ledger, "POL-SECRET-77", "CUST-SECRET-1")
+    fake = FakePrefectEvents()
+    with (
+        ServerThread(fake.app) as prefect,
+        ServerThread(create_app(settings, prefect_api_url=prefect.url + "/api")) as server,
+    ):
+        ingress = Ingress(server.url, ledger)
+        for number, customer in enumerate(("CUST-SECRET-1", "CUST-SECRET-1", "CUST-SECRET-2")):
+            stated = {"customer_id": customer, "push_opt_in": number != 1}  # three different bodies
+            assert ingress.post("/v1/preferences", stated).status_code == 200
+        acknowledged = {
+            "event_id": "eng-ack-1",
+            "type": "acknowledged",
+            "document_id": "POL-SECRET-77",
+            "customer_id": "CUST-SECRET-1",
+            "occurred_at": "2026-11-02T09:00:00+00:00",
+        }
+        assert ingress.post("/v1/engagement-events", acknowledged).json()["stored"] == 1
+        assert ingress.post("/v1/exstream/events", FAILED_DELIVERY).status_code == 202
+        alert = outage_alert("OPS-77", customer_ids=["CUST-SECRET-1", "CUST-SECRET-2"])
+        assert ingress.post("/v1/ops/alerts", alert).status_code == 202
+        drain_outbox(ledger, prefect.url + "/api")
+    emitted = [event for _, events in fake.requests for event in events]
+    assert sorted(event["event"] for event in emitted) == [
+        "exstream-push.engagement.acknowledged",
+        "exstream-push.ops.alert",
+        "exstream-push.preference.updated",
+        "exstream-push.preference.updated",
+        "exstream-push.preference.updated",
+        "exstream.delivery.failed",
+    ]
+    everything = json.dumps(emitted)
+    for personal in ("CUST-SECRET", "POL-SECRET", "C0001", "jane.doe", "Doe"):
+        assert personal not in everything, personal
+    preferences = [event for event in emitted if event["event"] == "exstream-push.preference.updated"]
+    first, again, other = (event["resource"]["prefect.resource.id"] for event in preferences)
+    assert first == again != other  # one stable reference per customer, another for another customer
+    assert first == f"exstream-push.customer.{customer_ref(settings.link_key, 'CUST-SECRET-1')}"
+    (engagement,) = [event for event in emitted if event["event"] == "exstream-push.engagement.acknowledged"]
+    assert engagement["resource"]["prefect.resource.id"] == f"exstream-push.document.{ref}"
+    assert engagement["payload"]["document_ref"] == ref
 
 
 def test_the_ingress_will_not_start_without_its_secret(

@@ -1,10 +1,14 @@
 """The signed ingress API: the app back end, the document portal, operations and Exstream call in here.
 
-Every route but ``/healthz`` is signed (see ``signing``). The signature is checked on the raw body before anything
-is parsed, so a bad one gets 401 whatever the body holds; then the body is validated (422 names the field); then,
-in one transaction, the signature is remembered (a replay gets 401), the input is written and the Prefect events
-it causes are put in the outbox. Only then is the request answered; the outbox is drained to Prefect right after,
-and every ``drain_interval`` seconds, so a Prefect outage delays events but loses none.
+Every route but ``/healthz`` is signed (see ``signing``). A missing, malformed or stale ``X-Signature`` gets 401
+before any of the body is read; a body over ``EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES`` gets 413, by its declared
+length or as soon as a streamed one passes the limit, so no more than the limit is ever held. The signature is then
+checked on the raw body before anything is parsed, so a bad one gets 401 whatever the body holds; then the body is
+parsed (nested at most ``MAX_JSON_DEPTH`` levels) and validated (422 names the field); then, in one transaction,
+the signature is remembered (a replay gets 401), the input is written and the Prefect events it causes are put in
+the outbox. Only then is the request answered; the outbox is drained to Prefect right after, and every
+``drain_interval`` seconds, so a Prefect outage delays events but loses none. Events carry opaque references
+(``customer_ref``, ``document_ref``), never a customer's or a document's id.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,17 +33,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
+from exstream_push.content.links import customer_ref
 from exstream_push.events import EventError, EventImportReport, parse_event, store_events
 from exstream_push.ingress.schemas import (
+    BodyError,
     DeviceIn,
     EngagementEvents,
     OpsAlertIn,
     PreferenceIn,
     TrackingEventIn,
     TrackingEvents,
+    load_json,
 )
-from exstream_push.ingress.signing import REPLAY_MEMORY, SIGNATURE_HEADER, SignatureError, verify
-from exstream_push.ledger import Device, EngagementEvent, Ledger, OpsAlert, Preference, SeenRequest, TrackingEvent
+from exstream_push.ingress.signing import REPLAY_MEMORY, SIGNATURE_HEADER, SignatureError, check, parse_header
+from exstream_push.ledger import (
+    Device,
+    Document,
+    EngagementEvent,
+    Ledger,
+    OpsAlert,
+    Preference,
+    SeenRequest,
+    TrackingEvent,
+)
 from exstream_push.ledger.store import utcnow
 from exstream_push.prefect_events import configured_api_url, drain_outbox, enqueue, pending_count
 from exstream_push.runtime import ledger_for
@@ -63,23 +79,82 @@ class IngressConfigurationError(RuntimeError):
     """The ingress cannot start as configured; the message says what to set."""
 
 
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit; the rest of it is never read."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk and never more than ``limit`` bytes of it; BodyTooLarge past that.
+
+    A declared ``Content-Length`` over the limit is refused before the first chunk; a chunked body as soon as the
+    chunk that passes the limit arrives.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > len(str(limit)) or int(declared) > limit):
+        raise BodyTooLarge
+    received = bytearray()
+    async with aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            if len(received) + len(chunk) > limit:
+                raise BodyTooLarge
+            received += chunk
+    return bytes(received)
+
+
+class AuthenticatedRequest(Request):
+    """The request once its body was read within the limit and its signature matched: FastAPI parses that body."""
+
+    def __init__(self, request: Request, body: bytes) -> None:
+        super().__init__(request.scope, request.receive)
+        self._authenticated_body = body
+
+    async def body(self) -> bytes:
+        return self._authenticated_body
+
+    async def json(self) -> Any:
+        """Parsed with a bounded depth; FastAPI answers a JSONDecodeError with 422 ``json_invalid`` itself."""
+        try:
+            return load_json(self._authenticated_body)
+        except BodyError as exc:
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": str(exc), "input": {}}]
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
+
+
+def _refused(status_code: int, detail: str) -> JSONResponse:
+    """Refused with the body (partly) unread: closing the connection stops the caller from sending the rest."""
+    return JSONResponse({"detail": detail}, status_code=status_code, headers={"Connection": "close"})
+
+
 class SignedRoute(APIRoute):
-    """Checks ``X-Signature`` against the raw body before FastAPI parses anything, so 401 comes before 422."""
+    """Authenticates a request before FastAPI parses anything, so 401 and 413 come before 422.
+
+    The header is judged first, alone, so a request that cannot be authenticated is refused unread; the body is
+    read up to the configured limit only for a request whose header could be genuine.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
 
         async def verified(request: Request) -> Response:
+            key, limit = request.app.state.ingress_key, request.app.state.max_body_bytes
             try:
-                request.state.signature = verify(
-                    request.app.state.ingress_key,
-                    request.headers.get(SIGNATURE_HEADER),
-                    await request.body(),
-                    datetime.now(UTC),
+                claim = parse_header(request.headers.get(SIGNATURE_HEADER), datetime.now(UTC))
+            except SignatureError as exc:
+                return _refused(status.HTTP_401_UNAUTHORIZED, str(exc))
+            try:
+                body = await read_body(request, limit)
+            except BodyTooLarge:
+                return _refused(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    f"the body is larger than {limit} bytes (EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES)",
                 )
+            try:
+                signature = check(key, claim, body)
             except SignatureError as exc:
                 return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_401_UNAUTHORIZED)
-            return await handler(request)
+            authenticated = AuthenticatedRequest(request, body)
+            authenticated.state.signature = signature
+            return await handler(authenticated)
 
         return verified
 
@@ -158,10 +233,13 @@ def create_app(
         description=(
             "Devices, preferences, engagement events, Exstream tracking events and operational alerts. Sign every "
             f'request with `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` and '
-            "the shared secret; a timestamp more than 5 minutes off, or a signature already received, gets 401."
+            "the shared secret; a timestamp more than 5 minutes off, or a signature already received, gets 401. "
+            f"A body over {settings.ingress_max_body_bytes} bytes (EXSTREAM_PUSH_INGRESS_MAX_BODY_BYTES) gets 413."
         ),
     )
     app.state.ingress_key = secret.encode()
+    app.state.max_body_bytes = settings.ingress_max_body_bytes
+    reference_key = settings.link_key
     signature_scheme = APIKeyHeader(name=SIGNATURE_HEADER, auto_error=False, description="t=…,v1=…")
     signed = APIRouter(prefix="/v1", route_class=SignedRoute, dependencies=[Security(signature_scheme)])
 
@@ -215,11 +293,12 @@ def create_app(
                     set_={name: statement.excluded[name] for name in row if name != "customer_id"},
                 )
             )
+            reference = customer_ref(reference_key, preference.customer_id)
             enqueue(
                 conn,
                 PREFERENCE_EVENT,
-                f"exstream-push.customer.{preference.customer_id}",
-                {"customer_id": preference.customer_id, "fields": sorted(stated)},
+                f"exstream-push.customer.{reference}",
+                {"customer_ref": reference, "fields": sorted(stated)},
             )
         drain_soon(background)
         return {"customer_id": preference.customer_id, "stated": sorted(stated)}
@@ -247,17 +326,23 @@ def create_app(
         report = EventImportReport()
         store_events(ledger, list(enumerate(parsed)), report)
         with ledger.engine.begin() as conn:
+            documents = Document.__table__
             stored_now = conn.execute(
-                select(table.c.event_id, table.c.type, table.c.use_case, table.c.document_id).where(
+                select(table.c.event_id, table.c.type, table.c.use_case, documents.c.ref)
+                .join(
+                    documents,
+                    (documents.c.use_case == table.c.use_case) & (documents.c.document_id == table.c.document_id),
+                )
+                .where(
                     table.c.event_id.in_(sorted(set(event_ids) - known)), table.c.type.in_(STATE_CHANGING_ENGAGEMENT)
                 )
             ).all()
-            for event_id, kind, use_case, document_id in stored_now:
+            for event_id, kind, use_case, ref in stored_now:
                 enqueue(
                     conn,
                     ENGAGEMENT_EVENT_PREFIX + kind,
-                    f"exstream-push.document.{use_case}.{document_id}",
-                    {"event_id": event_id, "type": kind, "use_case": use_case, "document_id": document_id},
+                    f"exstream-push.document.{ref}",
+                    {"event_id": event_id, "type": kind, "use_case": use_case, "document_ref": ref},
                 )
         if stored_now:
             drain_soon(background)
@@ -318,7 +403,7 @@ def create_app(
             "severity": alert.severity,
             "audience": json.dumps(alert.audience()),
             "message_key": alert.message_key,
-            "occurred_at": alert.occurred_at.astimezone(UTC),
+            "occurred_at": alert.occurred_at,
             "received_at": utcnow(),
             "state": OpsAlertState.RECEIVED.value,
         }

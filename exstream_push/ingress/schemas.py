@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -19,11 +21,69 @@ from pydantic import (
 from exstream_push.status import EngagementType
 from exstream_push.zones import TimeZoneName
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
-Channel = Literal["push", "email", "print", "web", "sms"]
+# Ids are index keys: PostgreSQL's btree refuses entries over about 2,700 bytes, and no real id comes near this.
+MAX_ID_LENGTH = 256
 # Keeps one request's statements well under SQLite's and PostgreSQL's bind-parameter limits.
 MAX_EVENTS_PER_REQUEST = 10_000
+# An alert's explicit audience; a larger one is a named segment (config/ops-alert-segments.yaml).
+MAX_ALERT_CUSTOMERS = 10_000
+# Tracking events nest a few levels; the limit stays far below Python's recursion limit and pydantic's own.
+MAX_JSON_DEPTH = 32
+
+
+class BodyError(ValueError):
+    """A body that is not JSON the ingress will parse; the message is safe to return to the caller."""
+
+
+def load_json(body: bytes) -> Any:
+    """The body parsed as JSON, nested at most MAX_JSON_DEPTH levels; a syntax error stays a JSONDecodeError.
+
+    Anything else that stops the parser (nesting beyond Python's recursion limit, a number with thousands of
+    digits, bytes that are not UTF-8) is a BodyError with the reason, not an exception nobody expected.
+    """
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise BodyError(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:  # UnicodeDecodeError, or an integer beyond the digit limit of int()
+        raise BodyError(f"the body is not JSON the ingress accepts: {exc}") from None
+    containers: list[tuple[Any, int]] = [(document, 1)]
+    while containers:
+        value, depth = containers.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise BodyError(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+        containers.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return document
+
+
+def _printable(value: str) -> str:
+    """PostgreSQL refuses NUL in text and a control character in an id is never meant; both are refused here."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """The ledger stores UTC: a moment that has no UTC equivalent (year 1 or 9999 at an offset) is refused here."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a date-time that exists in UTC") from None
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(_printable),
+]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
+Channel = Literal["push", "email", "print", "web", "sms"]
 
 
 def _one_or_many(value: Any) -> Any:
@@ -75,7 +135,7 @@ class EngagementEventIn(BaseModel):
     document_ref: Identifier | None = Field(None, description="the opaque reference the push carried")
     customer_id: Identifier
     device_id: Identifier | None = None
-    occurred_at: AwareDatetime
+    occurred_at: UtcDatetime
 
     @model_validator(mode="after")
     def _names_a_document(self) -> EngagementEventIn:
@@ -108,6 +168,7 @@ class TrackingHeader(BaseModel):
                 raise ValueError("must be an ISO date-time") from None
             if moment.tzinfo is None:
                 raise ValueError("must carry a time zone")
+            _in_utc(moment)
         return value
 
 
@@ -139,12 +200,14 @@ class OpsAlertIn(BaseModel):
     alert_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     kind: Literal["outage", "claim_status", "security"]
     severity: Literal["critical", "error", "warning", "info"]
-    customer_ids: Annotated[list[Identifier], Field(min_length=1)] | None = None
+    customer_ids: Annotated[list[Identifier], Field(min_length=1, max_length=MAX_ALERT_CUSTOMERS)] | None = Field(
+        None, description=f"at most {MAX_ALERT_CUSTOMERS:,}; a larger audience is a segment"
+    )
     segment: Identifier | None = None
     message_key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")] = Field(
         description="template templates/operational-alert/{message_key}.{locale}.j2, else generic"
     )
-    occurred_at: AwareDatetime
+    occurred_at: UtcDatetime
 
     @model_validator(mode="after")
     def _one_audience(self) -> OpsAlertIn:
