@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,9 @@ from exstream_push.content.guard import find_leak
 from exstream_push.content.links import document_ref, signed_link, verify_link
 from exstream_push.content.templates import TemplateMissing, TemplateRenderer
 from exstream_push.settings import PROJECT_ROOT
+from flows.statement_ready import statement_ready
+from tests.conftest import fcm_messages
+from tests.test_policy_change import write_devices, write_manifest
 
 KEY = b"k" * 32
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -84,3 +88,77 @@ def test_templates_fall_back_by_locale_then_to_generic() -> None:
 )
 def test_content_guard(title: str, body: str, data: dict, values: list, leaks: bool) -> None:
     assert (find_leak(title, body, data, values) is not None) is leaks
+
+
+# -- what a notification may show of the document type ---------------------------------------------------------
+
+HOSTILE_TYPES = [
+    "urgent verify your login at evil.example",
+    "\u202eTNEMETATS",
+    "=cmd|' /C calc'!A0",
+    "x" * 100_000,
+]
+NEUTRAL = {"en": "document", "fr": "document", "de": "Dokument", "es": "documento"}
+GENERIC_TEMPLATES = sorted((PROJECT_ROOT / "templates").glob("*/generic.*.j2"))
+
+
+@pytest.mark.parametrize("path", GENERIC_TEMPLATES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_an_unknown_document_type_shows_the_neutral_word_in_every_generic_template(path: Path) -> None:
+    renderer = TemplateRenderer(PROJECT_ROOT / "templates")
+    use_case, locale = path.parent.name, path.name.split(".")[1]
+    shows_label = "document_label" in path.read_text(encoding="utf-8")
+    for document_type in HOSTILE_TYPES:
+        title, body = renderer.render(use_case, document_type, locale)
+        for text in (title, body):
+            assert "evil" not in text and "\u202e" not in text and "cmd" not in text and "xxx" not in text
+            assert "TNEMETATS".lower() not in text.lower()
+        if shows_label:
+            assert NEUTRAL[locale] in body
+
+
+def test_a_known_document_type_shows_its_own_label_in_the_templates_language() -> None:
+    renderer = TemplateRenderer(PROJECT_ROOT / "templates")
+    assert "Steuerformular" in renderer.render("statement-ready", "TAX_FORM", "de")[1]
+    assert "formulario fiscal" in renderer.render("statement-ready", "tax form", "es-MX")[1]
+    assert "facture" in renderer.render("action-required", "NOTICE_X", "fr-CA", document_type="BILL")[1]
+    # German has no action-required template: the English one is chosen, and so is the English label.
+    assert renderer.render("action-required", "NOTICE_X", "de", document_type="BILL")[1] == (
+        "A bill needs your attention in your secure portal."
+    )
+
+
+def test_hostile_document_types_reach_no_notification_through_the_render_task(
+    prefect_harness: None, env: dict[str, str], fcm: Any, exstream: Any, tmp_path: Path
+) -> None:
+    records, devices = [], []
+    for number, (document_type, locale) in enumerate(
+        (document_type, locale) for document_type in HOSTILE_TYPES[:3] for locale in NEUTRAL
+    ):
+        customer = f"C{number:05d}"
+        records.append({"CustomerId": customer, "DocumentId": f"D{number:05d}", "DocumentType": document_type})
+        records[-1]["Locale"] = locale
+        devices.append(
+            {
+                "customer_id": customer,
+                "device_id": f"dev-{number}",
+                "platform": "android",
+                "token": f"tok-{number}",
+                "push_opt_in": "true",
+                "locale": locale,
+                "timezone": "UTC",
+                "categories": "",
+            }
+        )
+    write_manifest(tmp_path / "manifest.xml", records)
+    write_devices(tmp_path / "devices.csv", devices)
+    assert main(["devices", "import", str(tmp_path / "devices.csv")]) == 0
+
+    result = statement_ready(manifest=str(tmp_path / "manifest.xml"), job_id="JOB-HOSTILE-TYPES")
+
+    assert result["sent"] == len(records)
+    for message in fcm_messages(fcm):
+        title, body = message["notification"]["title"], message["notification"]["body"]
+        locale = devices[int(message["token"].removeprefix("tok-"))]["locale"]
+        assert NEUTRAL[locale] in body
+        for text in (title, body):
+            assert "evil" not in text and "\u202e" not in text and "cmd" not in text
