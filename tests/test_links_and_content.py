@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,12 +11,13 @@ from typing import Any
 import pytest
 
 from exstream_push.cli import main
-from exstream_push.content.guard import find_leak
+from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES
+from exstream_push.content.guard import find_leak, pattern_leak
 from exstream_push.content.links import document_ref, signed_link, verify_link
 from exstream_push.content.templates import TemplateMissing, TemplateRenderer
 from exstream_push.settings import PROJECT_ROOT
 from flows.statement_ready import statement_ready
-from tests.conftest import fcm_messages
+from tests.conftest import exstream_inbox, fcm_messages
 from tests.test_policy_change import write_devices, write_manifest
 
 KEY = b"k" * 32
@@ -90,6 +93,37 @@ def test_content_guard(title: str, body: str, data: dict, values: list, leaks: b
     assert (find_leak(title, body, data, values) is not None) is leaks
 
 
+# Texts each pattern of the guard used to read again from every position: minutes at this length, if linear a blink.
+HOSTILE_TEXTS = [
+    ("a" * 100_000, None),
+    ("a" * 100_000 + "@example.org", "title or body contains an e-mail address"),
+    ("a@" * 50_000, None),
+    ("1," * 50_000, None),
+    ("1," * 50_000 + " EUR", "title or body contains an amount"),
+    ("1" + " -" * 50_000, None),
+    ("1" + " -" * 50_000 + "2", "title or body contains a number"),
+]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("text", "expected"), HOSTILE_TEXTS, ids=lambda value: repr(value)[:12])
+def test_the_guard_reads_a_long_hostile_text_in_one_pass(text: str, expected: str | None) -> None:
+    assert pattern_leak("Ready", text) == expected
+    # Longer than any message may be: rejected as too large whatever it contains.
+    reason = find_leak("Ready", text, {}, [text[:50_000]])
+    assert reason is not None and reason.startswith("payload_too_large:")
+
+
+def test_the_guard_bounds_its_input_to_one_message() -> None:
+    at_limit = "é" * (MAX_PAYLOAD_BYTES // 2 - 1)  # two bytes each, with a byte to spare for the one-byte title
+    assert find_leak("T", at_limit, {}, []) is None
+    assert find_leak("T", at_limit + "é", {}, []).startswith("payload_too_large:")  # counted in bytes, not chars
+    assert find_leak("T", "a@b.com", {"document_type": "x" * MAX_PAYLOAD_BYTES}, []).startswith("payload_too_large:")
+    assert find_leak("T", "Write to a@b.com", {}, ["y" * (MAX_PAYLOAD_BYTES + 1)]) == (
+        "title or body contains an e-mail address"
+    )
+
+
 # -- what a notification may show of the document type ---------------------------------------------------------
 
 HOSTILE_TYPES = [
@@ -132,7 +166,8 @@ def test_hostile_document_types_reach_no_notification_through_the_render_task(
 ) -> None:
     records, devices = [], []
     for number, (document_type, locale) in enumerate(
-        (document_type, locale) for document_type in HOSTILE_TYPES[:3] for locale in NEUTRAL
+        [(document_type, locale) for document_type in HOSTILE_TYPES[:3] for locale in NEUTRAL]
+        + [(HOSTILE_TYPES[3], "en")]  # 100,000 characters: no message can carry it
     ):
         customer = f"C{number:05d}"
         records.append({"CustomerId": customer, "DocumentId": f"D{number:05d}", "DocumentType": document_type})
@@ -155,7 +190,11 @@ def test_hostile_document_types_reach_no_notification_through_the_render_task(
 
     result = statement_ready(manifest=str(tmp_path / "manifest.xml"), job_id="JOB-HOSTILE-TYPES")
 
-    assert result["sent"] == len(records)
+    assert result["sent"] == len(records) - 1
+    (post,) = [p for p in exstream_inbox(exstream) if p["path"].endswith("/push-status")]
+    outcomes = {row["document_id"]: row for row in csv.DictReader(io.StringIO(post["body"]))}
+    assert outcomes[records[-1]["DocumentId"]]["reason"] == "payload_too_large"
+    assert {row["push_status"] for row in outcomes.values()} == {"notified", "not_notified"}
     for message in fcm_messages(fcm):
         title, body = message["notification"]["title"], message["notification"]["body"]
         locale = devices[int(message["token"].removeprefix("tok-"))]["locale"]
