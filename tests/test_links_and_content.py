@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from tests.test_policy_change import write_devices, write_manifest
 
 KEY = b"k" * 32
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+PORTAL = "https://portal.example.com/documents"
+TTL = timedelta(days=30)
+verify = partial(verify_link, portal_url=PORTAL, lifetime=TTL)
 
 
 def test_link_round_trip_tamper_and_expiry() -> None:
@@ -29,15 +33,15 @@ def test_link_round_trip_tamper_and_expiry() -> None:
     link = signed_link(KEY, "https://portal.example.com/documents", ref, NOW + timedelta(days=1))
     assert link.startswith(f"https://portal.example.com/documents/{ref}?exp=")
     assert "DOC-1" not in link
-    assert verify_link(KEY, link, NOW).valid
-    assert not verify_link(KEY, link, NOW + timedelta(days=2)).valid
-    assert verify_link(KEY, link, NOW + timedelta(days=2)).reason == "link has expired"
-    assert not verify_link(b"other" * 8, link, NOW).valid
+    assert verify(KEY, link, NOW).valid
+    assert not verify(KEY, link, NOW + timedelta(days=2)).valid
+    assert verify(KEY, link, NOW + timedelta(days=2)).reason == "link has expired"
+    assert not verify(b"other" * 8, link, NOW).valid
     other_ref = document_ref(KEY, "statement-ready", "DOC-2")
-    assert not verify_link(KEY, link.replace(ref, other_ref), NOW).valid
+    assert not verify(KEY, link.replace(ref, other_ref), NOW).valid
     later = link.replace("exp=", "exp=9")
-    assert not verify_link(KEY, later, NOW).valid
-    assert not verify_link(KEY, "https://portal.example.com/documents/x", NOW).valid
+    assert not verify(KEY, later, NOW).valid
+    assert not verify(KEY, "https://portal.example.com/documents/x", NOW).valid
 
 
 def test_refs_are_stable_and_distinct() -> None:
@@ -49,12 +53,87 @@ def test_refs_are_stable_and_distinct() -> None:
 def test_cli_links_verify_exit_codes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EXSTREAM_PUSH_HOME", str(tmp_path))
     monkeypatch.setenv("EXSTREAM_PUSH_LINK_SECRET", "cli-secret")
+    monkeypatch.setenv("EXSTREAM_PUSH_PORTAL_URL", "https://p.example/d")
     key = b"cli-secret"
     link = signed_link(key, "https://p.example/d", "REF", datetime.now(UTC) + timedelta(hours=1))
     assert main(["links", "verify", link]) == 0
     assert main(["links", "verify", link.replace("REF", "REG")]) == 1
     expired = signed_link(key, "https://p.example/d", "REF", datetime.now(UTC) - timedelta(seconds=1))
     assert main(["links", "verify", expired]) == 1
+
+
+def _link(portal: str = PORTAL, expires_at: datetime = NOW + timedelta(days=1)) -> str:
+    return signed_link(KEY, portal, document_ref(KEY, "statement-ready", "DOC-1"), expires_at)
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [
+        lambda link: link.replace("https://portal.example.com/", "https://evil.example/"),
+        lambda link: link.replace("https://", "http://"),
+        lambda link: link.replace("/documents/", "/other/"),
+        lambda link: link.replace("/documents/", "/documents/extra/"),
+        lambda link: link.replace("?exp=", "/?exp="),
+        lambda link: link + "&foo=bar",
+        lambda link: link + "#fragment",
+        lambda link: link.replace("portal.example.com", "PORTAL.example.com"),
+        # signed with our key, for another portal, then pointed at this one
+        lambda link: _link("https://other.example/documents").replace(
+            "https://other.example/", "https://portal.example.com/"
+        ),
+    ],
+    ids=[
+        "host",
+        "scheme",
+        "path",
+        "extra-segment",
+        "trailing-slash",
+        "extra-parameter",
+        "fragment",
+        "host-case",
+        "resigned",
+    ],
+)
+def test_a_link_verifies_only_as_it_was_issued(moved: Any) -> None:
+    assert verify(KEY, _link(), NOW).valid
+    check = verify(KEY, moved(_link()), NOW)
+    assert not check.valid and check.reason != "valid"
+
+
+def test_an_expiry_beyond_the_link_lifetime_is_refused_even_when_signed() -> None:
+    assert verify(KEY, _link(expires_at=NOW + TTL + timedelta(minutes=1)), NOW).valid  # within the clock skew
+    far = verify(KEY, _link(expires_at=datetime(9999, 12, 31, tzinfo=UTC)), NOW)
+    assert not far.valid and far.reason == "link expires later than the link lifetime allows"
+    assert not verify(KEY, _link(expires_at=NOW + TTL + timedelta(hours=1)), NOW).valid
+
+
+MALFORMED_LINKS = [
+    f"{PORTAL}/REF?exp={'9' * 5000}&sig=abc",
+    f"{PORTAL}/REF?exp=\u00b2&sig={'a' * 43}",
+    f"{PORTAL}/REF?exp=-1&sig={'a' * 43}",
+    f"{PORTAL}/REF?exp=1&exp=2&sig={'a' * 43}",
+    f"{PORTAL}/REF?sig={'a' * 43}&exp=1",
+    f"{PORTAL}/",
+    "",
+    "not a url",
+    "https://[::1",
+]
+
+
+def test_cli_links_verify_explains_every_malformed_link_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXSTREAM_PUSH_HOME", str(tmp_path))
+    monkeypatch.setenv("EXSTREAM_PUSH_LINK_SECRET", "cli-secret")
+    monkeypatch.setenv("EXSTREAM_PUSH_PORTAL_URL", PORTAL)
+    for url in MALFORMED_LINKS:
+        capsys.readouterr()
+        assert main(["links", "verify", url]) == 1
+        out = capsys.readouterr().out
+        assert out.startswith("not a") and out.count("\n") == 1
+    signed_for_ever = signed_link(b"cli-secret", PORTAL, "REF", datetime(9999, 1, 1, tzinfo=UTC))
+    assert main(["links", "verify", signed_for_ever]) == 1
+    assert capsys.readouterr().out == "link expires later than the link lifetime allows\n"
 
 
 def test_generated_link_key_is_kept_in_the_state_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
