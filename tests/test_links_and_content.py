@@ -280,3 +280,13 @@ def test_hostile_document_types_reach_no_notification_through_the_render_task(
         assert NEUTRAL[locale] in body
         for text in (title, body):
             assert "evil" not in text and "\u202e" not in text and "cmd" not in text
+
+
+def test_the_document_type_catalogue_is_required_and_complete(tmp_path: Path) -> None:
+    with pytest.raises(TemplateMissing, match=r"document-types\.yaml not found"):
+        TemplateRenderer(tmp_path)
+    (tmp_path / "document-types.yaml").write_text(
+        "neutral: {en: document, fr: document}\ntypes:\n  BILL: {en: bill}\n", encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match="document type BILL has no label for fr"):
+        TemplateRenderer(tmp_path)

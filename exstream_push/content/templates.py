@@ -17,6 +17,8 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from exstream_push.errors import ExstreamPushError
+
 CATALOGUE_FILE = "document-types.yaml"
 # Longer template names and document types are never a known one: they select the generic template and the
 # neutral word without being normalised, looked up as a file name or kept as a cache key.
@@ -25,8 +27,8 @@ MAX_NAME_LENGTH = 64
 _LOCALE = re.compile(r"[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8}){0,3}")
 
 
-class TemplateMissing(LookupError):
-    pass
+class TemplateMissing(ExstreamPushError, LookupError):
+    """No template, or no document-type catalogue, where the templates folder should have one."""
 
 
 def _normalise_type(name: str | None) -> str | None:
@@ -75,6 +77,8 @@ class DocumentTypes(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> DocumentTypes:
+        if not path.is_file():
+            raise TemplateMissing(f"{path} not found: it lists the document types a push may name, with their labels")
         catalogue = cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
         types = {_normalise_type(name): labels for name, labels in catalogue.types.items()}
         if None in types or len(types) != len(catalogue.types):
