@@ -8,7 +8,6 @@ accounts for every document the use case received. Written batch by batch (CSV o
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import and_, select
 
+from exstream_push.csvfiles import CsvWriter
 from exstream_push.ledger import Document, Ledger, RejectedRecord
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState
@@ -152,7 +152,7 @@ def export_audit(ledger: Ledger, use_case: str, fmt: str, out_path: Path) -> int
     try:
         if fmt == "csv":
             with partial.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
+                writer = CsvWriter(handle)
                 writer.writerow(schema.names)
                 for frame in audit_frames(ledger, rules, settings.batch_size):
                     for row in frame.itertuples(index=False, name=None):

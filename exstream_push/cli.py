@@ -51,7 +51,10 @@ def cmd_devices_import(args: argparse.Namespace) -> int:
 def cmd_links_verify(args: argparse.Namespace) -> int:
     from exstream_push.content.links import verify_link
 
-    check = verify_link(get_settings().link_key, args.url, datetime.now(UTC))
+    settings = get_settings()
+    check = verify_link(
+        settings.link_key, args.url, datetime.now(UTC), portal_url=settings.portal_url, lifetime=settings.link_ttl
+    )
     print(check.reason)
     return 0 if check.valid else 1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -14,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.exstream import ExstreamConnection
+from exstream_push.csvfiles import CsvWriter
 from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
 from exstream_push.status import UNSETTLED, PushStatus, Status
@@ -133,7 +133,7 @@ def post_driver_file(
         "w", newline="", suffix=".csv", dir=settings.home, delete=False, encoding="utf-8"
     ) as handle:
         path = Path(handle.name)
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = CsvWriter(handle)
         writer.writerow(header)
         for row in rows:
             writer.writerow(row)
