@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 
 from exstream_push.ledger import Ledger, Notification
 from exstream_push.ledger.models import WorkRun
-from exstream_push.ledger.store import notification_rows, utcnow
+from exstream_push.ledger.store import make_engine, notification_rows, utcnow
 from exstream_push.status import Status
+from tests.premigration import create_premigration_ledger
 
 
 def _row(status: str) -> dict:
@@ -41,10 +42,9 @@ def test_stage_is_part_of_the_idempotency_key() -> None:
 
 def test_a_ledger_made_by_an_earlier_version_gets_the_columns_added_since(database_url: str) -> None:
     """workrun.content came after workrun: opening the older ledger adds it, and a run can be joined."""
-    first = Ledger(database_url)
-    with first.engine.begin() as conn:
-        conn.exec_driver_sql('ALTER TABLE "workrun" DROP COLUMN "content"')
-    first.dispose()
+    engine = make_engine(database_url)
+    create_premigration_ledger(engine, "before-workrun-content")
+    engine.dispose()
 
     ledger = Ledger(database_url)
     try:

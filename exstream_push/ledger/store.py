@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, func, inspect, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from exstream_push.ledger import bulk
+from exstream_push.ledger import bulk, migrations
 from exstream_push.ledger.models import (
     Device,
     Document,
@@ -115,19 +115,6 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[start : start + size]
 
 
-def add_missing_columns(engine: Engine) -> None:
-    """A ledger made by an earlier version gets the nullable columns added since: ``create_all`` adds only tables,
-    and a column a query names but the table lacks would stop every run."""
-    inspector = inspect(engine)
-    with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    kind = column.type.compile(engine.dialect)
-                    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-
-
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -156,8 +143,7 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+        migrations.upgrade(self.engine)
         # COPY for large writes on PostgreSQL; a benchmark turns it off to measure the multi-row path.
         self.use_copy = self.engine.dialect.name == "postgresql"
         # SQLite runs in this process: its bulk paths hand the driver plain tuples, without SQLAlchemy's per-row work.
