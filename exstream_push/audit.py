@@ -23,13 +23,8 @@ from exstream_push.csvfiles import CsvWriter
 from exstream_push.ledger import Document, Ledger, RejectedRecord
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState
-from exstream_push.tasks.followups import (
-    FollowUpRules,
-    attribute_frame,
-    closing_times,
-    document_evidence,
-    load_rules,
-)
+from exstream_push.usecases.follow_up.config import REMINDER, FollowUpRules, load_rules
+from exstream_push.usecases.follow_up.rules import attribute_frame
 
 FORMATS = ("csv", "parquet")
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -104,8 +99,8 @@ def audit_frames(ledger: Ledger, rules: FollowUpRules, batch_size: int) -> Itera
     schema = audit_schema(rules)
     for page in _document_pages(ledger, rules.use_case, batch_size):
         ids = page["document_id"].tolist()
-        evidence = document_evidence(ledger, rules, ids)
-        closed_at = closing_times(ledger, rules, ids).reindex(ids)
+        evidence = ledger.follow_ups.evidence(rules.use_case, rules.hand_back.stage, REMINDER, ids)
+        closed_at = ledger.follow_ups.closing_times(rules.use_case, rules.closing_event.value, ids).reindex(ids)
         attributes = attribute_frame(page["attributes"], [attribute.key for attribute in rules.attributes])
         state_changed_at = pd.to_datetime(page["state_changed_at"], utc=True)
         rows = {

@@ -8,7 +8,8 @@ from typing import Any
 from prefect import flow
 
 from exstream_push.status import UseCase
-from exstream_push.tasks.followups import follow_up_run_name, load_rules, publish_completion_rates
+from exstream_push.usecases.follow_up.config import load_rules
+from exstream_push.usecases.follow_up.tasks import follow_up_run_name, publish_completion_rates
 from flows.follow_up import run_follow_up
 
 USE_CASE = UseCase.ACTION_REQUIRED.value

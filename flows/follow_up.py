@@ -8,26 +8,23 @@ from datetime import datetime
 from typing import Any
 
 from blocks import connections
+from exstream_push.notify.pipeline import notify, release_deferred
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest
-from exstream_push.tasks.followups import (
+from exstream_push.usecases.follow_up.config import load_rules
+from exstream_push.usecases.follow_up.tasks import (
     claim_hand_backs,
-    discard_manifest_spools,
     discard_snapshot,
     import_engagement_events,
-    load_rules,
-    manifest_sources,
     plan_follow_ups,
     post_hand_backs,
     publish_follow_up_summary,
-    run_moment,
     screen_documents,
     settle_documents,
     snapshot_active_documents,
 )
-from exstream_push.tasks.render import render_messages
-from exstream_push.tasks.segment import segment_recipients
-from exstream_push.tasks.send import send_push
+from exstream_push.usecases.intake import discard_manifest_spools, manifest_sources
+from exstream_push.zones import run_moment
 
 
 def run_follow_up(
@@ -39,7 +36,11 @@ def run_follow_up(
     exstream_block: str | None,
     fcm_block: str | None,
 ) -> dict[str, Any]:
-    """Register new documents, take in closing events, then notify, remind or hand back every open document."""
+    """Register new documents, take in closing events, then notify, remind or hand back every open document.
+
+    The first notice goes out at once; a reminder passes the use case's frequency cap and quiet hours, if its
+    configuration sets them; what quiet hours held back goes on the first run after they end.
+    """
     as_of = run_moment(as_of)
     rules = load_rules(use_case)
     exstream, fcm = connections(exstream_block, fcm_block)
@@ -54,16 +55,28 @@ def run_follow_up(
     discard_manifest_spools(use_case, sources)
     if events is not None:
         totals.update(import_engagement_events(events))
+    if rules.quiet_hours is not None:
+        totals.update(released=release_deferred(use_case, as_of))
 
     snapshot = snapshot_active_documents(rules, as_of)
     for batch in snapshot.batches:
         plan = plan_follow_ups(batch, rules, as_of)
         totals.update(plan.stage_counts())
         totals.update(settle_documents(plan, rules, as_of))
-        if len(plan.due):
-            recipients = segment_recipients(plan.due, use_case, rules.category, as_of)
-            messages = render_messages(recipients, use_case, rules.category, as_of, extra_keys=rules.extra_keys)
-            totals.update(send_push(messages, use_case, fcm, as_of))
+        if len(plan.immediate):
+            totals.update(notify(plan.immediate, use_case, rules.category, fcm, as_of, extra_keys=rules.extra_keys))
+        if len(plan.reminders):
+            reminded = notify(
+                plan.reminders,
+                use_case,
+                rules.category,
+                fcm,
+                as_of,
+                extra_keys=rules.extra_keys,
+                frequency_cap=rules.frequency_cap,
+                quiet_hours=rules.quiet_hours,
+            )
+            totals.update(reminded)
         totals.update(claim_hand_backs(plan.hand_back, rules, as_of))
     discard_snapshot(snapshot)
     totals.update(post_hand_backs(rules, exstream, as_of))

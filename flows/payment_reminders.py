@@ -6,9 +6,8 @@ sends what quiet hours held back, then reminds each unpaid document once at the 
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,22 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from blocks import connections
-from exstream_push.settings import get_settings
+from exstream_push.notify.pipeline import deliver, notify, release_deferred
 from exstream_push.status import UseCase
 from exstream_push.tasks.completeness import ensure_complete
-from exstream_push.tasks.extract import (
-    ManifestSource,
-    extract_manifest,
-    fetch_job_manifests,
-    job_id_for_file,
-    spool_dir,
-)
-from exstream_push.tasks.reminders import (
-    REMINDER_KEYS,
+from exstream_push.tasks.extract import extract_manifest
+from exstream_push.usecases.intake import discard_manifest_spools, manifest_sources
+from exstream_push.usecases.payment_reminders.config import REMINDER_KEYS, load_reminder_config
+from exstream_push.usecases.payment_reminders.tasks import (
     due_reminders,
-    load_reminder_config,
     owed_pages,
     owed_reminders,
     publish_reminder_summary,
     quarantine_invalid_due_dates,
     record_payments,
-    release_deferred,
     reminder_pages,
 )
-from exstream_push.tasks.render import render_messages
-from exstream_push.tasks.segment import segment_recipients
-from exstream_push.tasks.send import send_push
-from exstream_push.tasks.timing import apply_frequency_cap, defer_quiet_hours
+from exstream_push.zones import run_moment
 
 USE_CASE = UseCase.PAYMENT_REMINDERS.value
 CATEGORY = "payments"
@@ -69,20 +58,12 @@ def payment_reminders(
     documents already in the ledger. ``payments`` is a CSV ``customer_id,document_id,paid_at``. ``as_of`` (with
     its zone; default now) is the moment every decision is taken at, so a run can be replayed.
     """
-    if as_of is None:
-        as_of = datetime.now(UTC)
-    if as_of.tzinfo is None:
-        raise ValueError("as_of needs a time zone, e.g. 2026-11-29T08:00:00+00:00")
-    as_of = as_of.astimezone(UTC)
+    as_of = run_moment(as_of)
     config = load_reminder_config()
     exstream, fcm = connections(exstream_block, fcm_block)
 
     totals: Counter[str] = Counter()
-    if manifest is not None:
-        job_id = job_id or job_id_for_file(Path(manifest))
-        sources = [ManifestSource(path=Path(manifest), job_id=job_id, step_id="manifest")]
-    else:
-        sources = fetch_job_manifests(job_id, exstream, USE_CASE) if job_id is not None else []
+    sources = manifest_sources(manifest, job_id, exstream, USE_CASE)
     for source in sources:
         extracted = extract_manifest(source, USE_CASE, extra_keys=REMINDER_KEYS)
         invalid = quarantine_invalid_due_dates(extracted, USE_CASE)
@@ -92,8 +73,8 @@ def payment_reminders(
             quarantined=extracted.quarantined + invalid,
             duplicates=extracted.duplicates,
         )
-    if job_id is not None:
-        shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)
+    discard_manifest_spools(USE_CASE, sources)
+    job_id = sources[0].job_id if manifest is not None else job_id
 
     if payments is not None:
         totals.update(record_payments(Path(payments), USE_CASE, as_of))
@@ -101,16 +82,21 @@ def payment_reminders(
     totals.update(released=release_deferred(USE_CASE, as_of))
     for page in owed_pages(USE_CASE):
         owed = owed_reminders(page, USE_CASE, CATEGORY, config)
-        messages = render_messages(owed, USE_CASE, CATEGORY, as_of, extra_keys=REMINDER_KEYS)
-        totals.update(send_push(messages, USE_CASE, fcm, as_of))
+        totals.update(deliver(owed, USE_CASE, CATEGORY, fcm, as_of, extra_keys=REMINDER_KEYS))
 
     for page in reminder_pages(USE_CASE):
         due = due_reminders(page, USE_CASE, config, as_of)
-        allowed = apply_frequency_cap(due, USE_CASE, as_of, config.frequency_cap)
-        recipients = segment_recipients(allowed, USE_CASE, CATEGORY, as_of)
-        ready = defer_quiet_hours(recipients, USE_CASE, as_of, config.quiet_hours)
-        messages = render_messages(ready, USE_CASE, CATEGORY, as_of, extra_keys=REMINDER_KEYS)
-        totals.update(send_push(messages, USE_CASE, fcm, as_of))
+        sent = notify(
+            due,
+            USE_CASE,
+            CATEGORY,
+            fcm,
+            as_of,
+            extra_keys=REMINDER_KEYS,
+            frequency_cap=config.frequency_cap,
+            quiet_hours=config.quiet_hours,
+        )
+        totals.update(sent)
 
     outcomes = publish_reminder_summary(USE_CASE, as_of, config, dict(totals))
     result = {"as_of": as_of.isoformat(), "job_id": job_id, **totals, "outcomes": outcomes}

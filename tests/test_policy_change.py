@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from exstream_push.cli import main
 from exstream_push.content.links import document_ref
-from exstream_push.ledger import Document, RejectedRecord
+from exstream_push.ledger import Document, Notification, RejectedRecord
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from flows.policy_change import policy_change
@@ -322,3 +322,88 @@ def test_policy_change_reminds_until_acknowledged_then_escalates_once(
         assert states[f"{job}-P{number:05d}"] == (state, T0 + timedelta(days=days))
     assert rejected == {f"{job}-P{n:05d}": out_of_scope(n) for n in numbers if out_of_scope(n)}
     assert states[f"{late_job}-P{late:05d}"][0] == "open"
+
+
+def test_policy_change_reminders_keep_quiet_hours_and_the_frequency_cap(
+    prefect_harness: None, env: dict[str, str], fcm: Any, tmp_path: Path
+) -> None:
+    """config/policy-change.yaml: reminders wait out 21:00–08:00 in the device's zone and at most two pushes per
+    customer go out in any seven days; the first notice goes at once, whatever the hour."""
+    job = "POL-QUIET"
+    customer_of = {1: 1, 2: 2, 3: 3, 4: 3, 5: 5, 6: 5, 7: 5}  # document number -> customer number
+    deadlines = {5: "2026-12-12", 6: "2026-12-13", 7: "2026-12-14"}  # C5's, so the cap has an order to keep
+    records = [
+        {**policy_record(n, job, deadlines.get(n, ACKNOWLEDGE_BY)), "CustomerId": f"C{c:05d}", "Locale": "en"}
+        for n, c in customer_of.items()
+    ]
+    write_manifest(tmp_path / "manifest.xml", records)
+    zones = {1: "Europe/Paris", 2: "America/Los_Angeles", 3: "Europe/London", 5: "Europe/London"}
+    write_devices(
+        tmp_path / "devices.csv",
+        [
+            {
+                "customer_id": f"C{c:05d}",
+                "device_id": f"dev-{c:05d}",
+                "platform": "android",
+                "token": f"tok-{c:05d}",
+                "push_opt_in": "true",
+                "locale": "",
+                "timezone": zone,
+                "categories": "",
+            }
+            for c, zone in zones.items()
+        ],
+    )
+    assert main(["devices", "import", str(tmp_path / "devices.csv")]) == 0
+    documents = {f"{job}-P{n:05d}": n for n in customer_of}
+    seen = 0
+
+    def run(moment: datetime, **inputs: str) -> tuple[dict[str, Any], Counter[tuple[int, str]]]:
+        """One flow run: its result and the (document number, stage kind) pairs it pushed."""
+        nonlocal seen
+        result = policy_change(as_of=moment, **inputs)
+        messages = fcm_messages(fcm)[seen:]
+        seen += len(messages)
+        pushed = Counter(
+            (documents[document_id], "reminder" if m["notification"]["title"].startswith("Reminder") else "notice")
+            for document_id, _, m in resolve(messages, USE_CASE, documents)
+        )
+        return result, pushed
+
+    # 09:00Z, 01:00 in Los Angeles: every notice goes now; quiet hours hold back reminders only.
+    _, pushed = run(T0, manifest=str(tmp_path / "manifest.xml"), job_id=job)
+    assert pushed == Counter((n, "notice") for n in customer_of)
+
+    # Three days later at 20:30Z (21:30 in Paris, 12:30 in LA and 20:30 in London), every reminder+3d is due. Paris
+    # waits for the morning; C3 and C5 had two and three notices this week already: their reminders are capped.
+    result, pushed = run(T0 + timedelta(days=3, hours=11, minutes=30))
+    assert result["reminder+3d"] == len(customer_of)
+    assert pushed == Counter({(2, "reminder"): 1})
+
+    # 07:30Z is 08:30 in Paris: the held-back reminder goes, once; nothing else is owed.
+    result, pushed = run(T0 + timedelta(days=4, hours=-1, minutes=-30))
+    assert result["released"] == 1 and pushed == Counter({(1, "reminder"): 1})
+    result, pushed = run(T0 + timedelta(days=4))
+    assert not pushed and result["released"] == 0
+
+    # A week after the notices, reminder+7d: at 09:00Z Los Angeles sleeps (01:00); the notices have left the
+    # week; C5 may have two of its three, those whose deadline comes first.
+    _, pushed = run(T0 + timedelta(days=7))
+    assert pushed == Counter([(1, "reminder"), (3, "reminder"), (4, "reminder"), (5, "reminder"), (6, "reminder")])
+    _, pushed = run(T0 + timedelta(days=7, hours=8))  # 09:00 in Los Angeles
+    assert pushed == Counter({(2, "reminder"): 1})
+
+    with ledger_for(get_settings()).engine.connect() as conn:
+        capped = conn.execute(
+            select(Notification.document_id, Notification.stage).where(
+                Notification.use_case == USE_CASE, Notification.reason == "frequency_capped"
+            )
+        ).all()
+    assert sorted((documents[d], stage) for d, stage in capped) == [
+        (3, "reminder+3d"),
+        (4, "reminder+3d"),
+        (5, "reminder+3d"),
+        (6, "reminder+3d"),
+        (7, "reminder+3d"),
+        (7, "reminder+7d"),
+    ]

@@ -10,14 +10,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from exstream_push.tasks.reminders import (
-    ReminderConfig,
-    load_reminder_config,
-    parse_due_dates,
-    read_payments,
-    stage_positions,
-)
-from exstream_push.tasks.timing import QuietHours, allowed_by_cap, quiet_hours_end, quiet_until
+from exstream_push.notify.timing import QuietHours, allowed_by_cap, quiet_hours_end, quiet_until
+from exstream_push.usecases.payment_reminders.config import ReminderConfig, load_reminder_config
+from exstream_push.usecases.payment_reminders.rules import parse_due_dates, stage_positions
+from exstream_push.usecases.payment_reminders.tasks import read_payments
 
 NIGHT = QuietHours()  # 21:00–08:00
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from exstream_push.ledger import bulk, migrations
+from exstream_push.ledger.follow_ups import FollowUpRepository
 from exstream_push.ledger.models import (
     Device,
     Document,
@@ -28,6 +29,8 @@ from exstream_push.ledger.models import (
     WorkBatch,
     WorkRun,
 )
+from exstream_push.ledger.notices import NoticeRepository
+from exstream_push.ledger.reminders import ReminderRepository
 from exstream_push.status import UNSETTLED, Status
 
 # Parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535 bind-variable limits.
@@ -148,6 +151,10 @@ class Ledger:
         self.use_copy = self.engine.dialect.name == "postgresql"
         # SQLite runs in this process: its bulk paths hand the driver plain tuples, without SQLAlchemy's per-row work.
         self.on_sqlite = self.engine.dialect.name == "sqlite"
+        # The use cases' own reads and writes, one repository per aggregate.
+        self.follow_ups = FollowUpRepository(self.engine)
+        self.reminders = ReminderRepository(self.engine)
+        self.notices = NoticeRepository(self.engine)
 
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
