@@ -61,6 +61,9 @@ class QuarantineReason(StrEnum):
     MISSING_KEY = "missing_key"  # stored as "missing_key:<manifest key>"
     INVALID_VALUE = "invalid_value"
     INVALID_DATE = "invalid_date"
+    ID_TOO_LONG = "id_too_long"  # a key or id over manifest.MAX_ID_LENGTH characters
+    INVALID_ENCODING = "invalid_encoding"  # a key held bytes the file's encoding cannot decode
+    UNREAD_RECORDS = "unread_records"  # stored as "unread_records:<count>": declared in the manifest, never read
 
 
 LIFECYCLE_ORDER = {step: rank for rank, step in enumerate(EngagementType)}
