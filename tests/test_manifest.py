@@ -161,3 +161,10 @@ def test_a_true_latin1_manifest_is_read_as_it_declares(tmp_path: Path, declared:
     rows = [row for batch in manifest.batches(10) for row in batch.to_pylist()]
     assert rows[0]["document_type"] == "RELEVÉ" and not rows[0]["undecodable"]
     assert manifest.tail.mislabelled_characters == 0 and manifest.tail.replaced_characters == 0
+
+
+def test_an_encoding_nobody_knows_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.xml"
+    path.write_text(MANIFEST.replace('encoding="UTF-8"', 'encoding="x-no-such-charset"'))
+    with pytest.raises(ManifestError, match="declares an encoding this reader does not know"):
+        list(DeliveryManifest(path).batches(10))
