@@ -8,6 +8,7 @@ from pathlib import Path
 
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
+from exstream_push.manifest import MAX_ID_LENGTH
 from exstream_push.zones import check_time_zone
 
 DEVICE_CSV_HEADER = [
@@ -36,6 +37,9 @@ def _parse_row(row: dict[str, str | None]) -> dict[str, object]:
     for required in ("customer_id", "device_id", "token"):
         if not values[required]:
             raise ValueError(f"{required} is empty")
+    for name in ("customer_id", "device_id"):  # indexed in the ledger, which cannot hold any length
+        if len(values[name]) > MAX_ID_LENGTH:
+            raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
     if values["platform"] not in PLATFORMS:
         raise ValueError(f"platform must be one of {', '.join(sorted(PLATFORMS))}, not {values['platform']!r}")
     opt_in = _BOOLEANS.get(values["push_opt_in"].lower())

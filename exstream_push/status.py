@@ -66,6 +66,9 @@ class QuarantineReason(StrEnum):
     INVALID_VALUE = "invalid_value"
     INVALID_DATE = "invalid_date"
     CONFLICTING_DOCUMENT_ID = "conflicting_document_id"  # the id already belongs to another customer's document
+    ID_TOO_LONG = "id_too_long"  # a key or id over manifest.MAX_ID_LENGTH characters
+    INVALID_ENCODING = "invalid_encoding"  # a key held bytes the file's encoding cannot decode
+    UNREAD_RECORDS = "unread_records"  # stored as "unread_records:<count>": declared in the manifest, never read
 
 
 LIFECYCLE_ORDER = {step: rank for rank, step in enumerate(EngagementType)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,25 @@ def test_missing_header_is_a_clear_error(ledger_env: None, tmp_path: Path) -> No
     path.write_text("customer,device\nC1,d1\n")
     with pytest.raises(ValueError, match="header lacks"):
         main(["devices", "import", str(path)])
+
+
+def test_over_long_ids_are_bad_rows_on_every_backend(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXSTREAM_PUSH_HOME", str(tmp_path))
+    monkeypatch.setenv("EXSTREAM_PUSH_DATABASE_URL", database_url)
+    long = "".join(hashlib.sha256(b"%d" % n).hexdigest() for n in range(47))[:3_000]  # incompressible
+    path = tmp_path / "devices.csv"
+    path.write_text(
+        "customer_id,device_id,platform,token,push_opt_in,locale,timezone,categories\n"
+        "C1,d1,android,tok-1,true,en,UTC,\n"
+        f"C2,{long},android,tok-2,true,en,UTC,\n"
+        f"{long},d3,android,tok-3,true,en,UTC,\n"
+    )
+    assert main(["devices", "import", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "imported 1 device(s), skipped 2 bad row(s)" in captured.out
+    assert "devices.csv:3: skipped: device_id is longer than 256 characters" in captured.err
+    assert "devices.csv:4: skipped: customer_id is longer than 256 characters" in captured.err
+    assert long not in captured.out + captured.err
+    assert set(_devices()) == {"d1"}

@@ -20,7 +20,7 @@ from exstream_push.connectors.exstream import ExstreamError
 from exstream_push.content.links import document_ref
 from exstream_push.errors import JobOutputUnavailable
 from exstream_push.ledger.store import utcnow
-from exstream_push.manifest import DeliveryManifest
+from exstream_push.manifest import ID_COLUMNS, MAX_ID_LENGTH, DeliveryManifest
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import QuarantineReason, SkipReason, Status
@@ -46,6 +46,7 @@ class ExtractedManifest:
     quarantined: int = 0
     duplicates: int = 0
     customers_declared: int | None = None
+    unreadable: int = 0  # declared records not read, and records read but undecodable: the run is incomplete
 
 
 def file_digest(path: Path) -> str:
@@ -130,7 +131,11 @@ def rejected_rows(
     statuses: str | Sequence[str],
     reasons: Sequence[str],
 ) -> list[dict]:
-    """Ledger rows for manifest records kept out of a run, with their position, line and the record itself."""
+    """Ledger rows for manifest records kept out of a run, with their position, line and the record itself.
+
+    Missing values are left out of ``raw`` (pandas gives NaN, which is not JSON) and stored as NULL; a value over
+    ``MAX_ID_LENGTH`` is cut to it, so a quarantined record never carries more than the ledger can index.
+    """
     now = utcnow()
     statuses = [statuses] * len(frame) if isinstance(statuses, str) else list(statuses)
     bookkeeping = [column for column in ("position", "line", "ref", "job_id") if column in frame]
@@ -144,9 +149,9 @@ def rejected_rows(
             "line": None if pd.isna(line) else int(line),
             "status": status,
             "reason": reason,
-            "document_id": document_id,
-            "customer_id": customer_id,
-            "raw": json.dumps({k: v for k, v in record.items() if v is not None}),
+            "document_id": _bounded(document_id),
+            "customer_id": _bounded(customer_id),
+            "raw": json.dumps({k: _bounded(v) for k, v in record.items() if not _missing(v)}),
             "created_at": now,
         }
         for position, line, status, reason, document_id, customer_id, record in zip(
@@ -162,12 +167,34 @@ def rejected_rows(
     ]
 
 
+def _missing(value: object) -> bool:
+    """None, or how pandas spells a missing value (NaN, NA)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _bounded(value: object) -> object:
+    """None for a missing value, a string cut to ``MAX_ID_LENGTH``, anything else as it is."""
+    if _missing(value):
+        return None
+    return value[:MAX_ID_LENGTH] if isinstance(value, str) else value
+
+
+def too_long(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Records with a key value over ``MAX_ID_LENGTH``: refused before any reaches the ledger's indexes."""
+    over = pd.Series(False, index=frame.index)
+    for column in columns:
+        over |= frame[column].str.len().gt(MAX_ID_LENGTH)
+    return over
+
+
 @task(name="extract-manifest", retries=1, cache_policy=NO_CACHE)
 def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence[str] = ()) -> ExtractedManifest:
     """Stream the manifest into Parquet batches of valid, first-seen documents, recording every document seen.
 
-    Records without a customer id or document type are quarantined with their position and line; a document id
-    already seen at another position of this or an earlier run is skipped as a duplicate, so it is notified once.
+    Records without a customer id or document type, with a key over ``MAX_ID_LENGTH`` or with a key the file's
+    encoding could not decode are quarantined with their position and line; a document id already seen at another
+    position of this or an earlier run is skipped as a duplicate, so it is notified once. Declared records that
+    could not be read, and undecodable ones, are counted as ``unreadable``: the run could not do its whole job.
     """
     settings = get_settings()
     ledger = ledger_for(settings)
@@ -180,18 +207,24 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
 
     for number, batch in enumerate(manifest.batches(settings.batch_size), start=1):
         frame = batch.to_pandas()
+        undecodable = frame.pop("undecodable")
         result.customers += len(frame)
         missing_customer = frame["customer_id"].isna()
         missing_type = frame["document_type"].isna()
+        over_long = too_long(frame, [*ID_COLUMNS, *extra_keys])
         derived = source.job_id + "/" + source.step_id + "/" + frame["position"].astype(str)
         frame["document_id"] = frame["document_id"].fillna(derived)
 
-        bad = missing_customer | missing_type
+        bad = missing_customer | missing_type | over_long | undecodable
         if bad.any():
+            # Most telling last: damaged bytes explain the rest, an over-long key outranks a missing one.
             reasons = pd.Series(QuarantineReason.MISSING_DOCUMENT_TYPE.value, index=frame.index)
             reasons[missing_customer] = QuarantineReason.MISSING_CUSTOMER_ID.value
+            reasons[over_long] = QuarantineReason.ID_TOO_LONG.value
+            reasons[undecodable] = QuarantineReason.INVALID_ENCODING.value
             ledger.record_rejected(rejected_rows(frame[bad], use_case, source, Status.QUARANTINED, reasons[bad]))
             result.quarantined += int(bad.sum())
+            result.unreadable += int(undecodable.sum())
         good = frame[~bad].copy()
 
         good["ref"] = [document_ref(key, use_case, document_id) for document_id in good["document_id"]]
@@ -273,23 +306,47 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
 
     tail = manifest.tail
     result.customers_declared = tail.customers_declared
+    rows = []
     if tail.broken_reason:
+        rows.append(
+            {
+                "position": tail.customers_read + 1,
+                "line": tail.broken_at_line,
+                "reason": QuarantineReason.MALFORMED_XML.value,
+                "raw": json.dumps({"error": tail.broken_reason}),
+            }
+        )
+    unread = (tail.customers_declared or 0) - tail.customers_read
+    if unread > 0:
+        # One row for the whole shortfall, at position 0 (the manifest itself): millions of rows would say no more.
+        rows.append(
+            {
+                "position": 0,
+                "line": None,
+                "reason": f"{QuarantineReason.UNREAD_RECORDS.value}:{unread}",
+                "raw": json.dumps({"declared": tail.customers_declared, "read": tail.customers_read}),
+            }
+        )
+    if rows:
+        now = utcnow()
         ledger.record_rejected(
             [
                 {
                     "use_case": use_case,
                     "job_id": source.job_id,
                     "source": source.step_id,
-                    "position": tail.customers_read + 1,
-                    "line": tail.broken_at_line,
                     "status": Status.QUARANTINED,
-                    "reason": QuarantineReason.MALFORMED_XML.value,
-                    "raw": json.dumps({"error": tail.broken_reason}),
-                    "created_at": utcnow(),
+                    "created_at": now,
+                    **row,
                 }
+                for row in rows
             ]
         )
-        result.quarantined += 1
+        result.quarantined += len(rows)
+    if tail.customers_declared is not None:
+        result.unreadable += max(unread, 0)
+    elif tail.broken_reason:
+        result.unreadable += 1  # a broken file that declares no count lost at least the record it broke in
     logger = get_run_logger()
     logger.info(
         "job %s step %s: %d customers read, %d documents to notify, %d quarantined, %d duplicates",
@@ -302,4 +359,14 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
     )
     if tail.customers_declared is not None and tail.customers_declared != tail.customers_read:
         logger.warning("manifest declares %d customers but %d were read", tail.customers_declared, tail.customers_read)
+    if tail.replaced_characters:
+        logger.warning("manifest held %d undecodable or XML-illegal character(s)", tail.replaced_characters)
+    if tail.mislabelled_characters:
+        logger.warning(
+            "manifest declares %s but is UTF-8 (%d non-ASCII characters): read as UTF-8",
+            tail.declared_encoding,
+            tail.mislabelled_characters,
+        )
+    if result.unreadable:
+        logger.warning("job %s step %s: %d record(s) unreadable", source.job_id, source.step_id, result.unreadable)
     return result

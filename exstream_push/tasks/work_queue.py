@@ -148,6 +148,7 @@ def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> None:
         "customers": sum(e.customers for e in extracted),
         "quarantined": sum(e.quarantined for e in extracted),
         "duplicates": sum(e.duplicates for e in extracted),
+        "unreadable": sum(e.unreadable for e in extracted),
     }
     paths = [str(path) for e in extracted for path in e.batches]
     ledger_for(get_settings()).enqueue_batches(run.run_id, run.worker, paths, json.dumps(totals))
