@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from emulators.samples import write_manifest
 from exstream_push.errors import DependencyUnavailable
-from exstream_push.ledger import Ledger
+from exstream_push.ledger import Ledger, bulk
 from exstream_push.ledger.errors import LedgerError, LedgerUnavailable
-from exstream_push.ledger.store import notification_rows
+from exstream_push.ledger.store import notification_rows, utcnow
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from tests.oracle import read_scenario
@@ -60,6 +60,26 @@ def test_a_refused_write_names_the_constraint_and_no_value(database_url: str) ->
         assert leaked({CUSTOMER_ID, DOCUMENT_ID, JOB_ID, NOT_A_STATUS}, exception_texts(exc)) == set()
         assert exc.__cause__ is None and exc.__context__ is None
         assert str(pickle.loads(pickle.dumps(exc))) == str(exc)
+    finally:
+        ledger.dispose()
+
+
+def test_a_value_copy_refuses_is_not_quoted(postgres_url: str) -> None:
+    """Large writes COPY on the driver's own cursor, out of SQLAlchemy's sight; PostgreSQL quotes a refused
+    value in its COPY error (``invalid input syntax for type integer: "…"``)."""
+    ledger = Ledger(postgres_url)
+    try:
+        rows = [
+            {"use_case": "statement-ready", "document_id": f"{DOCUMENT_ID}-{number}", "job_id": JOB_ID,
+             "step_id": "manifest", "position": number, "customer_id": CUSTOMER_ID, "document_type": "STATEMENT",
+             "ref": f"ref-{number}", "first_seen_at": utcnow()}
+            for number in range(bulk.COPY_THRESHOLD + 1)
+        ]  # fmt: skip
+        rows[-1]["position"] = CUSTOMER_ID
+        with pytest.raises(DataError) as refused:
+            ledger.record_documents(rows)
+        assert isinstance(refused.value, LedgerError) and "SQLSTATE 22P02" in str(refused.value)
+        assert leaked({CUSTOMER_ID, DOCUMENT_ID, JOB_ID}, exception_texts(refused.value)) == set()
     finally:
         ledger.dispose()
 

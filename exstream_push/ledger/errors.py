@@ -12,8 +12,11 @@ Each ``LedgerError`` is also the SQLAlchemy class it replaces (``except Integrit
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
@@ -114,6 +117,16 @@ def ledger_error(original: BaseException, url: URL) -> LedgerError:
         LedgerError,
     )
     return replacement(f"ledger statement failed on {backend_name(url)}: {describe(original)}")
+
+
+@contextmanager
+def driver_errors(conn: Connection) -> Iterator[None]:
+    """The same replacement for statements sent on the driver's own cursor (COPY), which SQLAlchemy's error event
+    does not see: PostgreSQL's COPY errors quote the refused value."""
+    try:
+        yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise ledger_error(exc, conn.engine.url) from None
 
 
 def ledger_unavailable(original: BaseException, url: URL) -> LedgerUnavailable:
