@@ -5,25 +5,67 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exstream_push.errors import ExstreamPushError
 from exstream_push.settings import Settings, get_settings
 from exstream_push.task_runners import TASK_RUNNERS
 
+# Set by ``main`` from ``--debug``: whether the terminal shows tracebacks.
+_debug = False
+
 
 def configure_prefect(settings: Settings) -> None:
-    """Embedded defaults for Prefect unless the user configured a server: state under our home, no telemetry."""
-    os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
+    """Before a flow runs here: embedded defaults for Prefect unless the user configured a server (state under our
+    home, no telemetry), tracebacks on the terminal only with ``--debug``, and the ledger and a configured Prefect
+    API checked, so an outage is one line before any server starts."""
+    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve())))
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level: its server failed
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if not _debug:
+        _hide_terminal_tracebacks()
+    from exstream_push.runtime import check_dependencies
+
+    check_dependencies(settings)
+
+
+class _WithoutTracebacks(logging.Formatter):
+    """A terminal handler's own formatter, minus tracebacks: a failure is its one-line message. The record is
+    restored after, so the run's logs in the Prefect API keep the traceback."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.formatter = formatter
+
+    def format(self, record: logging.LogRecord) -> str:
+        kept = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.formatter.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = kept
+
+
+def _hide_terminal_tracebacks() -> None:
+    """Prefect's console handler (its flow and task engines log every failure with its traceback) shows one line."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTracebacks):
+            handler.setFormatter(_WithoutTracebacks(handler.formatter or logging.Formatter()))
 
 
 def _as_of(value: str) -> datetime:
@@ -290,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exstream-push",
         description="Push notifications for OpenText Exstream documents, orchestrated by Prefect.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure, not only its one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run the statement-ready flow end to end against the emulators")
@@ -398,11 +441,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. An error a user can act on (a dependency down, a run incomplete) is one line on stderr and
+    the error's exit code; its traceback only with ``--debug``."""
+    global _debug
     args = build_parser().parse_args(argv)
+    _debug = args.debug
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except ExstreamPushError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"exstream-push: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

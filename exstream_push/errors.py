@@ -32,3 +32,20 @@ class RunIncomplete(ExstreamPushError):
 
 class JobOutputUnavailable(ExstreamPushError):
     """An Exstream job that does not exist, or has no delivery file to fetch: there is nothing to run on yet."""
+
+
+class DependencyUnavailable(ExstreamPushError):
+    """A service the command needs did not answer: which one, its address (never a password) and what to check.
+
+    ``exit_code`` 69 is sysexits' EX_UNAVAILABLE, so a scheduler can tell "try again later" from bad input.
+    """
+
+    exit_code = 69
+
+    def __init__(self, name: str, address: str, hint: str, reason: str = "") -> None:
+        self.name, self.address, self.hint, self.reason = name, address, hint, reason
+        because = f" ({reason})" if reason else ""
+        super().__init__(f"{name} is unreachable at {address}{because}: {hint}")
+
+    def __reduce__(self) -> tuple[type[DependencyUnavailable], tuple[str, str, str, str]]:
+        return type(self), (self.name, self.address, self.hint, self.reason)

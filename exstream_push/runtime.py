@@ -1,14 +1,18 @@
-"""Per-process handles that tasks share: one ledger engine per database URL."""
+"""Per-process handles that tasks share (one ledger engine per database URL), and the check that what a flow
+run needs answers before it starts."""
 
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
 
+import httpx
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
+from exstream_push.errors import DependencyUnavailable
 from exstream_push.ledger import Ledger
+from exstream_push.prefect_events import configured_api_url
 from exstream_push.settings import Settings
 
 
@@ -27,3 +31,25 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("exstream_push")
+
+
+def check_dependencies(settings: Settings) -> None:
+    """Open the ledger and reach a configured Prefect API, or raise ``DependencyUnavailable``: found here, an
+    outage is one line before any server starts, not a failed run and its tracebacks."""
+    ledger_for(settings)
+    api_url = configured_api_url()
+    if api_url is None:
+        return  # an embedded server: Prefect starts it itself
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        failure = client.api_healthcheck()
+    if failure is not None:
+        reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+        raise DependencyUnavailable(
+            "the Prefect API",
+            str(httpx.URL(api_url).copy_with(username=None, password=None)),
+            "check that the Prefect server is running there (exstream-push up starts one), "
+            "or unset PREFECT_API_URL to run on an embedded server",
+            reason,
+        )

@@ -117,3 +117,84 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([*command, "--help"])
         assert exit_info.value.code == 0
         assert "usage: exstream-push" in capsys.readouterr().out
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "exstream_push.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+
+
+def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    from emulators.server import free_port
+
+    port = free_port()
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    manifest.write_text("<outputList/>\n")
+    env = {
+        "EXSTREAM_PUSH_HOME": str(tmp_path / "home"),
+        "EXSTREAM_PUSH_DATABASE_URL": f"postgresql://exstream:s3cr3t-pw@127.0.0.1:{port}/ledger",
+    }
+    for command in (["report"], ["run", "statement-ready", "--manifest", str(manifest)]):
+        done = _cli(*command, env=env)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 69, done.stderr
+        assert len(lines) == 1, done.stderr
+        assert f"PostgreSQL) is unreachable at postgresql://exstream@127.0.0.1:{port}/ledger" in lines[0]
+        assert "EXSTREAM_PUSH_DATABASE_URL" in lines[0] and "s3cr3t-pw" not in done.stderr + done.stdout
+
+    debugged = _cli("--debug", "report", env=env)
+    assert debugged.returncode == 69
+    assert "Traceback (most recent call last)" in debugged.stderr and "s3cr3t-pw" not in debugged.stderr
+
+
+def test_an_unreachable_prefect_api_is_one_line(tmp_path: Path) -> None:
+    from emulators.server import free_port
+
+    port = free_port()
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    manifest.write_text("<outputList/>\n")
+    done = _cli(
+        "run", "statement-ready", "--manifest", str(manifest),
+        env={"EXSTREAM_PUSH_HOME": str(tmp_path / "home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"},
+    )  # fmt: skip
+    lines = done.stderr.splitlines()
+    assert done.returncode == 69, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert f"the Prefect API is unreachable at http://127.0.0.1:{port}/api" in lines[0]
+    assert "PREFECT_API_URL" in lines[0]
+
+
+def test_a_run_that_fails_in_prefect_is_one_line_without_debug(
+    prefect_harness: None, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The flow and task engines log the failure with its traceback: the terminal shows their one-line messages,
+    and the command ends with the error's own line."""
+    from prefect.settings import PREFECT_API_URL
+
+    from emulators.samples import write_manifest
+    from exstream_push.runtime import ledger_for
+    from exstream_push.settings import get_settings
+    from tests.test_ledger_errors import refuse_documents
+
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    write_manifest(manifest, 20, seed=41, job_id="JOB-CLI-FAIL")
+    refuse_documents(ledger_for(get_settings()))
+    customers = {f"C{number:08d}" for number in range(1, 21)}
+    prefect = {**env, "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+    done = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", "JOB-CLI-FAIL", env=prefect)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Task run failed with exception" in done.stderr  # Prefect's engine logged it, in one line
+    assert done.stderr.splitlines()[-1].startswith("exstream-push: ledger statement failed on SQLite")
+    assert not any(customer in done.stderr + done.stdout for customer in customers)
+
+    debugged = _cli("--debug", "run", "statement-ready", "--manifest", str(manifest), env=prefect)
+    assert debugged.returncode == 1
+    assert "Traceback (most recent call last)" in debugged.stderr

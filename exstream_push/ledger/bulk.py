@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table
 
+from exstream_push.ledger.errors import driver_errors
+
 # Below this many rows a multi-row statement is as fast as creating, filling and dropping a temporary table.
 COPY_THRESHOLD = 500
 
@@ -47,7 +49,7 @@ def copy_into_temp(conn: Connection, table: Table, rows: Sequence[Mapping[str, A
     temp = f"_bulk_{table.name}"
     quoted = ", ".join(f'"{name}"' for name in columns)
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor:
+    with driver_errors(conn), raw.cursor() as cursor:
         cursor.execute(
             f'CREATE TEMPORARY TABLE "{temp}" ON COMMIT DROP AS SELECT {quoted} FROM "{table.name}" WITH NO DATA'
         )
@@ -174,9 +176,10 @@ def sqlite_rows_among(conn: Connection, table: Table, column: str, values: Seque
     quoted = ", ".join(f'"{c.name}"' for c in table.columns)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        rows = cursor.execute(
-            f'SELECT {quoted} FROM "{table.name}" WHERE "{column}" IN ({marks})', tuple(values)
-        ).fetchall()
+        with driver_errors(conn):
+            rows = cursor.execute(
+                f'SELECT {quoted} FROM "{table.name}" WHERE "{column}" IN ({marks})', tuple(values)
+            ).fetchall()
     finally:
         cursor.close()
     if not rows:
