@@ -19,6 +19,7 @@ from blocks.exstream import ExstreamConnection
 from exstream_push.content.links import document_ref
 from exstream_push.ledger.store import utcnow
 from exstream_push.manifest import DeliveryManifest
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import QuarantineReason, SkipReason, Status
@@ -68,7 +69,13 @@ def spool_dir(settings: Settings, use_case: str, job_id: str) -> Path:
     return settings.home / "spool" / use_case / job_id
 
 
-@task(name="fetch-job-manifests", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="fetch-job-manifests",
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def fetch_job_manifests(job_id: str, exstream: ExstreamConnection, use_case: str) -> list[ManifestSource]:
     """Download each docgen flow step's delivery file of an Exstream job (the API documents no webhook)."""
     settings = get_settings()
@@ -124,7 +131,7 @@ def rejected_rows(
     ]
 
 
-@task(name="extract-manifest", retries=1, cache_policy=NO_CACHE)
+@task(name="extract-manifest", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence[str] = ()) -> ExtractedManifest:
     """Stream the manifest into Parquet batches of valid, first-seen documents, recording every document seen.
 

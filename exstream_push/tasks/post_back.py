@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.exstream import ExstreamConnection
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
 from exstream_push.status import PushStatus, Status
@@ -100,7 +101,13 @@ def post_driver_file(
         path.unlink(missing_ok=True)
 
 
-@task(name="post-outcomes-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="post-outcomes-to-exstream",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def post_outcomes(use_case: str, job_id: str, exstream: ExstreamConnection) -> dict[str, Any]:
     """One row per document, so Exstream can fall back to e-mail or print for those push did not reach."""
     notified = 0

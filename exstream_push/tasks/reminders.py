@@ -29,6 +29,7 @@ from sqlalchemy import Select, bindparam, delete, func, select, update
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.models import Device, Document, Notification
 from exstream_push.ledger.store import notification_rows, utcnow
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState, QuarantineReason, SkipReason, Status
@@ -148,7 +149,7 @@ def customer_pages(ledger: Ledger, customer_ids: Select, size: int) -> list[Cust
 # -- registering documents and payments -----------------------------------------------------------------------------
 
 
-@task(name="quarantine-invalid-due-dates", retries=1, cache_policy=NO_CACHE)
+@task(name="quarantine-invalid-due-dates", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def quarantine_invalid_due_dates(extracted: ExtractedManifest, use_case: str) -> int:
     """A document without a valid ISO ``DueDate`` cannot be placed on the ladder: it is quarantined with its
     position and line, and forgotten as a document, so a corrected manifest registers it afresh."""
@@ -231,7 +232,7 @@ def _log_lines(file_name: str, problems: Sequence[tuple[int, str]], shown: int =
         logger.warning("%s: %d more payment(s) skipped for the same reasons", file_name, len(problems) - shown)
 
 
-@task(name="record-payments", retries=1, cache_policy=NO_CACHE)
+@task(name="record-payments", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def record_payments(payments: Path, use_case: str, as_of: datetime) -> dict[str, int]:
     """Marks open documents paid (state ``paid``, one ``skipped``/``paid`` notification each) so no reminder follows.
 
@@ -297,7 +298,7 @@ def record_payments(payments: Path, use_case: str, as_of: datetime) -> dict[str,
 # -- what a run owes: deferred and left-over sends ------------------------------------------------------------------
 
 
-@task(name="release-deferred", retries=1, cache_policy=NO_CACHE)
+@task(name="release-deferred", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def release_deferred(use_case: str, as_of: datetime) -> int:
     """Deferred notifications whose quiet hours ended by ``as_of`` become ``pending`` (their key unchanged), so
     this run sends them, once. ``as_of`` moves to this run: that is when they go, which the cap counts."""
@@ -324,7 +325,7 @@ def owed_pages(use_case: str) -> list[CustomerPage]:
     return customer_pages(ledger_for(settings), _pending_customers(use_case), settings.batch_size)
 
 
-@task(name="owed-reminders", retries=1, cache_policy=NO_CACHE)
+@task(name="owed-reminders", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def owed_reminders(page: CustomerPage, use_case: str, category: str, config: ReminderConfig) -> pd.DataFrame:
     """Pending notifications of a page of customers, ready to render; consent and payment are checked again.
 
@@ -435,7 +436,7 @@ def _decided_stages(ledger: Ledger, use_case: str, page: CustomerPage) -> pd.Dat
         return pd.DataFrame(conn.execute(query).fetchall(), columns=["document_id", "stage"])
 
 
-@task(name="due-reminders", retries=1, cache_policy=NO_CACHE)
+@task(name="due-reminders", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def due_reminders(page: CustomerPage, use_case: str, config: ReminderConfig, as_of: datetime) -> pd.DataFrame:
     """One row per open document of the page whose stage at ``as_of`` has not been decided yet, with ``stage``,
     ``template`` and ``priority``; the most pressing first within each customer, for the frequency cap."""

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.models import Notification
 from exstream_push.ledger.store import notification_rows
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import SkipReason, Status
@@ -127,7 +128,7 @@ def recent_notice_counts(
     return pd.Series(counts, dtype="int64")
 
 
-@task(name="apply-frequency-cap", retries=1, cache_policy=NO_CACHE)
+@task(name="apply-frequency-cap", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def apply_frequency_cap(candidates: pd.DataFrame, use_case: str, as_of: datetime, cap: FrequencyCap) -> pd.DataFrame:
     """Keeps the notices the cap allows; the rest are recorded ``skipped``/``frequency_capped`` for good.
 
@@ -146,7 +147,7 @@ def apply_frequency_cap(candidates: pd.DataFrame, use_case: str, as_of: datetime
     return candidates[allowed].reset_index(drop=True)
 
 
-@task(name="defer-quiet-hours", retries=1, cache_policy=NO_CACHE)
+@task(name="defer-quiet-hours", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def defer_quiet_hours(recipients: pd.DataFrame, use_case: str, as_of: datetime, quiet: QuietHours) -> pd.DataFrame:
     """Returns the recipients that may be sent to now; those in their quiet hours are recorded ``deferred``.
 
