@@ -8,6 +8,7 @@ import httpx
 import pytest
 from firebase_admin import exceptions, messaging
 
+from exstream_push.connectors.exstream import ExstreamError
 from exstream_push.connectors.push_errors import (
     CONFIGURATION,
     DEAD_DEVICE,
@@ -16,6 +17,7 @@ from exstream_push.connectors.push_errors import (
     RETRY,
     PushErrorKind,
     PushProvider,
+    classify_exception,
     classify_fcm_error,
     classify_fcm_exception,
     classify_http_status,
@@ -119,8 +121,5 @@ def test_an_oauth_token_we_cannot_get_is_a_configuration_error() -> None:
     [(404, CONFIGURATION), (401, CONFIGURATION), (403, CONFIGURATION), (400, PERMANENT), (503, RETRY), (None, RETRY)],
 )
 def test_exstream_and_otds_answers_classify_by_the_same_rules(status: int | None, expected: object) -> None:
-    from exstream_push.connectors.exstream import ExstreamError
-    from exstream_push.connectors.push_errors import classify_exception
-
     assert classify_exception(ExstreamError("GET", "/jobs/J", status, "x")) == expected
     assert classify_exception(ValueError("not ours to read")) is None
