@@ -50,6 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -351,7 +352,10 @@ def _redact_header(name: str, value: str) -> str:
 
 
 class ExstreamEmulator:
-    """The emulator's state: jobs, issued tokens and the inbox of received POSTs; safe to use from tests."""
+    """The emulator's state: jobs, issued tokens and the inbox of received POSTs; safe to use from tests.
+
+    Tests script a flaky or failing download with ``file_faults`` and count attempts with ``file_requests``.
+    """
 
     def __init__(
         self,
@@ -371,6 +375,10 @@ class ExstreamEmulator:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.file_faults: dict[str, list[int]] = {}
+        """HTTP statuses a flow step's file downloads answer first, one per request, before the file is served."""
+        self.file_requests: Counter[str] = Counter()
+        """File download requests received, by flow step id."""
         jobs_dir = data_dir / "jobs" if data_dir else None
         if jobs_dir and jobs_dir.is_dir():
             for folder in sorted(p for p in jobs_dir.iterdir() if p.is_dir()):
@@ -621,7 +629,14 @@ class ExstreamEmulator:
 
     def _file_response(self, request: Request, kind: str) -> Response:
         self.authorize(request)
-        job, step = self._step(request.path_params["domain"], request.path_params["id"])
+        step_id = request.path_params["id"]
+        with self._lock:
+            self.file_requests[step_id] += 1
+            faults = self.file_faults.get(step_id)
+            fault = faults.pop(0) if faults else None
+        if fault is not None:
+            raise ApiError(fault, f"emulated fault on flow step {step_id}")
+        job, step = self._step(request.path_params["domain"], step_id)
         is_docgen = step["id"] == docgen_step_id(job.id)
         path = (job.delivery_file if kind == "delivery" else job.message_file) if is_docgen else None
         if path is None or not path.exists():

@@ -11,9 +11,11 @@ from typing import Any
 
 
 class ExstreamPushError(Exception):
-    """An error a user can act on; ``exit_code`` is what the CLI exits with when it ends a command."""
+    """An error a user can act on; ``exit_code`` is what the CLI exits with when it ends a command, ``retryable``
+    whether the same attempt may succeed later by itself (what a task's retries are for)."""
 
     exit_code = 1
+    retryable = False
 
 
 class RunIncomplete(ExstreamPushError):
@@ -41,6 +43,7 @@ class DependencyUnavailable(ExstreamPushError):
     """
 
     exit_code = 69
+    retryable = True
 
     def __init__(self, name: str, address: str, hint: str, reason: str = "") -> None:
         self.name, self.address, self.hint, self.reason = name, address, hint, reason

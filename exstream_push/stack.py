@@ -1,8 +1,9 @@
 """``exstream-push up``: the whole event-driven system on one machine, for a user who wants the Prefect UI.
 
 A Prefect server (SQLite in the state folder, unless ``PREFECT_API_DATABASE_CONNECTION_URL`` names another
-database), the ``exstream-push`` process work pool with a worker, every deployment of ``prefect.yaml``, the FCM and
-Exstream emulators and the ingress API. Ctrl-C or SIGTERM stops all of it, children first, and the command exits 0.
+database), the ``exstream-push`` process work pool with a worker, every deployment and automation of
+``prefect.yaml``, the FCM and Exstream emulators and the ingress API. Ctrl-C or SIGTERM stops all of it, children
+first, and the command exits 0.
 
 Each child runs in a session of its own: the terminal's Ctrl-C reaches only this process, which stops the children
 in order (the worker before the server it reports to), and a child's own subprocesses stop with it.
@@ -24,10 +25,13 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import httpx
+import yaml
 
 from exstream_push.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
+    from prefect.events.schemas.automations import AutomationCore
+
     from emulators.server import ServerThread
 
 WORK_POOL = "exstream-push"
@@ -39,6 +43,7 @@ STARTUP_TIMEOUT = 180.0
 DEPLOY_TIMEOUT = 600.0
 STOP_TIMEOUT = 30.0
 LOOPBACK = "127.0.0.1"
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 
 
 class StackError(RuntimeError):
@@ -185,6 +190,33 @@ def run_prefect(args: Sequence[str], *, env: Mapping[str, str], log_file: Path, 
         raise StackError(f"prefect {' '.join(args)} failed (exit {result.returncode}):\n{tail}")
 
 
+def project_automations(project_file: Path = PREFECT_YAML) -> list[AutomationCore]:
+    """The ``automations:`` of ``prefect.yaml``, read as ``prefect automation create --from-file`` reads them."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    data = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
+    return [AutomationCore.model_validate(item) for item in data.get("automations") or []]
+
+
+def apply_automations(api_url: str, project_file: Path = PREFECT_YAML) -> list[str]:
+    """Create each automation of ``prefect.yaml``, or update the one of that name, and return their names.
+
+    ``prefect deploy`` reads only the deployments; by name, so bringing the stack up again keeps one of each.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    automations = project_automations(project_file)
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for automation in automations:
+            existing = client.read_automations_by_name(automation.name)
+            if existing:
+                client.update_automation(existing[0].id, automation)
+            else:
+                client.create_automation(automation)
+    return [automation.name for automation in automations]
+
+
 def prefect_env(base: Mapping[str, str], prefect_home: Path, api_url: str) -> dict[str, str]:
     """Prefect settings every child shares: one home, one API, no telemetry; a SQLite database unless one is set."""
     env = dict(base)
@@ -261,6 +293,10 @@ class Stack:
             timeout=STARTUP_TIMEOUT,
         )
         run_prefect(["deploy", "--all", "--no-prompt"], env=env, log_file=deploy_log, timeout=DEPLOY_TIMEOUT)
+        try:
+            apply_automations(api_url)
+        except Exception as exc:  # the server answered health checks, so this is a real refusal worth showing
+            raise StackError(f"the automations of prefect.yaml could not be created: {exc}") from exc
         self._spawn(
             "Prefect worker",
             ["-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", WORKER_NAME],

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from blocks import ExstreamConnection, exstream_connection
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
@@ -31,7 +32,13 @@ STATUS_CHANNEL = "document-status"
 FALLBACK_CHANNEL = "fallback-delivery"
 
 
-@task(name="post-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="post-to-exstream",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def post_rows(
     exstream: ExstreamConnection, channel: str, run_key: str, header: list[str], rows: list[list[Any]]
 ) -> dict[str, Any]:

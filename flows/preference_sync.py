@@ -9,6 +9,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks import ExstreamConnection, exstream_connection
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
@@ -19,7 +20,13 @@ USE_CASE = UseCase.PREFERENCE_SYNC.value
 CHANNEL = "channel-preferences"
 
 
-@task(name="post-preferences-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="post-preferences-to-exstream",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def post_preferences(exstream: ExstreamConnection, window: str, rows: list[list[Any]]) -> dict[str, Any]:
     return post_driver_file(exstream, CHANNEL, window, PREFERENCE_HEADER, rows)
 

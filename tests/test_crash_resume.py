@@ -96,3 +96,46 @@ def test_kill_mid_run_then_resume_sends_what_was_missing(
         assert first["android"]["collapse_key"] == again["android"]["collapse_key"]
         assert first["apns"]["headers"]["apns-collapse-id"] == again["apns"]["headers"]["apns-collapse-id"]
         assert first["webpush"]["headers"]["Topic"] == again["webpush"]["headers"]["Topic"]
+
+
+def test_a_killed_run_is_marked_crashed_in_prefect_when_the_next_run_of_its_job_joins(
+    prefect_harness: None, env: dict[str, str], fcm, exstream, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    job_id = "JOB-CRASH-2"
+    manifest, devices = tmp_path / "_STDDELIVERYFILE.xml", tmp_path / "devices.csv"
+    write_manifest(manifest, 400, seed=41, job_id=job_id)
+    write_devices(devices, 400, seed=42)
+    child_env = {**os.environ, **env, "EXSTREAM_PUSH_FCM_CONCURRENCY": "2", "PREFECT_API_URL": PREFECT_API_URL.value()}
+    subprocess.run(_cli("devices", "import", str(devices)), env=child_env, check=True, capture_output=True)
+
+    fcm.app.state.fcm.latency = 0.05
+    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", job_id)
+    process = subprocess.Popen(
+        run, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not fcm_messages(fcm):  # sending, so it holds its batch
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    fcm.app.state.fcm.latency = 0.0
+    resumed = subprocess.run(run, env=child_env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"statement-ready-{job_id}"])),
+            sort=FlowRunSort.START_TIME_ASC,
+        )
+    assert [flow_run.state_type.value for flow_run in runs] == ["CRASHED", "COMPLETED"]
+    assert "took over" in runs[0].state.message

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from firebase_admin import exceptions, messaging
 
+from exstream_push.connectors.exstream import ExstreamError
 from exstream_push.connectors.push_errors import (
     CONFIGURATION,
     DEAD_DEVICE,
@@ -16,6 +17,7 @@ from exstream_push.connectors.push_errors import (
     RETRY,
     PushErrorKind,
     PushProvider,
+    classify_exception,
     classify_fcm_error,
     classify_fcm_exception,
     classify_http_status,
@@ -112,3 +114,12 @@ def test_transport_failures_without_a_response_are_retried() -> None:
 
 def test_an_oauth_token_we_cannot_get_is_a_configuration_error() -> None:
     assert classify_fcm_exception(exceptions.UnauthenticatedError("invalid_grant")) == CONFIGURATION
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(404, CONFIGURATION), (401, CONFIGURATION), (403, CONFIGURATION), (400, PERMANENT), (503, RETRY), (None, RETRY)],
+)
+def test_exstream_and_otds_answers_classify_by_the_same_rules(status: int | None, expected: object) -> None:
+    assert classify_exception(ExstreamError("GET", "/jobs/J", status, "x")) == expected
+    assert classify_exception(ValueError("not ours to read")) is None

@@ -18,7 +18,7 @@ import yaml
 
 from emulators.server import free_port
 from exstream_push.settings import PROJECT_ROOT
-from exstream_push.stack import descendant_pids, pid_alive
+from exstream_push.stack import descendant_pids, pid_alive, project_automations
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -99,6 +99,8 @@ def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> N
     deployments = httpx.post(f"{up.url('Prefect API')}/deployments/filter", json={}, timeout=30).json()
     expected = {d["name"] for d in yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]}
     assert {d["name"] for d in deployments} == expected
+    automations = httpx.post(f"{up.url('Prefect API')}/automations/filter", json={}, timeout=30).json()
+    assert {a["name"] for a in automations} == {a.name for a in project_automations()}
     assert re.search(r"^\s+export EXSTREAM_PUSH_INGRESS_SECRET=\S+", up.output, re.MULTILINE)
 
     children = descendant_pids(up.process.pid)

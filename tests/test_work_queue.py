@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ import pytest
 
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
-from exstream_push.tasks.work_queue import holder_is_dead, worker_id
+from exstream_push.tasks.work_queue import flow_run_of, holder_is_dead, worker_id
 
 LEASE = timedelta(seconds=60)
 
@@ -84,3 +85,24 @@ def test_a_holder_is_dead_only_when_its_process_is_gone() -> None:
     assert holder_is_dead(f"{host}:{finished.stdout.strip()}:abcd")
     assert not holder_is_dead(f"other-host:{finished.stdout.strip()}:abcd")  # another host: only its lease tells
     assert holder_is_dead(worker_id())  # this process, but no run of it holds that id
+
+
+def test_the_ledger_names_every_worker_of_a_run(ledger: Ledger) -> None:
+    run_id, _ = ledger.join_run("uc/J", "extractor", utcnow() + LEASE, never_dead)
+    ledger.enqueue_batches(run_id, "extractor", ["b1", "b2"], "{}")
+    first = ledger.claim_batch(run_id, "a", utcnow() + LEASE)
+    ledger.claim_batch(run_id, "b", utcnow() + LEASE)
+    ledger.complete_batch(first[0], "a")
+    assert ledger.run_workers(run_id) == {"a", "b"}  # the extractor handed the run back when it queued it
+    assert ledger.claim_post_back(run_id, "c", utcnow() + LEASE) is False  # b still holds a batch
+    other, _ = ledger.join_run("uc/K", "d", utcnow() + LEASE, never_dead)
+    assert ledger.run_workers(other) == {"d"}
+
+
+def test_a_worker_id_names_its_flow_run_only_inside_one() -> None:
+    assert flow_run_of(worker_id()) is None
+    flow_run_id = uuid.uuid4()
+    host_and_pid = worker_id().rsplit(":", 1)[0]
+    assert flow_run_of(f"{host_and_pid}:abcd:{flow_run_id}") == flow_run_id
+    assert flow_run_of(f"{host_and_pid}:abcd:not-a-uuid") is None
+    assert holder_is_dead(f"{host_and_pid}:abcd:{flow_run_id}")  # this process, no run of it holds that id

@@ -2,7 +2,9 @@
 
 Senders, flows and the ledger all ask this module, so "is UNREGISTERED permanent?" has exactly one answer.
 Rows are keyed by (provider, provider error code) so APNs (``Unregistered``, ``BadDeviceToken``…) and Web Push
-rows can join the same dict later without touching the FCM ones.
+rows can join the same dict later without touching the FCM ones. Exstream and OTDS answers have no error codes
+of their own: their HTTP status is classified by the same rules (``classify_http_status``), and
+``classify_exception`` gives any raised error its class, which is what task retries ask (``exstream_push.retrying``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import httpx
 from firebase_admin import exceptions, messaging
+
+from exstream_push.connectors.exstream import ExstreamError
 
 
 class PushProvider(StrEnum):
@@ -42,6 +47,10 @@ class PushErrorClass:
     @property
     def alert_operator(self) -> bool:
         return self.kind is PushErrorKind.CONFIGURATION
+
+
+class PushConfigurationError(RuntimeError):
+    """The provider refused our credentials or project: retrying the task cannot help, an operator must act."""
 
 
 RETRY = PushErrorClass(PushErrorKind.RETRY)
@@ -122,3 +131,29 @@ def classify_fcm_exception(exc: exceptions.FirebaseError) -> PushErrorClass:
     response = exc.http_response
     http_status = response.status_code if response is not None else None
     return classify_fcm_error(http_status, fcm_error_code(exc))
+
+
+def classify_exstream_error(exc: ExstreamError) -> PushErrorClass:
+    """An Orchestration API or OTDS call that failed, by its HTTP status (no response at all: retry).
+
+    A success status with a failure after it means the transfer broke off mid-answer (or the answer was cut short
+    into something unreadable): transient, like a reset connection.
+    """
+    if exc.status_code is not None and 200 <= exc.status_code <= 299:
+        return RETRY
+    return classify_http_status(exc.status_code)
+
+
+def classify_exception(exc: BaseException) -> PushErrorClass | None:
+    """The class of a raised error that this table knows how to read; None for one it cannot tell about."""
+    if isinstance(exc, PushConfigurationError):
+        return CONFIGURATION
+    if isinstance(exc, ExstreamError):
+        return classify_exstream_error(exc)
+    if isinstance(exc, exceptions.FirebaseError):
+        return classify_fcm_exception(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return classify_http_status(exc.response.status_code)
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return classify_http_status(None)
+    return None

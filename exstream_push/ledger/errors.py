@@ -64,6 +64,8 @@ class LedgerIntegrityError(LedgerError, IntegrityError):
 class LedgerOperationalError(LedgerError, OperationalError):
     """The database could not run the statement: locked, out of space, connection lost."""
 
+    retryable = True
+
 
 class LedgerDataError(LedgerError, DataError):
     """A value did not fit its column: type, length, range."""

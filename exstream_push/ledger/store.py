@@ -756,6 +756,15 @@ class Ledger:
             )
         return len(dead)
 
+    def run_workers(self, run_id: int) -> set[str]:
+        """Every worker the ledger has seen working on a run: its extractor or poster, and each batch's holder."""
+        batches, runs = WorkBatch.__table__, WorkRun.__table__
+        with self.engine.connect() as conn:
+            workers = set(conn.scalars(select(batches.c.claimed_by).where(batches.c.run_id == run_id).distinct()))
+            workers.add(conn.scalar(select(runs.c.claimed_by).where(runs.c.id == run_id)))
+        workers.discard(None)
+        return workers
+
     def run_state(self, run_id: int) -> tuple[str, str | None, dict[str, int]]:
         """A run's state, its extraction totals (JSON) and its batches counted by state."""
         batches = WorkBatch.__table__

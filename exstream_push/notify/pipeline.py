@@ -29,6 +29,7 @@ from blocks.fcm import FcmConnection
 from exstream_push.ledger.store import notification_rows
 from exstream_push.notify.schemas import MESSAGES, NOTICES, RECIPIENTS, conform
 from exstream_push.notify.timing import FrequencyCap, QuietHours, allowed_by_cap, quiet_until
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import SkipReason, Status
@@ -37,7 +38,7 @@ from exstream_push.tasks.segment import segment_recipients
 from exstream_push.tasks.send import send_push
 
 
-@task(name="release-deferred", retries=1, cache_policy=NO_CACHE)
+@task(name="release-deferred", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def release_deferred(use_case: str, as_of: datetime) -> int:
     """Deferred notifications whose quiet hours ended by ``as_of`` become ``pending`` (their key unchanged), so
     this run sends them, once. ``as_of`` moves to this run: that is when they go, which the cap counts."""
@@ -46,7 +47,7 @@ def release_deferred(use_case: str, as_of: datetime) -> int:
     return released
 
 
-@task(name="apply-frequency-cap", retries=1, cache_policy=NO_CACHE)
+@task(name="apply-frequency-cap", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def apply_frequency_cap(candidates: pd.DataFrame, use_case: str, as_of: datetime, cap: FrequencyCap) -> pd.DataFrame:
     """Keeps the notices the cap allows; the rest are recorded ``skipped``/``frequency_capped`` for good.
 
@@ -65,7 +66,7 @@ def apply_frequency_cap(candidates: pd.DataFrame, use_case: str, as_of: datetime
     return candidates[allowed].reset_index(drop=True)
 
 
-@task(name="defer-quiet-hours", retries=1, cache_policy=NO_CACHE)
+@task(name="defer-quiet-hours", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def defer_quiet_hours(recipients: pd.DataFrame, use_case: str, as_of: datetime, quiet: QuietHours) -> pd.DataFrame:
     """Returns the recipients that may be sent to now; those in their quiet hours are recorded ``deferred``.
 

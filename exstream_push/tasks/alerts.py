@@ -29,6 +29,7 @@ from sqlalchemy import case, func, select, update
 from blocks.exstream import ExstreamConnection
 from exstream_push.content.links import document_ref
 from exstream_push.ledger import Device, Ledger, Notification, OpsAlert, PostBack
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import OpsAlertState, PushStatus, Status, UseCase
@@ -182,7 +183,7 @@ def alert_spool(settings: Settings, alert_id: str) -> Path:
     return spool_dir(settings, USE_CASE, alert_id)
 
 
-@task(name="spool-alert-audience", retries=1, cache_policy=NO_CACHE)
+@task(name="spool-alert-audience", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def spool_alert_audience(alert: Alert) -> list[Path]:
     """The affected customers as document-like Parquet batches, so memory stays flat for a segment of millions.
 
@@ -260,7 +261,13 @@ def follow_up_rows(ledger: Ledger, alert: Alert, requested_at: datetime) -> Iter
         ]
 
 
-@task(name="request-alert-follow-up", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="request-alert-follow-up",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def request_follow_up(alert: Alert, exstream: ExstreamConnection, as_of: datetime) -> dict[str, Any]:
     """One batch-input POST to ``ops-follow-up`` listing the affected customers; never posted twice.
 

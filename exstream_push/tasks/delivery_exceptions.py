@@ -38,6 +38,7 @@ from exstream_push.exceptions import (
 from exstream_push.ledger import Notification
 from exstream_push.ledger.store import notification_key
 from exstream_push.message_file import EngineMessage, read_message_file
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Status
@@ -49,7 +50,7 @@ CHUNK = 5_000
 MAX_TYPES_SHOWN = 3
 
 
-@task(name="collect-tracking-failures", retries=1, cache_policy=NO_CACHE)
+@task(name="collect-tracking-failures", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def collect_tracking_failures(events: str, as_of: datetime) -> dict[str, int]:
     """Read a JSON Lines file of tracking events; record each failure event's document once.
 
@@ -95,7 +96,13 @@ def collect_tracking_failures(events: str, as_of: datetime) -> dict[str, int]:
     return dict(counts)
 
 
-@task(name="find-failed-jobs", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="find-failed-jobs",
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def find_failed_jobs(exstream: ExstreamConnection, as_of: datetime, job_id: str | None = None) -> list[ExstreamJob]:
     """The job asked for, or every job in status error that ended since the watermark and by ``as_of``, oldest
     first (the watermark advances job by job)."""
@@ -126,7 +133,13 @@ def find_failed_jobs(exstream: ExstreamConnection, as_of: datetime, job_id: str 
     return due
 
 
-@task(name="collect-job-failures", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="collect-job-failures",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def collect_job_failures(job: ExstreamJob, exstream: ExstreamConnection, as_of: datetime) -> dict[str, int]:
     """Record the failed documents named by ERROR/SEVERE lines of the job's message files; a job in status error
     with no failed document known (from any source) gets one job-level record instead."""
@@ -169,7 +182,7 @@ def collect_job_failures(job: ExstreamJob, exstream: ExstreamConnection, as_of: 
     return dict(counts)
 
 
-@task(name="advance-job-watermark", retries=2, cache_policy=NO_CACHE)
+@task(name="advance-job-watermark", retries=2, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def advance_job_watermark(job: ExstreamJob, exstream: ExstreamConnection, as_of: datetime) -> None:
     """Called once the job's failures are in the ledger, so a restart resumes after it and never before it."""
     settings = get_settings()
@@ -197,7 +210,7 @@ def _document_types(types: pd.Series) -> str:
     return ", ".join(shown) + (f", others ×{rest:,}" if rest else "")
 
 
-@task(name="build-operations-alerts", retries=1, cache_policy=NO_CACHE)
+@task(name="build-operations-alerts", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def build_operations_alerts() -> OperationsAlerts:
     """One topic push per (job, channel, failure class) that has records no push covered yet.
 
@@ -272,7 +285,7 @@ def build_operations_alerts() -> OperationsAlerts:
     return OperationsAlerts(messages=pd.DataFrame(rows), covered=covered)
 
 
-@task(name="mark-alerted-exceptions", retries=2, cache_policy=NO_CACHE)
+@task(name="mark-alerted-exceptions", retries=2, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def mark_alerted_exceptions(alerts: OperationsAlerts) -> dict[str, int]:
     """Tie each record to the push that covered it, once that push is sent; the others stay owed to the next run."""
     ledger = ledger_for(get_settings())

@@ -21,6 +21,7 @@ from exstream_push.content.links import document_ref
 from exstream_push.errors import JobOutputUnavailable
 from exstream_push.ledger.store import utcnow
 from exstream_push.manifest import ID_COLUMNS, MAX_ID_LENGTH, DeliveryManifest
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import QuarantineReason, SkipReason, Status
@@ -71,22 +72,11 @@ def spool_dir(settings: Settings, use_case: str, job_id: str) -> Path:
     return settings.home / "spool" / use_case / job_id
 
 
-def _retry_unless_unavailable(task: object, task_run: object, state: object) -> bool:
-    """A job Exstream does not know, or one without a delivery file, is not fixed by asking again in 5 seconds."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except JobOutputUnavailable:
-        return False
-    except Exception:
-        return True
-    return True
-
-
 @task(
     name="fetch-job-manifests",
     retries=3,
     retry_delay_seconds=5,
-    retry_condition_fn=_retry_unless_unavailable,
+    retry_condition_fn=retry_if_it_can_succeed,
     cache_policy=NO_CACHE,
 )
 def fetch_job_manifests(job_id: str, exstream: ExstreamConnection, use_case: str) -> list[ManifestSource]:
@@ -187,7 +177,7 @@ def too_long(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return over
 
 
-@task(name="extract-manifest", retries=1, cache_policy=NO_CACHE)
+@task(name="extract-manifest", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence[str] = ()) -> ExtractedManifest:
     """Stream the manifest into Parquet batches of valid, first-seen documents, recording every document seen.
 

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.exstream import ExstreamConnection
 from exstream_push.csvfiles import CsvWriter
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
 from exstream_push.status import UNSETTLED, PushStatus, Status
@@ -158,7 +159,13 @@ def post_driver_file(
         path.unlink(missing_ok=True)
 
 
-@task(name="post-outcomes-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="post-outcomes-to-exstream",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def post_outcomes(use_case: str, job_id: str, exstream: ExstreamConnection) -> dict[str, Any]:
     """One row per settled document Exstream has not been told about, so it can fall back for those push did not
     reach; what it was told is remembered once the post succeeded, so a later change goes as a correction."""

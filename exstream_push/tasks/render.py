@@ -15,6 +15,7 @@ from exstream_push.content.guard import find_leak
 from exstream_push.content.links import signed_link
 from exstream_push.content.templates import TemplateRenderer
 from exstream_push.ledger.store import notification_rows
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import QuarantineReason, Status
@@ -23,7 +24,7 @@ from exstream_push.status import QuarantineReason, Status
 GUARDED_COLUMNS = ("customer_id", "document_id")
 
 
-@task(name="render-messages", retries=1, cache_policy=NO_CACHE)
+@task(name="render-messages", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def render_messages(
     recipients: pd.DataFrame,
     use_case: str,

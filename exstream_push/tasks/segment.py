@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from exstream_push.ledger.store import notification_key, notification_rows
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import SkipReason, Status
@@ -24,7 +25,7 @@ def category_allowed(categories: pd.Series, category: str) -> pd.Series:
     return (categories == "") | wrapped.str.contains(f";{category};", regex=False)
 
 
-@task(name="segment-recipients", retries=1, cache_policy=NO_CACHE)
+@task(name="segment-recipients", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def segment_recipients(
     documents: Path | pd.DataFrame, use_case: str, category: str, as_of: datetime | None = None
 ) -> pd.DataFrame:

@@ -13,24 +13,12 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.fcm import FcmConnection
 from exstream_push.connectors.fcm import PushRequest, PushResult
+from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.ledger.store import notification_rows
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Status
-
-
-class PushConfigurationError(RuntimeError):
-    """The provider refused our credentials or project: retrying the task cannot help, an operator must act."""
-
-
-def _no_retry_on_configuration(task: object, task_run: object, state: object) -> bool:
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except PushConfigurationError:
-        return False
-    except Exception:
-        return True
-    return True
 
 
 def _classify(result: PushResult) -> tuple[Status, str | None, str]:
@@ -49,7 +37,7 @@ def _classify(result: PushResult) -> tuple[Status, str | None, str]:
     name="send-push",
     retries=2,
     retry_delay_seconds=10,
-    retry_condition_fn=_no_retry_on_configuration,
+    retry_condition_fn=retry_if_it_can_succeed,
     cache_policy=NO_CACHE,
 )
 def send_push(

@@ -29,6 +29,7 @@ from blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamJob
 from exstream_push.ledger import Ledger, Watermark
 from exstream_push.ledger.store import utcnow
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import UseCase
@@ -218,7 +219,13 @@ def save_cursor(ledger: Ledger, previous: str | None, cursor: JobCursor, name: s
     return value
 
 
-@task(name="record-job-ends", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="record-job-ends",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def record_job_ends(exstream: ExstreamConnection, as_of: datetime) -> dict[str, Any]:
     """List the jobs that ended since the watermark and store their events with the advanced watermark."""
     logger = get_run_logger()
@@ -259,7 +266,13 @@ def post_events(events: Sequence[dict[str, Any]]) -> None:
         client.request("POST", "/events", json=list(events))
 
 
-@task(name="emit-job-events", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="emit-job-events",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def emit_unsent_events() -> int:
     """Post the stored events Prefect has not accepted yet, then forget them; returns how many were posted."""
     ledger = ledger_for(get_settings())

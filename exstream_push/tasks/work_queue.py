@@ -5,6 +5,9 @@ the spooled batches in the ledger, and every process then claims batches one at 
 claim is a lease, renewed by a heartbeat thread while its holder lives; a worker that dies (SIGKILL, lost host)
 stops renewing, and its batch becomes claimable again — at once when the holder was a process of this host that
 no longer exists. The outcomes are posted back by exactly one process, after the last batch is done.
+A worker's id carries its Prefect flow run id: a process that finds an earlier worker of its run dead marks that
+flow run Crashed, which a SIGKILLed process could not report itself (the heartbeat automation in ``prefect.yaml``
+covers the workers nobody comes after, and hosts this one cannot look into).
 Workers must share the database and the spool folder (``EXSTREAM_PUSH_HOME``, or a shared volume under it).
 """
 
@@ -17,16 +20,20 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.states import Crashed
 
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
@@ -43,6 +50,7 @@ _HOST = socket.gethostname()
 _active: dict[str, Ledger] = {}  # worker id → ledger, for the claims this process holds
 _active_lock = threading.Lock()
 _heartbeat: threading.Thread | None = None
+_reported_dead: set[str] = set()  # workers whose flow runs this process has already looked at
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,21 @@ class SharedRun:
 
 
 def worker_id() -> str:
-    """host:pid:token — the pid lets a process of the same host tell a dead holder at once, the token one run."""
-    return f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+    """host:pid:token[:flow run id] — the pid lets a process of the same host tell a dead holder at once, the token
+    one run, the flow run id (inside a flow run) which Prefect run to mark Crashed when the holder is found dead."""
+    worker = f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{worker}:{flow_run.id}" if flow_run.id else worker
+
+
+def flow_run_of(worker: str) -> UUID | None:
+    """The Prefect flow run a worker id names, if it names one."""
+    parts = worker.split(":")
+    if len(parts) < 4:
+        return None
+    try:
+        return UUID(parts[3])
+    except ValueError:
+        return None
 
 
 def holder_is_dead(worker: str) -> bool:
@@ -79,6 +100,36 @@ def holder_is_dead(worker: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def crash_dead_workers(run: SharedRun, candidates: Collection[str] = ()) -> int:
+    """Mark Crashed the flow runs of this run's earlier workers whose process is gone and that Prefect still thinks
+    are running; returns how many. ``candidates`` adds holders the ledger replaced (a dead extractor taken over).
+
+    Only holders ``holder_is_dead`` is sure of count, never this flow run itself (a flow run started again keeps
+    its id); a Prefect API failure is logged and the run goes on, since this only corrects what the UI shows.
+    """
+    ledger = ledger_for(get_settings())
+    workers = (ledger.run_workers(run.run_id) | set(candidates)) - _reported_dead
+    dead = {worker for worker in workers if holder_is_dead(worker)}
+    _reported_dead.update(dead)
+    flow_runs = {flow_run_of(worker) for worker in dead} - {None, flow_run_of(run.worker)}
+    if not flow_runs:
+        return 0
+    message = f"its process died; a later worker of run {run.run_key} took over its unfinished work"
+    crashed = 0
+    try:
+        with get_client(sync_client=True) as client:
+            for flow_run_id in flow_runs:
+                state = client.read_flow_run(flow_run_id).state
+                if state is None or not state.is_final():
+                    client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+                    crashed += 1
+    except Exception:  # an unknown flow run, or the API away: the ledger's takeover goes on regardless
+        run_logger().warning("run %s: could not mark dead workers' flow runs Crashed", run.run_key, exc_info=True)
+    if crashed:
+        run_logger().warning("run %s: %d dead worker flow run(s) marked Crashed", run.run_key, crashed)
+    return crashed
 
 
 def _renew_forever() -> None:
@@ -120,13 +171,21 @@ def join_run(use_case: str, job_id: str, content: str | None = None) -> SharedRu
     run_key = f"{use_case}/{job_id}"
     worker = worker_id()
     _register(worker, ledger)
-    while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, holder_is_dead, content)) is None:
+    holders: set[str] = set()  # every holder the ledger asked about, so a replaced extractor is not forgotten
+
+    def is_dead(holder: str) -> bool:
+        holders.add(holder)
+        return holder_is_dead(holder)
+
+    while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, is_dead, content)) is None:
         time.sleep(POLL_SECONDS)
     run_id, extracts = joined
     up_to_date = not extracts and ledger.run_state(run_id)[0] == "done"
     role = "extractor" if extracts else "up to date" if up_to_date else "worker"
     run_logger().info("run %s #%d: joined as %s (%s)", run_key, run_id, worker, role)
-    return SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts, up_to_date=up_to_date)
+    run = SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts, up_to_date=up_to_date)
+    crash_dead_workers(run, holders)
+    return run
 
 
 @contextmanager
@@ -193,7 +252,8 @@ def drain_batches(
             if set(batches) <= {"done"}:
                 run_logger().info("run %s #%d: this worker processed %d batch(es)", run.run_key, run.run_id, processed)
                 return
-            ledger.expire_claims(run.run_id, holder_is_dead)
+            if ledger.expire_claims(run.run_id, holder_is_dead):
+                crash_dead_workers(run)
             time.sleep(POLL_SECONDS)
     finally:
         # A batch handed back while its tasks still run could be sent twice: let them end first.
@@ -210,7 +270,8 @@ def claim_post_back(run: SharedRun) -> bool:
         state, _totals, _batches = ledger.run_state(run.run_id)
         if state == "done":
             return False
-        ledger.expire_claims(run.run_id, holder_is_dead)
+        if ledger.expire_claims(run.run_id, holder_is_dead):
+            crash_dead_workers(run)
         time.sleep(POLL_SECONDS)
 
 

@@ -23,6 +23,7 @@ from blocks.exstream import ExstreamConnection
 from exstream_push.events import import_events
 from exstream_push.ledger.notices import EXSTREAM_DEVICE_PREFIX
 from exstream_push.ledger.store import notification_rows
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState, SkipReason, Status
@@ -58,7 +59,7 @@ def available_templates(use_case: str) -> set[str]:
     return {path.name.split(".")[0] for path in folder.glob("*.j2")}
 
 
-@task(name="screen-documents", retries=1, cache_policy=NO_CACHE)
+@task(name="screen-documents", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def screen_documents(batch: Path, source: ManifestSource, rules: FollowUpRules) -> dict[str, int]:
     """Keep out of the follow-up, with the reason, the documents that lack its keys or do not need it."""
     records = pd.read_parquet(batch)
@@ -82,7 +83,7 @@ def screen_documents(batch: Path, source: ManifestSource, rules: FollowUpRules) 
     }
 
 
-@task(name="import-engagement-events", retries=1, cache_policy=NO_CACHE)
+@task(name="import-engagement-events", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def import_engagement_events(path: str) -> dict[str, int]:
     """Store the events file once per event id, before the run decides anything from them."""
     report = import_events(ledger_for(get_settings()), Path(path))
@@ -106,7 +107,7 @@ def _snapshot_folder(use_case: str, as_of: datetime) -> Path:
     return get_settings().home / "spool" / use_case / f"follow-ups-{as_of:%Y%m%dT%H%M%S%fZ}"
 
 
-@task(name="snapshot-active-documents", retries=1, cache_policy=NO_CACHE)
+@task(name="snapshot-active-documents", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def snapshot_active_documents(rules: FollowUpRules, as_of: datetime) -> Snapshot:
     """Spool the documents still followed up as Parquet batches, so each is decided once per run, in bulk."""
     settings = get_settings()
@@ -127,7 +128,7 @@ def discard_snapshot(snapshot: Snapshot) -> None:
     shutil.rmtree(snapshot.folder, ignore_errors=True)
 
 
-@task(name="plan-follow-ups", retries=1, cache_policy=NO_CACHE)
+@task(name="plan-follow-ups", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def plan_follow_ups(batch: Path, rules: FollowUpRules, as_of: datetime) -> FollowUpPlan:
     """Decide, for a batch at once: which documents close, expire, go back to Exstream, or are owed which push."""
     repository = ledger_for(get_settings()).follow_ups
@@ -139,7 +140,7 @@ def plan_follow_ups(batch: Path, rules: FollowUpRules, as_of: datetime) -> Follo
     return plan(documents, rules, as_of, closed_at, history, templates)
 
 
-@task(name="settle-documents", retries=1, cache_policy=NO_CACHE)
+@task(name="settle-documents", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def settle_documents(plan: FollowUpPlan, rules: FollowUpRules, as_of: datetime) -> dict[str, int]:
     """Close the documents whose event came, expire those past their deadline; cancel whatever they were owed."""
     repository = ledger_for(get_settings()).follow_ups
@@ -153,7 +154,7 @@ def settle_documents(plan: FollowUpPlan, rules: FollowUpRules, as_of: datetime) 
     return counts
 
 
-@task(name="claim-hand-backs", retries=1, cache_policy=NO_CACHE)
+@task(name="claim-hand-backs", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def claim_hand_backs(documents: pd.DataFrame, rules: FollowUpRules, as_of: datetime) -> dict[str, int]:
     """Queue the batch's documents for the hand-back in the ledger, as notifications of the hand-back stage with
     the channel in place of a device; ``post_hand_backs`` sends the whole run's queue as one file."""
@@ -163,7 +164,13 @@ def claim_hand_backs(documents: pd.DataFrame, rules: FollowUpRules, as_of: datet
     return {f"{hand_back.stage}_due": len(owed)}
 
 
-@task(name="post-hand-backs-to-exstream", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="post-hand-backs-to-exstream",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_it_can_succeed,
+    cache_policy=NO_CACHE,
+)
 def post_hand_backs(rules: FollowUpRules, exstream: ExstreamConnection, as_of: datetime) -> dict[str, int]:
     """One CSV per run to the hand-back channel with every claimed document, then their state moves.
 

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from exstream_push.ledger.reminders import CustomerPage
 from exstream_push.ledger.store import notification_rows, utcnow
+from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import QuarantineReason, SkipReason, Status
@@ -36,7 +37,7 @@ from exstream_push.usecases.payment_reminders.rules import (
 # -- registering documents and payments -----------------------------------------------------------------------------
 
 
-@task(name="quarantine-invalid-due-dates", retries=1, cache_policy=NO_CACHE)
+@task(name="quarantine-invalid-due-dates", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def quarantine_invalid_due_dates(extracted: ExtractedManifest, use_case: str) -> int:
     """A document without a valid ISO ``DueDate`` cannot be placed on the ladder: it is quarantined with its
     position and line, and forgotten as a document, so a corrected manifest registers it afresh."""
@@ -90,7 +91,7 @@ def _log_lines(file_name: str, problems: Sequence[tuple[int, str]], shown: int =
         logger.warning("%s: %d more payment(s) skipped for the same reasons", file_name, len(problems) - shown)
 
 
-@task(name="record-payments", retries=1, cache_policy=NO_CACHE)
+@task(name="record-payments", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def record_payments(payments: Path, use_case: str, as_of: datetime) -> dict[str, int]:
     """Marks open documents paid (state ``paid``, one ``skipped``/``paid`` notification each) so no reminder follows.
 
@@ -134,7 +135,7 @@ def owed_pages(use_case: str) -> list[CustomerPage]:
     return ledger_for(settings).reminders.pending_pages(use_case, settings.batch_size)
 
 
-@task(name="owed-reminders", retries=1, cache_policy=NO_CACHE)
+@task(name="owed-reminders", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def owed_reminders(page: CustomerPage, use_case: str, category: str, config: ReminderConfig) -> pd.DataFrame:
     """Pending notifications of a page of customers, ready to render; consent and payment are checked again.
 
@@ -166,7 +167,7 @@ def reminder_pages(use_case: str) -> list[CustomerPage]:
     return ledger_for(settings).reminders.open_pages(use_case, settings.batch_size)
 
 
-@task(name="due-reminders", retries=1, cache_policy=NO_CACHE)
+@task(name="due-reminders", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def due_reminders(page: CustomerPage, use_case: str, config: ReminderConfig, as_of: datetime) -> pd.DataFrame:
     """One row per open document of the page whose stage at ``as_of`` has not been decided yet, with ``stage``,
     ``template`` and ``priority``; the most pressing first within each customer, for the frequency cap."""
