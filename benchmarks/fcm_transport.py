@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 from firebase_admin import messaging
 
-from emulators.server import free_port
 from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message, firebase_app_at
+from exstream_push_dev.emulators.server import free_port
 
 PROJECT = "benchmark-project"
 SDK_BATCH = 500  # send_each_async takes at most 500 messages per call
@@ -47,7 +47,7 @@ def emulator_process() -> Iterator[str]:
     """The FCM emulator under uvicorn in a child process; yields its URL once it answers."""
     port = free_port()
     command = [
-        sys.executable, "-m", "uvicorn", "--factory", "emulators.fcm:create_fcm_app",
+        sys.executable, "-m", "uvicorn", "--factory", "exstream_push_dev.emulators.fcm:create_fcm_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
         "--lifespan", "off",
     ]  # fmt: skip

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.exstream import ExstreamConnection
-from blocks.fcm import FcmConnection
+from exstream_push.blocks.exstream import ExstreamConnection
+from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
 
 

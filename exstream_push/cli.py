@@ -7,13 +7,12 @@ import importlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,10 @@ from exstream_push.task_runners import TASK_RUNNERS
 
 # Set by ``main`` from ``--debug``: whether the terminal shows tracebacks.
 _debug = False
+
+
+COMMAND_PLUGINS = "exstream_push.commands"
+"""Entry-point group of packages that add commands (the development tools add demo, emulate, up and bench)."""
 
 
 def configure_prefect(settings: Settings) -> None:
@@ -120,44 +123,44 @@ class RunnableFlow:
 
 RUNNABLE_FLOWS: dict[str, RunnableFlow] = {
     "statement-ready": RunnableFlow(
-        "flows.statement_ready:statement_ready", "push 'your document is ready' for an Exstream run", True
+        "exstream_push.flows.statement_ready:statement_ready", "push 'your document is ready' for an Exstream run", True
     ),
     "payment-reminders": RunnableFlow(
-        "flows.payment_reminders:payment_reminders",
+        "exstream_push.flows.payment_reminders:payment_reminders",
         "payment due and delinquency reminders along the escalation ladder",
         inputs=frozenset({"payments"}),
     ),
     "policy-change": RunnableFlow(
-        "flows.policy_change:policy_change",
+        "exstream_push.flows.policy_change:policy_change",
         "policy or contract change alerts, reminders until acknowledged, escalation to Exstream",
         inputs=frozenset({"events"}),
     ),
     "delivery-exceptions": RunnableFlow(
-        "flows.delivery_exceptions:delivery_exceptions",
+        "exstream_push.flows.delivery_exceptions:delivery_exceptions",
         "failed print, undeliverable e-mail and rejected documents → one push per failure to operations",
         takes_manifest=False,
         inputs=frozenset({"events"}),
     ),
     "action-required": RunnableFlow(
-        "flows.action_required:action_required",
+        "exstream_push.flows.action_required:action_required",
         "customer action prompts, reminders before the deadline, print fallback, expiry",
         inputs=frozenset({"events"}),
     ),
     "preference-sync": RunnableFlow(
-        "flows.preference_sync:preference_sync",
+        "exstream_push.flows.preference_sync:preference_sync",
         "opt-ins, devices and preferences changed since the last sync → Exstream's channel selection",
         takes_manifest=False,
         takes_job=False,
     ),
     "operational-alert": RunnableFlow(
-        "flows.operational_alert:operational_alert",
+        "exstream_push.flows.operational_alert:operational_alert",
         "push an operational alert the ingress received, then ask Exstream for the formal follow-up letter",
         takes_manifest=False,
         takes_job=False,
         options=("alert_id",),
     ),
     "lifecycle-tracking": RunnableFlow(
-        "flows.lifecycle_tracking:lifecycle_tracking",
+        "exstream_push.flows.lifecycle_tracking:lifecycle_tracking",
         "fold engagement into document status, report changes and request fallbacks from Exstream",
         takes_manifest=False,
         takes_job=False,
@@ -247,7 +250,7 @@ def cmd_exceptions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_exceptions_reissue(args: argparse.Namespace) -> int:
-    from blocks.exstream import ExstreamConnection
+    from exstream_push.blocks.exstream import ExstreamConnection
     from exstream_push.exceptions import request_reissue
     from exstream_push.runtime import ledger_for
 
@@ -261,19 +264,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exstream_push.ingress.app import serve
 
     serve(host=args.host, port=args.port)
-    return 0
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from exstream_push.stack import run_stack
-
-    return run_stack(prefect_port=args.prefect_port)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from exstream_push.bench import run_bench
-
-    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers)
     return 0
 
 
@@ -297,36 +287,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_emulate(args: argparse.Namespace) -> int:
-    from emulators.exstream import create_exstream_app
-    from emulators.fcm import create_fcm_app, parse_fault_spec
-    from emulators.server import ServerThread
-
-    faults = parse_fault_spec(args.faults) if args.faults else None
-    data_dir = Path(args.exstream_data) if args.exstream_data else get_settings().data_dir / "exstream"
-    fcm = ServerThread(create_fcm_app(faults=faults, latency=args.latency), port=args.fcm_port).start()
-    exstream = ServerThread(create_exstream_app(data_dir), port=args.exstream_port).start()
-    print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
-    print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
-    print("point exstream-push at them with:")
-    print(f"  export EXSTREAM_PUSH_FCM_URL={fcm.url}")
-    print(f"  export EXSTREAM_PUSH_EXSTREAM_URL={exstream.url}/orchestration")
-    print("Ctrl-C stops them.", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
-    fcm.stop()
-    exstream.stop()
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from exstream_push.demo import run_demo
-
-    return run_demo()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exstream-push",
@@ -334,17 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure, not only its one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser("demo", help="run the statement-ready flow end to end against the emulators")
-    demo.set_defaults(handler=cmd_demo)
-
-    emulate = commands.add_parser("emulate", help="run the FCM and Exstream emulators until Ctrl-C")
-    emulate.add_argument("--fcm-port", type=int, default=8090)
-    emulate.add_argument("--exstream-port", type=int, default=8091)
-    emulate.add_argument("--exstream-data", help="folder holding jobs/{jobId}/ (default: data/exstream)")
-    emulate.add_argument("--faults", help="random FCM faults by rate, e.g. 429=0.05,503=0.05,500=0.01")
-    emulate.add_argument("--latency", type=float, default=0.0, help="seconds added to every FCM send")
-    emulate.set_defaults(handler=cmd_emulate)
+    for plugin in entry_points(group=COMMAND_PLUGINS):
+        plugin.load()(commands)
 
     devices = commands.add_parser("devices", help="the device registry").add_subparsers(
         dest="devices_command", required=True, metavar="ACTION"
@@ -420,19 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8095)
     serve.set_defaults(handler=cmd_serve)
-
-    up = commands.add_parser("up", help="Prefect server and worker, emulators, ingress API, deployments; Ctrl-C stops")
-    up.add_argument("--prefect-port", type=int, default=4200)
-    up.set_defaults(handler=cmd_up)
-
-    bench = commands.add_parser("bench", help="statement-ready at scale beside the ceiling and the SDK baseline")
-    bench.add_argument("--customers", type=int, default=1_000_000)
-    bench.add_argument("--out", default="bench-results/bench.json", help="where the figures go as JSON")
-    bench.add_argument("--emulator-workers", type=int, default=1, help="FCM emulator processes")
-    bench.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the run (default: one per core)"
-    )
-    bench.set_defaults(handler=cmd_bench)
 
     report = commands.add_parser("report", help="counts per use case and status")
     report.add_argument("--json", action="store_true", help="an object keyed by use case: status → count")

@@ -36,7 +36,7 @@ from exstream_push.tasks.post_back import post_driver_file
 from exstream_push.zones import TimeZoneName
 
 if TYPE_CHECKING:
-    from blocks.exstream import ExstreamConnection
+    from exstream_push.blocks.exstream import ExstreamConnection
 
 log = logging.getLogger(__name__)
 

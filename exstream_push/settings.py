@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -12,12 +13,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "EXSTREAM_PUSH_"
 
 
 class ManifestKeys(BaseSettings):
     """Names of the ``<key name=...>`` elements; each Exstream application defines its own."""
 
-    model_config = SettingsConfigDict(env_prefix="EXSTREAM_PUSH_KEY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}KEY_", extra="ignore")
 
     customer_id: str = "CustomerId"
     document_id: str = "DocumentId"
@@ -26,7 +28,7 @@ class ManifestKeys(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EXSTREAM_PUSH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Path(".exstream-push")
     database_url: str | None = None
@@ -94,5 +96,32 @@ class Settings(BaseSettings):
         return key_file.read_text().strip().encode()
 
 
-def get_settings() -> Settings:
+_configured: Settings | None = None
+
+
+def _environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith(ENV_PREFIX)))
+
+
+@lru_cache(maxsize=4)
+def _settings_from(environment: tuple[tuple[str, str], ...]) -> Settings:
     return Settings()
+
+
+def get_settings() -> Settings:
+    """The process's settings: the ones a caller configured, else read once from the environment.
+
+    Read again only when an ``EXSTREAM_PUSH_*`` variable changed since (tests set them per test), so the ~100
+    callers share one object instead of parsing the environment each time.
+    """
+    if _configured is not None:
+        return _configured
+    return _settings_from(_environment())
+
+
+def configure_settings(settings: Settings | None) -> None:
+    """Make ``settings`` this process's own (the demo, the bench and the stack configure the product this way,
+    instead of writing ``EXSTREAM_PUSH_*`` into the environment); ``None`` goes back to the environment's."""
+    global _configured
+    _configured = settings
+

@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect import flow
 
+from exstream_push.flows.follow_up import run_follow_up
 from exstream_push.status import UseCase
 from exstream_push.usecases.follow_up.config import load_rules
 from exstream_push.usecases.follow_up.tasks import follow_up_run_name, publish_completion_rates
-from flows.follow_up import run_follow_up
 
 USE_CASE = UseCase.ACTION_REQUIRED.value
 

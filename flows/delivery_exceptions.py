@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from blocks import connections
+from exstream_push.blocks import connections
 from exstream_push.status import UseCase
 from exstream_push.tasks.delivery_exceptions import (
     advance_job_watermark,

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from blocks import exstream_connection
+from exstream_push.blocks import exstream_connection
 from exstream_push.tasks.watch import emit_unsent_events, record_job_ends
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from blocks import connections
+from exstream_push.blocks import connections
 from exstream_push.notify.pipeline import notify, release_deferred
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-from blocks import connections
+from exstream_push.blocks import connections
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import OpsAlertState

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from blocks import connections
+from exstream_push.blocks import connections
 from exstream_push.notify.pipeline import deliver, notify, release_deferred
 from exstream_push.status import UseCase
 from exstream_push.tasks.completeness import ensure_complete

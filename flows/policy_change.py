@@ -7,9 +7,9 @@ from typing import Any
 
 from prefect import flow
 
+from exstream_push.flows.follow_up import run_follow_up
 from exstream_push.status import UseCase
 from exstream_push.usecases.follow_up.tasks import follow_up_run_name
-from flows.follow_up import run_follow_up
 
 USE_CASE = UseCase.POLICY_CHANGE.value
 

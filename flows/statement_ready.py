@@ -12,8 +12,8 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from blocks import connections
-from blocks.fcm import FcmConnection
+from exstream_push.blocks import connections
+from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
 from exstream_push.status import UseCase
 from exstream_push.tasks.completeness import ensure_complete

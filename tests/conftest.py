@@ -14,9 +14,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from emulators.exstream import create_exstream_app
-from emulators.fcm import create_fcm_app
-from emulators.server import ServerThread
+from exstream_push_dev.emulators.exstream import create_exstream_app
+from exstream_push_dev.emulators.fcm import create_fcm_app
+from exstream_push_dev.emulators.server import ServerThread
 
 REQUIRE_SERVICES = os.environ.get("EXSTREAM_PUSH_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -1,6 +1,6 @@
 """A real Prefect server and process worker for the event-driven tests, driven through the REST API.
 
-Started as subprocesses the way ``exstream-push up`` starts them (``exstream_push.stack``), so the tests exercise
+Started as subprocesses the way ``exstream-push up`` starts them (``exstream_push_dev.stack``), so the tests exercise
 the same commands a user runs: ``prefect server start``, ``prefect work-pool create``, ``prefect deploy``,
 ``prefect worker start``.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import make_url
 
-from emulators.server import free_port
-from exstream_push.stack import (
+from exstream_push_dev.emulators.server import free_port
+from exstream_push_dev.stack import (
     LOOPBACK,
     PROJECT_ROOT,
     WORK_POOL,

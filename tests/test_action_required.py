@@ -18,10 +18,10 @@ from prefect.artifacts import Artifact
 from sqlalchemy import select
 
 from exstream_push.cli import main
+from exstream_push.flows.action_required import action_required
 from exstream_push.ledger import Document
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from flows.action_required import action_required
 from tests.conftest import fcm_messages
 from tests.test_policy_change import (
     customer_devices,

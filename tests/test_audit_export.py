@@ -17,10 +17,10 @@ import pytest
 
 from exstream_push.audit import export_audit
 from exstream_push.cli import main
+from exstream_push.flows.action_required import action_required
+from exstream_push.flows.policy_change import policy_change
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from flows.action_required import action_required
-from flows.policy_change import policy_change
 from tests.test_action_required import DEADLINE, action_record, completion
 from tests.test_action_required import document_id as action_document_id
 from tests.test_action_required import group as action_group

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.samples import write_devices, write_exstream_job
 from exstream_push.cli import main
+from exstream_push_dev.emulators.samples import write_devices, write_exstream_job
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
 
@@ -62,7 +62,7 @@ def test_missing_manifest_is_a_clear_error(env: dict[str, str], capsys: pytest.C
 
 
 def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
-    from emulators.server import free_port
+    from exstream_push_dev.emulators.server import free_port
 
     fcm_port, exstream_port = free_port(), free_port()
     process = subprocess.Popen(
@@ -131,7 +131,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
-    from emulators.server import free_port
+    from exstream_push_dev.emulators.server import free_port
 
     port = free_port()
     manifest = tmp_path / "_STDDELIVERYFILE.xml"
@@ -154,7 +154,7 @@ def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(tmp_p
 
 
 def test_an_unreachable_prefect_api_is_one_line(tmp_path: Path) -> None:
-    from emulators.server import free_port
+    from exstream_push_dev.emulators.server import free_port
 
     port = free_port()
     manifest = tmp_path / "_STDDELIVERYFILE.xml"
@@ -177,9 +177,9 @@ def test_a_run_that_fails_in_prefect_is_one_line_without_debug(
     and the command ends with the error's own line."""
     from prefect.settings import PREFECT_API_URL
 
-    from emulators.samples import write_manifest
     from exstream_push.runtime import ledger_for
     from exstream_push.settings import get_settings
+    from exstream_push_dev.emulators.samples import write_manifest
     from tests.test_ledger_errors import refuse_documents
 
     manifest = tmp_path / "_STDDELIVERYFILE.xml"
@@ -191,7 +191,8 @@ def test_a_run_that_fails_in_prefect_is_one_line_without_debug(
     done = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", "JOB-CLI-FAIL", env=prefect)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    assert "Task run failed with exception" in done.stderr  # Prefect's engine logged it, in one line
+    # Prefect's engine logged the task's failure in one line (an integrity error is not retried, so no attempt log)
+    assert "Task run 'extract-manifest" in done.stderr and "Finished in state Failed" in done.stderr
     assert done.stderr.splitlines()[-1].startswith("exstream-push: ledger statement failed on SQLite")
     assert not any(customer in done.stderr + done.stdout for customer in customers)
 

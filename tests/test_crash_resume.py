@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from emulators.samples import write_devices, write_manifest
 from exstream_push.content.links import document_ref
 from exstream_push.ledger import Notification
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.samples import write_devices, write_manifest
 from tests.conftest import fcm_messages
 from tests.oracle import read_scenario
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from exstream_push.cli import main
 from exstream_push.csvfiles import FORMULA_TRIGGERS, CsvWriter
-from flows.policy_change import policy_change
-from flows.statement_ready import statement_ready
+from exstream_push.flows.policy_change import policy_change
+from exstream_push.flows.statement_ready import statement_ready
 from tests.conftest import exstream_inbox
 from tests.test_policy_change import T0, write_devices, write_manifest
 

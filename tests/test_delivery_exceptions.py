@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from emulators.failures import failure_events, write_failed_job
 from exstream_push.cli import main
 from exstream_push.exceptions import (
     DeliveryExceptionsConfig,
@@ -25,10 +24,11 @@ from exstream_push.exceptions import (
     load_config,
     mask_reference,
 )
+from exstream_push.flows.delivery_exceptions import delivery_exceptions
 from exstream_push.message_file import parse_line
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import ManifestKeys, get_settings
-from flows.delivery_exceptions import delivery_exceptions
+from exstream_push_dev.emulators.failures import failure_events, write_failed_job
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
 JOB_ID = "STMT-2026-11-ERR"

@@ -19,13 +19,13 @@ import httpx
 import pytest
 import yaml
 
-from emulators.exstream import ExstreamEmulator, create_exstream_app
-from emulators.fcm import create_fcm_app
-from emulators.samples import customer_id, write_devices, write_exstream_job
-from emulators.server import ServerThread, free_port
 from exstream_push.devices import import_devices
 from exstream_push.ledger import Ledger
-from exstream_push.stack import LOOPBACK, PROJECT_ROOT, ChildProcess, wait_for_http
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app
+from exstream_push_dev.emulators.fcm import create_fcm_app
+from exstream_push_dev.emulators.samples import customer_id, write_devices, write_exstream_job
+from exstream_push_dev.emulators.server import ServerThread, free_port
+from exstream_push_dev.stack import LOOPBACK, PROJECT_ROOT, ChildProcess, wait_for_http
 from tests.conftest import exstream_inbox, fcm_messages
 from tests.prefect_server import PrefectServer, prefect_postgres_database
 

@@ -11,11 +11,11 @@ import pytest
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from blocks.exstream import ExstreamConnection
-from emulators.exstream import ExstreamEmulator, create_exstream_app, docgen_step_id
-from emulators.server import ServerThread
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamClient, ExstreamError
 from exstream_push.settings import Settings
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app, docgen_step_id
+from exstream_push_dev.emulators.server import ServerThread
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exstream"
 FIXTURE_JOB = "JOB-FIXTURE-1"

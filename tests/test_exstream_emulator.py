@@ -13,14 +13,14 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from emulators.exstream import (
+from exstream_push_dev.emulators.exstream import (
     ExstreamEmulator,
     create_exstream_app,
     docgen_step_id,
     flow_instance_id,
     input_step_id,
 )
-from emulators.server import ServerThread
+from exstream_push_dev.emulators.server import ServerThread
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exstream"
 FIXTURE_JOB = "JOB-FIXTURE-1"
@@ -264,7 +264,7 @@ def test_batch_input_starts_a_job_and_lands_in_the_inbox(api: httpx.Client) -> N
 
 
 def test_a_huge_body_is_kept_only_in_part(api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("emulators.exstream.INBOX_BODY_LIMIT", 10)
+    monkeypatch.setattr("exstream_push_dev.emulators.exstream.INBOX_BODY_LIMIT", 10)
     api.post("/orchestration/api/v1/inputs/batch/default/push-status", content=b"0123456789abcdef")
     [recorded] = [entry for entry in api.get("/_emulator/inbox").json() if entry["path"].endswith("/push-status")]
     assert recorded["body"] == "0123456789"

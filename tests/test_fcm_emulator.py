@@ -14,8 +14,8 @@ import orjson
 import pytest
 from firebase_admin import _utils, credentials, exceptions, messaging
 
-from emulators.fcm import FcmEmulatorState, create_fcm_app, parse_fault_spec
-from emulators.server import ServerThread
+from exstream_push_dev.emulators.fcm import FcmEmulatorState, create_fcm_app, parse_fault_spec
+from exstream_push_dev.emulators.server import ServerThread
 
 PROJECT = "demo-project"
 SEND_PATH = f"/v1/projects/{PROJECT}/messages:send"

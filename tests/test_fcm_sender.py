@@ -23,9 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from blocks.fcm import FcmConnection
-from emulators.fcm import FcmEmulatorState, create_fcm_app
-from emulators.server import ServerThread
+from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.connectors.fcm import (
     MAX_PAYLOAD_BYTES,
     FcmSender,
@@ -38,6 +36,8 @@ from exstream_push.connectors.fcm import (
 from exstream_push.connectors.push_errors import PushErrorKind
 from exstream_push.quota import NoQuota
 from exstream_push.settings import Settings
+from exstream_push_dev.emulators.fcm import FcmEmulatorState, create_fcm_app
+from exstream_push_dev.emulators.server import ServerThread
 
 PROJECT = "test-project"
 

@@ -18,7 +18,6 @@ import uvicorn
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
-from emulators.server import ServerThread, free_port
 from exstream_push.content.links import customer_ref, document_ref
 from exstream_push.ingress.app import IngressConfigurationError, create_app, serve
 from exstream_push.ingress.signing import SIGNATURE_HEADER, sign
@@ -35,6 +34,7 @@ from exstream_push.ledger import (
 from exstream_push.prefect_events import drain_outbox, enqueue, pending_count
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.server import ServerThread, free_port
 from tests.test_prefect_events import FakePrefectEvents, wait_for_events
 
 SECRET = b"ingress-test-secret"

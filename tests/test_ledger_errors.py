@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
-from emulators.samples import write_manifest
 from exstream_push.errors import DependencyUnavailable
 from exstream_push.ledger import Ledger, bulk
 from exstream_push.ledger.errors import LedgerError, LedgerUnavailable
 from exstream_push.ledger.store import notification_rows, utcnow
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.samples import write_manifest
 from tests.oracle import read_scenario
 
 CUSTOMER_ID, DOCUMENT_ID, JOB_ID = "CUST-7730-SECRET", "DOC-2026-4411-SECRET", "JOB-LEAK-1"
@@ -92,7 +92,7 @@ def test_a_value_copy_refuses_is_not_quoted(postgres_url: str) -> None:
     ],
 )
 def test_an_unreachable_database_is_named_by_address_without_password(tmp_path: Path, url: str, address: str) -> None:
-    from emulators.server import free_port
+    from exstream_push_dev.emulators.server import free_port
 
     port, file = free_port(), tmp_path / "a-file-not-a-folder"
     file.write_text("")
@@ -117,7 +117,7 @@ def test_a_failed_flow_leaves_no_customer_data_in_logs_states_or_results(
     from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from flows.statement_ready import statement_ready
+    from exstream_push.flows.statement_ready import statement_ready
 
     monkeypatch.setenv("EXSTREAM_PUSH_DATABASE_URL", database_url)
     manifest = tmp_path / "_STDDELIVERYFILE.xml"

@@ -8,10 +8,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from emulators.samples import write_devices, write_manifest
 from exstream_push.cli import main
-from flows.lifecycle_tracking import lifecycle_tracking
-from flows.statement_ready import statement_ready
+from exstream_push.flows.lifecycle_tracking import lifecycle_tracking
+from exstream_push.flows.statement_ready import statement_ready
+from exstream_push_dev.emulators.samples import write_devices, write_manifest
 from tests.conftest import exstream_inbox
 
 JOB_ID = "JOB-LIFECYCLE"

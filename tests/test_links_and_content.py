@@ -16,8 +16,8 @@ from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES
 from exstream_push.content.guard import find_leak, pattern_leak
 from exstream_push.content.links import document_ref, signed_link, verify_link
 from exstream_push.content.templates import TemplateMissing, TemplateRenderer
+from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.settings import PROJECT_ROOT
-from flows.statement_ready import statement_ready
 from tests.conftest import exstream_inbox, fcm_messages
 from tests.test_policy_change import write_devices, write_manifest
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from emulators.samples import write_manifest
 from exstream_push.manifest import DeliveryManifest, ManifestError
 from exstream_push.settings import ManifestKeys
+from exstream_push_dev.emulators.samples import write_manifest
 
 MANIFEST = """<?xml version="1.0" encoding="UTF-8"?>
 <outputList customersProcessed="3" pagesProcessed="9">

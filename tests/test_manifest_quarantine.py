@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import select
 
 from exstream_push.cli import main
+from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.ledger import RejectedRecord
 from exstream_push.ledger.models import WorkRun
 from exstream_push.manifest import MAX_ID_LENGTH
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from flows.statement_ready import statement_ready
 from tests.conftest import exstream_inbox, fcm_messages
 
 JOB_ID = "JOB-QUARANTINE-1"

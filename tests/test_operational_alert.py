@@ -14,14 +14,14 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
-from emulators.server import ServerThread
+from exstream_push.flows.operational_alert import operational_alert
 from exstream_push.ingress.app import create_app
 from exstream_push.ledger import Device, Ledger, OutboxEvent
 from exstream_push.prefect_events import drain_outbox
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.alerts import FOLLOW_UP_HEADER, SegmentError, alert_report, segment_customers
-from flows.operational_alert import operational_alert
+from exstream_push_dev.emulators.server import ServerThread
 from tests.conftest import exstream_inbox, fcm_messages
 from tests.test_ingress import SECRET, Ingress
 from tests.test_prefect_events import wait_for_events

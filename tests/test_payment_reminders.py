@@ -24,10 +24,10 @@ from sqlalchemy import select
 
 from exstream_push.cli import main
 from exstream_push.content.links import document_ref
+from exstream_push.flows.payment_reminders import payment_reminders
 from exstream_push.ledger import Document, Notification, RejectedRecord
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from flows.payment_reminders import payment_reminders
 from tests.conftest import fcm_messages
 
 USE_CASE = "payment-reminders"

@@ -21,10 +21,10 @@ from sqlalchemy import select
 
 from exstream_push.cli import main
 from exstream_push.content.links import document_ref
+from exstream_push.flows.policy_change import policy_change
 from exstream_push.ledger import Document, Notification, RejectedRecord
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from flows.policy_change import policy_change
 from tests.conftest import exstream_inbox, fcm_messages
 
 USE_CASE = "policy-change"

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from emulators.server import ServerThread, free_port
 from exstream_push.ledger import Ledger, OutboxEvent
 from exstream_push.prefect_events import drain_outbox, enqueue, pending_count
+from exstream_push_dev.emulators.server import ServerThread, free_port
 
 
 @pytest.fixture

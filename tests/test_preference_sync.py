@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import insert
 
 from exstream_push.cli import main
+from exstream_push.flows.preference_sync import preference_sync
 from exstream_push.ledger import Preference
 from exstream_push.ledger.store import utcnow
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.preferences import decide_channel
-from flows.preference_sync import preference_sync
 from tests.conftest import exstream_inbox
 
 DEVICES = """customer_id,device_id,platform,token,push_opt_in,locale,timezone,categories

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from emulators.server import ServerThread
 from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message
 from exstream_push.quota import NoQuota, PermitPool, PrefectQuota, RedisQuota, SendQuota, send_quota
 from exstream_push.settings import Settings
+from exstream_push_dev.emulators.server import ServerThread
 
 REQUIRE_SERVICES = os.environ.get("EXSTREAM_PUSH_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("EXSTREAM_PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -9,15 +9,15 @@ import pytest
 from firebase_admin import exceptions
 from prefect import flow
 
-from blocks import exstream_connection
-from emulators.exstream import ExstreamEmulator, docgen_step_id
-from emulators.samples import write_exstream_job
-from emulators.server import ServerThread
+from exstream_push.blocks import exstream_connection
 from exstream_push.connectors.exstream import ExstreamError
 from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.errors import ExstreamPushError, RunIncomplete
 from exstream_push.retrying import can_succeed_again
 from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, docgen_step_id
+from exstream_push_dev.emulators.samples import write_exstream_job
+from exstream_push_dev.emulators.server import ServerThread
 
 JOB_ID = "JOB-RETRY-1"
 

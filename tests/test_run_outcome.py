@@ -13,10 +13,10 @@ import pytest
 
 from exstream_push.cli import main
 from exstream_push.errors import RunIncomplete
+from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.completeness import ensure_complete
-from flows.statement_ready import statement_ready
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
 USE_CASE = "statement-ready"

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from emulators.samples import write_devices, write_manifest
-from emulators.server import EmulatorProcess
 from exstream_push.ledger import Notification, PostBack
 from exstream_push.ledger.models import WorkBatch, WorkRun
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.samples import write_devices, write_manifest
+from exstream_push_dev.emulators.server import EmulatorProcess
 from tests.conftest import exstream_inbox
 from tests.oracle import read_scenario
 
@@ -47,7 +47,9 @@ def test_two_workers_share_one_run_and_send_each_message_once(
     expected = read_scenario(manifest, devices, JOB_ID)
 
     # One emulator process (its counters are per process), counting rather than keeping 100,000 messages.
-    with EmulatorProcess("emulators.fcm:create_fcm_app_from_env", env={"FCM_EMULATOR_KEEP_MESSAGES": "0"}) as fcm_url:
+    with EmulatorProcess(
+        "exstream_push_dev.emulators.fcm:create_fcm_app_from_env", env={"FCM_EMULATOR_KEEP_MESSAGES": "0"}
+    ) as fcm_url:
         child_env = {
             **os.environ,
             **env,

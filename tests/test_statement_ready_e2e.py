@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from emulators.samples import write_devices, write_manifest
 from exstream_push.cli import main
 from exstream_push.content.links import document_ref
+from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.ledger import Device
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from flows.statement_ready import statement_ready
+from exstream_push_dev.emulators.samples import write_devices, write_manifest
 from tests.conftest import exstream_inbox, fcm_messages
 from tests.oracle import read_scenario
 

@@ -14,11 +14,11 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from emulators.samples import write_devices, write_manifest
-from emulators.server import ServerThread
 from exstream_push.cli import build_parser, main
+from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.task_runners import task_runner_for
-from flows.statement_ready import statement_ready
+from exstream_push_dev.emulators.samples import write_devices, write_manifest
+from exstream_push_dev.emulators.server import ServerThread
 from tests.conftest import fcm_messages
 
 JOB_ID = "JOB-DASK-1"

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from emulators.exstream import ExstreamEmulator
-from emulators.server import ServerThread
 from exstream_push.connectors.exstream import ExstreamJob
+from exstream_push.flows import exstream_watcher as watcher_module
+from exstream_push.flows.exstream_watcher import exstream_watcher
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import PROJECT_ROOT, get_settings
 from exstream_push.status import UseCase
@@ -28,8 +28,8 @@ from exstream_push.tasks.watch import (
     read_cursor,
     save_cursor,
 )
-from flows import exstream_watcher as watcher_module
-from flows.exstream_watcher import exstream_watcher
+from exstream_push_dev.emulators.exstream import ExstreamEmulator
+from exstream_push_dev.emulators.server import ServerThread
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 EIGHT_FLOWS = {use_case.value for use_case in UseCase}

@@ -12,7 +12,7 @@ from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.settings import PREFECT_API_URL
 from prefect.settings.models.flows import FlowsSettings
 
-from exstream_push.stack import PREFECT_YAML, apply_automations, project_automations
+from exstream_push_dev.stack import PREFECT_YAML, apply_automations, project_automations
 
 TERMINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 

@@ -25,7 +25,7 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from blocks.fcm import FcmConnection
+from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.ledger.store import notification_rows
 from exstream_push.notify.schemas import MESSAGES, NOTICES, RECIPIENTS, conform
 from exstream_push.notify.timing import FrequencyCap, QuietHours, allowed_by_cap, quiet_until

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import case, func, select, update
 
-from blocks.exstream import ExstreamConnection
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.content.links import document_ref
 from exstream_push.ledger import Device, Ledger, Notification, OpsAlert, PostBack
 from exstream_push.retrying import retry_if_it_can_succeed

@@ -18,7 +18,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
-from blocks.exstream import ExstreamConnection
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamJob
 from exstream_push.connectors.fcm import build_message
 from exstream_push.exceptions import (

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.exstream import ExstreamConnection
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.csvfiles import CsvWriter
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for, run_logger

@@ -11,7 +11,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.fcm import FcmConnection
+from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.connectors.fcm import PushRequest, PushResult
 from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.ledger.store import notification_rows

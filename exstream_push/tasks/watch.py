@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from blocks.exstream import ExstreamConnection
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamJob
 from exstream_push.ledger import Ledger, Watermark
 from exstream_push.ledger.store import utcnow

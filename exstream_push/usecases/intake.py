@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from blocks.exstream import ExstreamConnection
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.settings import get_settings
 from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests, job_id_for_file, spool_dir
 

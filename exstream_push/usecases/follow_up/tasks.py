@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from blocks.exstream import ExstreamConnection
+from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.events import import_events
 from exstream_push.ledger.notices import EXSTREAM_DEVICE_PREFIX
 from exstream_push.ledger.store import notification_rows

@@ -125,7 +125,7 @@ def _transport_rates(url: str, project: str, ceiling_messages: int) -> tuple[flo
 
 
 def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
-    from emulators.samples import write_devices, write_manifest
+    from exstream_push_dev.emulators.samples import write_devices, write_manifest
 
     manifest, devices = folder / "_STDDELIVERYFILE.xml", folder / "devices.csv"
     if not (manifest.exists() and devices.exists()):
@@ -225,9 +225,9 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
     os.environ["EXSTREAM_PUSH_HOME"] = str(run_home)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-    from emulators.exstream import create_exstream_app
-    from emulators.server import EmulatorProcess, ServerThread
-    from exstream_push.stack import ChildProcess, port_or_free, prefect_env, wait_for_http
+    from exstream_push_dev.emulators.exstream import create_exstream_app
+    from exstream_push_dev.emulators.server import EmulatorProcess, ServerThread
+    from exstream_push_dev.stack import ChildProcess, port_or_free, prefect_env, wait_for_http
 
     fcm_env = {"FCM_EMULATOR_KEEP_MESSAGES": "0"}
     prefect_port = str(port_or_free(4210))
@@ -241,7 +241,9 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         log_file=logs / "prefect-server.log",
     )
     with (
-        EmulatorProcess("emulators.fcm:create_fcm_app_from_env", workers=emulator_workers, env=fcm_env) as fcm_url,
+        EmulatorProcess(
+            "exstream_push_dev.emulators.fcm:create_fcm_app_from_env", workers=emulator_workers, env=fcm_env
+        ) as fcm_url,
         ServerThread(create_exstream_app(None)) as exstream,
     ):
         os.environ["EXSTREAM_PUSH_FCM_URL"] = fcm_url

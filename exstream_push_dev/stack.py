@@ -32,7 +32,7 @@ from exstream_push.settings import PROJECT_ROOT, Settings, get_settings
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
 
-    from emulators.server import ServerThread
+    from exstream_push_dev.emulators.server import ServerThread
 
 WORK_POOL = "exstream-push"
 WORKER_NAME = "exstream-push-local"
@@ -254,9 +254,9 @@ class Stack:
         self.secret = ""
 
     def start(self) -> None:
-        from emulators.exstream import create_exstream_app
-        from emulators.fcm import create_fcm_app
-        from emulators.server import ServerThread
+        from exstream_push_dev.emulators.exstream import create_exstream_app
+        from exstream_push_dev.emulators.fcm import create_fcm_app
+        from exstream_push_dev.emulators.server import ServerThread
 
         self.logs.mkdir(parents=True, exist_ok=True)
         fcm = ServerThread(create_fcm_app(), port=port_or_free(FCM_PORT)).start()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import UTC, datetime
 
 import httpx
 
-from exstream_push.settings import get_settings
+from exstream_push.settings import Settings, configure_settings, get_settings
 
 DEMO_JOB_ID = "STMT-2026-11-DEMO"
 
@@ -24,23 +23,21 @@ def run_demo() -> int:
     home = (base.home / "demo").resolve()
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    os.environ["EXSTREAM_PUSH_HOME"] = str(home)
-    os.environ.pop("EXSTREAM_PUSH_DATABASE_URL", None)
 
-    from emulators.exstream import create_exstream_app
-    from emulators.fcm import create_fcm_app
-    from emulators.server import ServerThread
+    from exstream_push_dev.emulators.exstream import create_exstream_app
+    from exstream_push_dev.emulators.fcm import create_fcm_app
+    from exstream_push_dev.emulators.server import ServerThread
 
     data_dir = base.data_dir
     with (
         ServerThread(create_fcm_app()) as fcm,
         ServerThread(create_exstream_app(data_dir / "exstream")) as exstream,
     ):
-        os.environ["EXSTREAM_PUSH_FCM_URL"] = fcm.url
-        os.environ["EXSTREAM_PUSH_EXSTREAM_URL"] = f"{exstream.url}/orchestration"
+        # The demo's own settings, given to the product directly: its sandbox, its emulators, its SQLite ledger.
+        settings = Settings(home=home, database_url=None, fcm_url=fcm.url, exstream_url=f"{exstream.url}/orchestration")
+        configure_settings(settings)
         from exstream_push.cli import configure_prefect
 
-        settings = get_settings()
         configure_prefect(settings)
         print(f"FCM emulator on {fcm.url}, Exstream emulator on {exstream.url}; ledger in {home}")
 
@@ -51,7 +48,7 @@ def run_demo() -> int:
         imported = import_devices(ledger, data_dir / "devices.csv")
         print(f"imported {imported.imported} devices from {data_dir / 'devices.csv'}")
 
-        from flows.statement_ready import statement_ready
+        from exstream_push.flows.statement_ready import statement_ready
 
         print(f"running statement-ready for Exstream job {DEMO_JOB_ID} through the Orchestration API ...")
         result = statement_ready(job_id=DEMO_JOB_ID, as_of=datetime.now(UTC))

@@ -63,7 +63,7 @@ class ServerThread:
 class EmulatorProcess:
     """An emulator under uvicorn in child processes, so it competes with the client for CPU, not for a GIL.
 
-    ``with EmulatorProcess("emulators.fcm:create_fcm_app_from_env", workers=2) as url: ...``
+    ``with EmulatorProcess("exstream_push_dev.emulators.fcm:create_fcm_app_from_env", workers=2) as url: ...``
     """
 
     def __init__(

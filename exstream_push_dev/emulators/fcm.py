@@ -283,7 +283,7 @@ async def show_stats(request: Request) -> Response:
 def create_fcm_app(
     faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None, keep_messages: bool = True
 ) -> Starlette:
-    """The emulator as an ASGI app; run it with `emulators.server.ServerThread` or uvicorn."""
+    """The emulator as an ASGI app; run it with `exstream_push_dev.emulators.server.ServerThread` or uvicorn."""
     app = Starlette(
         routes=[
             Route("/v1/projects/{project}/messages:send", send_message, methods=["POST"]),

@@ -1,0 +1,86 @@
+"""Development commands (``demo``, ``emulate``, ``up``, ``bench``), plugged into the ``exstream-push`` CLI.
+
+They start the emulators and a local stack, so they live apart from the product: the product's CLI finds them
+through the ``exstream_push.commands`` entry point and never imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from exstream_push.settings import get_settings
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exstream_push_dev.demo import run_demo
+
+    return run_demo()
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from exstream_push_dev.emulators.exstream import create_exstream_app
+    from exstream_push_dev.emulators.fcm import create_fcm_app, parse_fault_spec
+    from exstream_push_dev.emulators.server import ServerThread
+
+    faults = parse_fault_spec(args.faults) if args.faults else None
+    data_dir = Path(args.exstream_data) if args.exstream_data else get_settings().data_dir / "exstream"
+    fcm = ServerThread(create_fcm_app(faults=faults, latency=args.latency), port=args.fcm_port).start()
+    exstream = ServerThread(create_exstream_app(data_dir), port=args.exstream_port).start()
+    print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
+    print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
+    print("point exstream-push at them with:")
+    print(f"  export EXSTREAM_PUSH_FCM_URL={fcm.url}")
+    print(f"  export EXSTREAM_PUSH_EXSTREAM_URL={exstream.url}/orchestration")
+    print("Ctrl-C stops them.", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    fcm.stop()
+    exstream.stop()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from exstream_push_dev.stack import run_stack
+
+    return run_stack(prefect_port=args.prefect_port)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from exstream_push_dev.bench import run_bench
+
+    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers)
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Add the development commands to the CLI's sub-command parsers (the entry point's hook)."""
+    demo = commands.add_parser("demo", help="run the statement-ready flow end to end against the emulators")
+    demo.set_defaults(handler=cmd_demo)
+
+    emulate = commands.add_parser("emulate", help="run the FCM and Exstream emulators until Ctrl-C")
+    emulate.add_argument("--fcm-port", type=int, default=8090, help="port of the FCM HTTP v1 emulator")
+    emulate.add_argument("--exstream-port", type=int, default=8091, help="port of the Exstream Orchestration emulator")
+    emulate.add_argument("--exstream-data", help="folder holding jobs/{jobId}/ (default: data/exstream)")
+    emulate.add_argument("--faults", help="random FCM faults by rate, e.g. 429=0.05,503=0.05,500=0.01")
+    emulate.add_argument("--latency", type=float, default=0.0, help="seconds added to every FCM send")
+    emulate.set_defaults(handler=cmd_emulate)
+
+    up = commands.add_parser("up", help="Prefect server and worker, emulators, ingress API, deployments; Ctrl-C stops")
+    up.add_argument("--prefect-port", type=int, default=4200, help="port of the Prefect server and UI")
+    up.set_defaults(handler=cmd_up)
+
+    bench = commands.add_parser("bench", help="statement-ready at scale beside the ceiling and the SDK baseline")
+    bench.add_argument("--customers", type=int, default=1_000_000, help="customers in the generated manifest")
+    bench.add_argument("--out", default="bench-results/bench.json", help="where the figures go as JSON")
+    bench.add_argument("--emulator-workers", type=int, default=1, help="FCM emulator processes")
+    bench.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the run (default: one per core)"
+    )
+    bench.set_defaults(handler=cmd_bench)
