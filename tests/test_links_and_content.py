@@ -246,7 +246,7 @@ def test_hostile_document_types_reach_no_notification_through_the_render_task(
     records, devices = [], []
     for number, (document_type, locale) in enumerate(
         [(document_type, locale) for document_type in HOSTILE_TYPES[:3] for locale in NEUTRAL]
-        + [(HOSTILE_TYPES[3], "en")]  # 100,000 characters: no message can carry it
+        + [(HOSTILE_TYPES[3], "en")]  # 100,000 characters: no record may carry it
     ):
         customer = f"C{number:05d}"
         records.append({"CustomerId": customer, "DocumentId": f"D{number:05d}", "DocumentType": document_type})
@@ -272,14 +272,16 @@ def test_hostile_document_types_reach_no_notification_through_the_render_task(
     assert result["sent"] == len(records) - 1
     (post,) = [p for p in exstream_inbox(exstream) if p["path"].endswith("/push-status")]
     outcomes = {row["document_id"]: row for row in csv.DictReader(io.StringIO(post["body"]))}
-    assert outcomes[records[-1]["DocumentId"]]["reason"] == "payload_too_large"
+    # A 100,000-character type is refused at extraction, before any template or pattern sees it.
+    assert outcomes[records[-1]["DocumentId"]]["reason"] == "id_too_long"
     assert {row["push_status"] for row in outcomes.values()} == {"notified", "not_notified"}
     for message in fcm_messages(fcm):
         title, body = message["notification"]["title"], message["notification"]["body"]
         locale = devices[int(message["token"].removeprefix("tok-"))]["locale"]
         assert NEUTRAL[locale] in body
-        for text in (title, body):
+        for text in (title, body, *message["data"].values()):
             assert "evil" not in text and "\u202e" not in text and "cmd" not in text
+        assert message["data"]["document_type"] == "other"
 
 
 def test_the_document_type_catalogue_is_required_and_complete(tmp_path: Path) -> None:

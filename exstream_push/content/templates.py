@@ -96,6 +96,10 @@ class DocumentTypes(BaseModel):
         return next(labels[candidate] for candidate in _locale_chain(locale) if candidate in labels)
 
 
+UNKNOWN_TYPE = "other"
+"""``data.document_type`` of a push whose document type is not known."""
+
+
 class TemplateRenderer:
     def __init__(self, templates_dir: Path) -> None:
         self.environment = Environment(
@@ -106,6 +110,7 @@ class TemplateRenderer:
         )
         self.document_types = DocumentTypes.load(templates_dir / CATALOGUE_FILE)
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
+        self._templates: frozenset[str] | None = None
 
     def render(
         self, use_case: str, template: str, locale: str | None, document_type: str | None = None
@@ -115,6 +120,24 @@ class TemplateRenderer:
         reaches the template, so the cache is keyed on that and not on the manifest's text."""
         known = self.document_types.known(document_type or template)
         return self._render(use_case, _normalise_type(template) or "generic", _clean_locale(locale), known)
+
+    def shown_type(self, use_case: str, document_type: str | None) -> str:
+        """What a push's ``data.document_type`` may say: a known document type's catalogue key, the name of a
+        template this use case ships (an alert kind, a reminder stage), else ``other``; never the manifest's text."""
+        known = self.document_types.known(document_type)
+        if known is not None:
+            return known
+        name = _normalise_type(document_type) if document_type else None
+        if name and self.environment.loader is not None:
+            prefix = f"{use_case}/{name}."
+            if any(template.startswith(prefix) for template in self._shipped()):
+                return name
+        return UNKNOWN_TYPE
+
+    def _shipped(self) -> frozenset[str]:
+        if self._templates is None:
+            self._templates = frozenset(self.environment.list_templates(extensions=["j2"]))
+        return self._templates
 
     def _render_uncached(
         self, use_case: str, template_name: str, locale: str | None, known_type: str | None

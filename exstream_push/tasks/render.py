@@ -68,7 +68,7 @@ def render_messages(
         data = {
             "use_case": use_case,
             "category": category,
-            "document_type": document_type,
+            "document_type": renderer.shown_type(use_case, document_type),
             "document_ref": ref,
             "deep_link": signed_link(link_key, settings.portal_url, ref, expires_at),
         }
