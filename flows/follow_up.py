@@ -49,7 +49,7 @@ def run_follow_up(
     sources = manifest_sources(manifest, job_id, exstream, use_case)
     for source in sources:
         extracted = extract_manifest(source, use_case, extra_keys=rules.extra_keys)
-        totals.update(customers=extracted.customers, duplicates=extracted.duplicates, quarantined=extracted.quarantined)
+        totals.update(extracted.counts())
         for batch in extracted.batches:
             totals.update(screen_documents(batch, source, rules))
     discard_manifest_spools(use_case, sources)

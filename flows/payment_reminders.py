@@ -67,11 +67,9 @@ def payment_reminders(
     for source in sources:
         extracted = extract_manifest(source, USE_CASE, extra_keys=REMINDER_KEYS)
         invalid = quarantine_invalid_due_dates(extracted, USE_CASE)
+        counts = extracted.counts()
         totals.update(
-            customers=extracted.customers,
-            registered=extracted.documents - invalid,
-            quarantined=extracted.quarantined + invalid,
-            duplicates=extracted.duplicates,
+            {**counts, "registered": extracted.documents - invalid, "quarantined": counts["quarantined"] + invalid}
         )
     discard_manifest_spools(USE_CASE, sources)
     job_id = sources[0].job_id if manifest is not None else job_id

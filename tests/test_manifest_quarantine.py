@@ -177,3 +177,20 @@ def test_quarantined_records_keep_valid_json_and_no_nan(
     }
     (row,) = [row for row in _push_status(exstream) if row["reason"] == "missing_customer_id"]
     assert row["customer_id"] == ""
+
+
+@pytest.mark.parametrize("use_case", ["policy-change", "payment-reminders"])
+def test_a_follow_up_or_reminder_run_on_a_short_manifest_ends_incomplete(
+    prefect_harness: None, env: dict[str, str], fcm, exstream, tmp_path: Path, use_case: str
+) -> None:
+    """Every flow that extracts a manifest counts what it could not read: the run ends Failed, naming the count."""
+    from exstream_push.flows.payment_reminders import payment_reminders
+    from exstream_push.flows.policy_change import policy_change
+
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    records = [_record(n) for n in range(1, 11)]
+    _write(manifest, records[:5], declared=10, tail=False)
+    flow = policy_change if use_case == "policy-change" else payment_reminders
+    state = flow(manifest=str(manifest), job_id=f"{JOB_ID}-{use_case}", return_state=True)
+    assert state.is_failed()
+    assert "declared but unreadable" in (state.message or "")

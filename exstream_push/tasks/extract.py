@@ -49,6 +49,15 @@ class ExtractedManifest:
     customers_declared: int | None = None
     unreadable: int = 0  # declared records not read, and records read but undecodable: the run is incomplete
 
+    def counts(self) -> dict[str, int]:
+        """What extraction adds to a run's totals, the same for every flow (``unreadable`` makes a run incomplete)."""
+        return {
+            "customers": self.customers,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "unreadable": self.unreadable,
+        }
+
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a manifest's content: what a finished run remembers, so the same file again is recognised."""

@@ -19,7 +19,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,12 +203,9 @@ def shared_run(use_case: str, job_id: str, content: str | None = None) -> Iterat
 @task(name="enqueue-batches", cache_policy=NO_CACHE)
 def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> None:
     """Queue every spooled batch of the run at once, so nobody reads a spool a takeover could still rewrite."""
-    totals = {
-        "customers": sum(e.customers for e in extracted),
-        "quarantined": sum(e.quarantined for e in extracted),
-        "duplicates": sum(e.duplicates for e in extracted),
-        "unreadable": sum(e.unreadable for e in extracted),
-    }
+    totals: Counter[str] = Counter()
+    for each in extracted:
+        totals.update(each.counts())
     paths = [str(path) for e in extracted for path in e.batches]
     ledger_for(get_settings()).enqueue_batches(run.run_id, run.worker, paths, json.dumps(totals))
     run_logger().info("run %s #%d: %d batch(es) queued", run.run_key, run.run_id, len(paths))
