@@ -16,13 +16,15 @@ from exstream_push.errors import ExstreamPushError
 
 
 def can_succeed_again(exc: BaseException) -> bool:
-    """False for what cannot go away by itself: an error the classification calls permanent or an operator's
-    problem, or one of ours that asks a user to act; True for transient errors (one of ours that says so: a locked
-    or lost ledger database, an unreachable dependency) and for errors nobody classifies."""
+    """False for what cannot go away by itself: an error the classification table calls permanent or an
+    operator's problem, or one of ours that asks a user to act; True for transient errors (the table's, or one of
+    ours that says so: a locked or lost ledger database, an unreachable dependency) and for errors nobody knows."""
+    known = classify_exception(exc)
+    if known is not None:
+        return known.retryable
     if isinstance(exc, ExstreamPushError):
         return exc.retryable
-    known = classify_exception(exc)
-    return known is None or known.retryable
+    return True
 
 
 def retry_if_it_can_succeed(task: Any, task_run: TaskRun, state: State[Any]) -> bool:

@@ -22,6 +22,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from exstream_push.errors import DependencyUnavailable, ExstreamPushError
+
 if TYPE_CHECKING:
     from exstream_push.settings import Settings
 
@@ -31,8 +33,12 @@ _CHUNK = 1 << 20
 _MAX_ERROR_TEXT = 500
 
 
-class ExstreamError(Exception):
-    """A failed call, named by method, path, HTTP status and the server's own message; never a credential."""
+class ExstreamError(ExstreamPushError):
+    """A failed call, named by method, path, HTTP status and the server's own message; never a credential.
+
+    The CLI ends a command with it as one line; no answer at all, or a server error, exits as a dependency that is
+    unavailable (69), anything else as an error (1). Whether a task retries it is the classification table's call.
+    """
 
     def __init__(self, method: str, path: str, status_code: int | None, message: str) -> None:
         self.method = method
@@ -41,6 +47,8 @@ class ExstreamError(Exception):
         self.message = message
         status = f"HTTP {status_code}" if status_code is not None else "no response"
         super().__init__(f"Exstream {method} {path} failed: {status}: {message}")
+        if status_code is None or status_code >= 500:
+            self.exit_code = DependencyUnavailable.exit_code
 
 
 class _Model(BaseModel):
