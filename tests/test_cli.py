@@ -170,6 +170,30 @@ def test_an_unreachable_prefect_api_is_one_line(tmp_path: Path) -> None:
     assert "PREFECT_API_URL" in lines[0]
 
 
+def test_an_exstream_job_not_found_is_one_line(prefect_harness: None, env: dict[str, str]) -> None:
+    """A connector's error ends the command as its one line (not retried: a 404 cannot succeed later)."""
+    from prefect.settings import PREFECT_API_URL
+
+    done = _cli("run", "statement-ready", "--job", "NOPE-123", env={**env, "PREFECT_API_URL": PREFECT_API_URL.value()})
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("exstream-push: Exstream job NOPE-123 not found")
+
+
+def test_exstream_that_does_not_answer_is_one_line(prefect_harness: None, env: dict[str, str]) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from exstream_push_dev.emulators.server import free_port
+
+    unreachable = {**env, "EXSTREAM_PUSH_EXSTREAM_URL": f"http://127.0.0.1:{free_port()}/orchestration"}
+    done = _cli(
+        "run", "statement-ready", "--job", "J-1", env={**unreachable, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    )
+    assert done.returncode == 69, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("exstream-push: Exstream")
+
+
 def test_a_run_that_fails_in_prefect_is_one_line_without_debug(
     prefect_harness: None, env: dict[str, str], tmp_path: Path
 ) -> None:
