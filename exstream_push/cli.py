@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 from exstream_push.errors import ExstreamPushError
 from exstream_push.settings import Settings, get_settings
 from exstream_push.task_runners import TASK_RUNNERS
+from exstream_push.usecases.registry import USE_CASES
 
 # Set by ``main`` from ``--debug``: whether the terminal shows tracebacks.
 _debug = False
@@ -104,76 +103,12 @@ def cmd_links_verify(args: argparse.Namespace) -> int:
     return 0 if check.valid else 1
 
 
-@dataclass(frozen=True)
-class RunnableFlow:
-    """How ``exstream-push run USE_CASE`` reaches a flow: ``module:function`` and the inputs it takes."""
-
-    entrypoint: str
-    help: str
-    manifest_required: bool = False
-    takes_manifest: bool = True  # offers --manifest and --job-id
-    takes_job: bool = True  # offers --job
-    inputs: frozenset[str] = frozenset()  # files: any of "events", "payments"
-    options: tuple[str, ...] = ()  # required string parameters, given as --name-with-dashes
-
-    def load(self) -> Callable[..., dict[str, Any]]:
-        module, function = self.entrypoint.split(":")
-        return getattr(importlib.import_module(module), function)
-
-
-RUNNABLE_FLOWS: dict[str, RunnableFlow] = {
-    "statement-ready": RunnableFlow(
-        "exstream_push.flows.statement_ready:statement_ready", "push 'your document is ready' for an Exstream run", True
-    ),
-    "payment-reminders": RunnableFlow(
-        "exstream_push.flows.payment_reminders:payment_reminders",
-        "payment due and delinquency reminders along the escalation ladder",
-        inputs=frozenset({"payments"}),
-    ),
-    "policy-change": RunnableFlow(
-        "exstream_push.flows.policy_change:policy_change",
-        "policy or contract change alerts, reminders until acknowledged, escalation to Exstream",
-        inputs=frozenset({"events"}),
-    ),
-    "delivery-exceptions": RunnableFlow(
-        "exstream_push.flows.delivery_exceptions:delivery_exceptions",
-        "failed print, undeliverable e-mail and rejected documents → one push per failure to operations",
-        takes_manifest=False,
-        inputs=frozenset({"events"}),
-    ),
-    "action-required": RunnableFlow(
-        "exstream_push.flows.action_required:action_required",
-        "customer action prompts, reminders before the deadline, print fallback, expiry",
-        inputs=frozenset({"events"}),
-    ),
-    "preference-sync": RunnableFlow(
-        "exstream_push.flows.preference_sync:preference_sync",
-        "opt-ins, devices and preferences changed since the last sync → Exstream's channel selection",
-        takes_manifest=False,
-        takes_job=False,
-    ),
-    "operational-alert": RunnableFlow(
-        "exstream_push.flows.operational_alert:operational_alert",
-        "push an operational alert the ingress received, then ask Exstream for the formal follow-up letter",
-        takes_manifest=False,
-        takes_job=False,
-        options=("alert_id",),
-    ),
-    "lifecycle-tracking": RunnableFlow(
-        "exstream_push.flows.lifecycle_tracking:lifecycle_tracking",
-        "fold engagement into document status, report changes and request fallbacks from Exstream",
-        takes_manifest=False,
-        takes_job=False,
-    ),
-}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_prefect(settings)
     from exstream_push.tasks.extract import job_id_for_file
 
-    runnable = RUNNABLE_FLOWS[args.use_case]
+    runnable = USE_CASES[args.use_case]
     parameters: dict[str, Any] = {"as_of": args.as_of}
     if getattr(args, "manifest", None):
         manifest = Path(args.manifest)
@@ -315,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a use-case flow now").add_subparsers(
         dest="use_case", required=True, metavar="USE_CASE"
     )
-    for name, runnable in RUNNABLE_FLOWS.items():
+    for name, runnable in USE_CASES.items():
         use_case = run.add_parser(name, help=runnable.help)
         if runnable.takes_job or runnable.takes_manifest:
             source = use_case.add_mutually_exclusive_group(required=runnable.manifest_required)

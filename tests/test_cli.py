@@ -105,12 +105,12 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    from exstream_push.cli import RUNNABLE_FLOWS
+    from exstream_push.usecases.registry import USE_CASES
 
     commands = [
         [], ["demo"], ["emulate"], ["devices", "import"], ["links", "verify"], ["report"], ["events", "import"],
         ["audit", "export"], ["exceptions", "list"], ["exceptions", "reissue"], ["serve"], ["up"], ["bench"],
-        *(["run", name] for name in RUNNABLE_FLOWS),
+        *(["run", name] for name in USE_CASES),
     ]  # fmt: skip
     for command in commands:
         with pytest.raises(SystemExit) as exit_info:
