@@ -167,8 +167,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_exceptions_list(args: argparse.Namespace) -> int:
-    from exstream_push.exceptions import list_exceptions
     from exstream_push.runtime import ledger_for
+    from exstream_push.usecases.delivery_exceptions.commands import list_exceptions
 
     exceptions = list_exceptions(ledger_for(get_settings()), job_id=args.job)
     if args.json:
@@ -186,8 +186,8 @@ def cmd_exceptions_list(args: argparse.Namespace) -> int:
 
 def cmd_exceptions_reissue(args: argparse.Namespace) -> int:
     from exstream_push.blocks.exstream import ExstreamConnection
-    from exstream_push.exceptions import request_reissue
     from exstream_push.runtime import ledger_for
+    from exstream_push.usecases.delivery_exceptions.commands import request_reissue
 
     settings = get_settings()
     result = request_reissue(ledger_for(settings), ExstreamConnection.from_settings(settings), args.job)

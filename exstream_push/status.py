@@ -100,3 +100,18 @@ class PushStatus(StrEnum):
 
     NOTIFIED = "notified"
     NOT_NOTIFIED = "not_notified"
+
+
+FAILED_SCHEMA_SUFFIX = "-failed"
+NOT_DELIVERED_SCHEMA_TYPE = "exstream-email-ndlv"
+
+
+def is_failed_delivery(schema_type: str) -> bool:
+    """Whether a tracking event's ``expctr.schemaType`` says a document was not delivered:
+    ``Exstream-<channel>-Failed`` or ``Exstream-Email-NDLV``.
+
+    Compared without regard to case: no documented schema type differs from these only by case, and a failure
+    missed for its spelling is a document a customer never gets with no one told.
+    """
+    lowered = schema_type.lower()
+    return lowered.endswith(FAILED_SCHEMA_SUFFIX) or lowered == NOT_DELIVERED_SCHEMA_TYPE

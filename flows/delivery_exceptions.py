@@ -12,7 +12,8 @@ from prefect.runtime import flow_run
 
 from exstream_push.blocks import connections
 from exstream_push.status import UseCase
-from exstream_push.tasks.delivery_exceptions import (
+from exstream_push.tasks.send import send_push
+from exstream_push.usecases.delivery_exceptions.tasks import (
     advance_job_watermark,
     build_operations_alerts,
     collect_job_failures,
@@ -20,7 +21,6 @@ from exstream_push.tasks.delivery_exceptions import (
     find_failed_jobs,
     mark_alerted_exceptions,
 )
-from exstream_push.tasks.send import send_push
 
 USE_CASE = UseCase.DELIVERY_EXCEPTIONS.value
 

@@ -15,19 +15,18 @@ import pytest
 from pydantic import ValidationError
 
 from exstream_push.cli import main
-from exstream_push.exceptions import (
-    DeliveryExceptionsConfig,
-    TrackingEventError,
-    exception_from_event,
-    exception_from_message,
-    list_exceptions,
-    load_config,
-    mask_reference,
-)
 from exstream_push.flows.delivery_exceptions import delivery_exceptions
 from exstream_push.message_file import parse_line
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import ManifestKeys, get_settings
+from exstream_push.usecases.delivery_exceptions.commands import list_exceptions
+from exstream_push.usecases.delivery_exceptions.config import DeliveryExceptionsConfig, load_config
+from exstream_push.usecases.delivery_exceptions.rules import (
+    TrackingEventError,
+    exception_from_event,
+    exception_from_message,
+    mask_reference,
+)
 from exstream_push_dev.emulators.failures import failure_events, write_failed_job
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
 

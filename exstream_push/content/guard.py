@@ -27,6 +27,12 @@ _ACCOUNT_LIKE = re.compile(r"(?<![\d -])[ -]*+\d[\d -]{4,}\d")
 # A currency sign before a digit, or a run of digits, commas and dots (read once, from its start) before one.
 _AMOUNT = re.compile(r"[$€£¥]\s?\d|(?<![\d,.])[,.]*+\d[\d,.]*+\s?(?:[$€£¥]|USD|EUR|GBP)\b")
 
+# The same e-mail addresses and long numbers, matched whole so ``redact`` can blank them out of text kept for
+# operations; each matches in the same texts as its detecting pattern above. Unlike those, these may rescan a run
+# of candidate characters from each start: they are for texts of a line's length, never a whole file.
+EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+LONG_NUMBER = re.compile(r"\d[\d -]{4,}\d")
+
 
 @lru_cache(maxsize=4096)
 def pattern_leak(title: str, body: str) -> str | None:
@@ -64,3 +70,8 @@ def find_leak(title: str, body: str, data: Mapping[str, str], manifest_values: I
         if checked and any(value in hay for hay in haystacks):
             return "message contains a manifest value"
     return None
+
+
+def redact(text: str, limit: int) -> str:
+    """Text that may quote data (engine messages), with e-mail addresses and long numbers blanked, cut to ``limit``."""
+    return LONG_NUMBER.sub("[number]", EMAIL_ADDRESS.sub("[e-mail]", text))[:limit]

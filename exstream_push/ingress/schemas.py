@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from exstream_push.status import EngagementType
+from exstream_push.status import EngagementType, is_failed_delivery
 from exstream_push.zones import TimeZoneName
 
 # Ids are index keys: PostgreSQL's btree refuses entries over about 2,700 bytes, and no real id comes near this.
@@ -183,8 +183,7 @@ class TrackingEventIn(BaseModel):
     @property
     def failed(self) -> bool:
         """A delivery that did not happen: ``Exstream-<channel>-Failed`` or an e-mail not delivered."""
-        schema_type = self.expctr.schemaType
-        return schema_type.endswith("-Failed") or schema_type == "Exstream-Email-NDLV"
+        return is_failed_delivery(self.expctr.schemaType)
 
 
 TrackingEvents = Annotated[

@@ -1,53 +1,43 @@
-"""Delivery exceptions: failures found in Exstream → exception records → one operations push per (job, channel,
-failure class). Each task carries a whole file or a whole job, written to the ledger in chunks of thousands."""
+"""Delivery exceptions' tasks: failures found in Exstream → exception records → one operations push per (job,
+channel, failure class). Each task carries a whole file or a whole job, decides by the pure rules of
+``exstream_push.usecases.delivery_exceptions.rules`` and writes through ``ledger.exceptions`` in chunks of
+thousands."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import select
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamJob
-from exstream_push.connectors.fcm import build_message
-from exstream_push.exceptions import (
-    USE_CASE,
-    JobWatermark,
-    TrackingEventError,
-    document_exception_count,
-    exception_from_event,
-    exception_from_message,
-    job_failure,
-    load_config,
-    mark_alerted,
-    record_exceptions,
-    unalerted_exceptions,
-    watermark_name,
-)
-from exstream_push.ledger import Notification
-from exstream_push.ledger.store import notification_key
 from exstream_push.message_file import EngineMessage, read_message_file
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Status
 from exstream_push.tasks.summary import artifact_key
+from exstream_push.usecases.delivery_exceptions.config import USE_CASE, load_config
+from exstream_push.usecases.delivery_exceptions.cursor import JobWatermark, watermark_name
+from exstream_push.usecases.delivery_exceptions.rules import (
+    OperationsAlerts,
+    TrackingEventError,
+    exception_from_event,
+    exception_from_message,
+    job_failure,
+    operations_alerts,
+)
 
 ERROR_STATUS = "error"
-OPERATIONS = "operations"  # the customer_id of an operations push in the notification ledger
 CHUNK = 5_000
-MAX_TYPES_SHOWN = 3
 
 
 @task(name="collect-tracking-failures", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
@@ -86,9 +76,9 @@ def collect_tracking_failures(events: str, as_of: datetime) -> dict[str, int]:
                 counts["events_failed"] += 1
                 pending.setdefault(row["dedup_key"], row)
             if len(pending) >= CHUNK:
-                counts["exceptions_new"] += record_exceptions(ledger, list(pending.values()))
+                counts["exceptions_new"] += ledger.exceptions.record(list(pending.values()))
                 pending.clear()
-    counts["exceptions_new"] += record_exceptions(ledger, list(pending.values()))
+    counts["exceptions_new"] += ledger.exceptions.record(list(pending.values()))
     if malformed_lines:
         logger.warning("%d line(s) of %s are not tracking events, first at lines %s", len(malformed_lines), events,
                        malformed_lines[:10])  # fmt: skip
@@ -167,16 +157,15 @@ def collect_job_failures(job: ExstreamJob, exstream: ExstreamConnection, as_of: 
                         continue
                     pending.setdefault(row["dedup_key"], row)
                     if len(pending) >= CHUNK:
-                        counts["exceptions_new"] += record_exceptions(ledger, list(pending.values()))
+                        counts["exceptions_new"] += ledger.exceptions.record(list(pending.values()))
                         pending.clear()
-        counts["exceptions_new"] += record_exceptions(ledger, list(pending.values()))
+        counts["exceptions_new"] += ledger.exceptions.record(list(pending.values()))
     finally:
         shutil.rmtree(spool, ignore_errors=True)
-    if job.status == ERROR_STATUS and document_exception_count(ledger, job.id) == 0:
+    if job.status == ERROR_STATUS and ledger.exceptions.document_count(job.id) == 0:
         counts["jobs_failed_whole"] += 1
-        counts["exceptions_new"] += record_exceptions(
-            ledger, [job_failure(job.id, config, ended_at, as_of, job.msg, unattributed)]
-        )
+        failure = job_failure(job.id, config, ended_at, as_of, job.msg, unattributed)
+        counts["exceptions_new"] += ledger.exceptions.record([failure])
     counts["error_lines_without_document"] = len(unattributed)
     get_run_logger().info("job %s (%s): %s", job.id, job.status, dict(counts))
     return dict(counts)
@@ -194,95 +183,18 @@ def advance_job_watermark(job: ExstreamJob, exstream: ExstreamConnection, as_of:
     ledger.write_watermark(name, mark.dump(), as_of)
 
 
-@dataclass
-class OperationsAlerts:
-    """Pushes for send-push (one row per (job, channel, failure class)) and the records each one covers."""
-
-    messages: pd.DataFrame
-    covered: dict[str, list[str]] = field(default_factory=dict)
-
-
-def _document_types(types: pd.Series) -> str:
-    counted = Counter(types.fillna("untyped").tolist()).most_common()
-    counted.sort(key=lambda item: (-item[1], item[0]))
-    shown = [f"{name} ×{count:,}" for name, count in counted[:MAX_TYPES_SHOWN]]
-    rest = sum(count for _, count in counted[MAX_TYPES_SHOWN:])
-    return ", ".join(shown) + (f", others ×{rest:,}" if rest else "")
-
-
 @task(name="build-operations-alerts", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
 def build_operations_alerts() -> OperationsAlerts:
-    """One topic push per (job, channel, failure class) that has records no push covered yet.
-
-    Its idempotency key includes the triple's total, so a re-run sends nothing while more failures arriving later
-    send one update carrying the new total; the collapse key stays the triple's, so it replaces the earlier
-    notice on the operations devices.
-    """
+    """One topic push per (job, channel, failure class) that has records no push covered yet (``rules``)."""
     settings = get_settings()
     config = load_config(settings)
-    records = unalerted_exceptions(ledger_for(settings))
+    records = ledger_for(settings).exceptions.unalerted()
     environment = Environment(
         loader=FileSystemLoader(str(settings.templates_dir)), undefined=StrictUndefined, autoescape=False
     )
     environment.filters["thousands"] = lambda number: f"{number:,}"
     template = environment.get_template(f"{USE_CASE}/alert.en.j2")
-    device_id = f"topic:{config.operations_topic}"
-    rows, covered = [], {}
-    for (job_id, channel, failure_class), group in records.groupby(["job_id", "channel", "failure_class"], sort=True):
-        new = group[group["alert_key"].isna()]
-        references = new["customer_ref"].dropna()
-        subject = f"{job_id}/{channel}/{failure_class}"
-        stage = f"documents:{len(group)}"
-        key = notification_key(USE_CASE, subject, device_id, stage)
-        variables = {
-            "job_id": job_id,
-            "channel": channel,
-            "failure_label": str(failure_class).replace("_", " ").capitalize(),
-            "documents": len(group),
-            "new_documents": len(new),
-            "document_types": _document_types(group["document_type"]),
-            "customer_ref": references.iloc[0] if len(references) else None,
-            "others": len(new) - 1 if len(references) else 0,
-            "next_action": str(new["next_action"].iloc[-1]).rstrip("."),
-        }
-        context = template.new_context(variables)
-        title = "".join(template.blocks["title"](context)).strip()
-        body = "".join(template.blocks["body"](context)).strip()
-        data = {
-            "use_case": USE_CASE,
-            "job_id": str(job_id),
-            "channel": str(channel),
-            "failure_class": str(failure_class),
-            "documents": str(len(group)),
-            "new_documents": str(len(new)),
-            "customer_ref": variables["customer_ref"] or "",
-            "next_action": variables["next_action"],
-        }
-        message = build_message(
-            topic=config.operations_topic,
-            title=title,
-            body=body,
-            data=data,
-            collapse_key=notification_key(USE_CASE, subject, device_id),
-            priority="high",
-        )
-        rows.append(
-            {
-                "key": key,
-                "document_id": subject,
-                "job_id": job_id,
-                "customer_id": OPERATIONS,
-                "device_id": device_id,
-                "stage": stage,
-                "payload": message,
-                "channel": channel,
-                "failure_class": failure_class,
-                "documents": len(group),
-                "new_documents": len(new),
-            }
-        )
-        covered[key] = new["dedup_key"].tolist()
-    return OperationsAlerts(messages=pd.DataFrame(rows), covered=covered)
+    return operations_alerts(records, template, config.operations_topic)
 
 
 @task(name="mark-alerted-exceptions", retries=2, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
@@ -290,14 +202,12 @@ def mark_alerted_exceptions(alerts: OperationsAlerts) -> dict[str, int]:
     """Tie each record to the push that covered it, once that push is sent; the others stay owed to the next run."""
     ledger = ledger_for(get_settings())
     keys = list(alerts.covered)
-    with ledger.engine.connect() as conn:
-        found = conn.execute(select(Notification.key, Notification.status).where(Notification.key.in_(keys)))
-        statuses: dict[str, str] = {key: status for key, status in found}
+    statuses = ledger.exceptions.notification_statuses(keys)
     counts: Counter[str] = Counter(alerts=len(keys), alerts_sent=0, alerts_unsent=0, exceptions_alerted=0)
     for key in keys:
         if statuses.get(key) == Status.SENT:
             counts["alerts_sent"] += 1
-            counts["exceptions_alerted"] += mark_alerted(ledger, key, alerts.covered[key])
+            counts["exceptions_alerted"] += ledger.exceptions.mark_alerted(key, alerts.covered[key])
         else:
             counts["alerts_unsent"] += 1
     logger = get_run_logger()
