@@ -233,7 +233,7 @@ def test_a_watermark_from_before_the_one_outbox_hands_its_unsent_events_to_the_o
 
     _end(emulator, "NEW-1", "complete", NOW - timedelta(minutes=1))
     assert exstream_watcher(as_of=NOW)["emitted"] == 2
-    assert [event["id"] for event in posted][0] == unsent["id"]
+    assert posted[0]["id"] == unsent["id"]
     assert posted[0]["resource"] == unsent["resource"] and posted[0]["payload"] == unsent["payload"]
     assert "unsent_events" not in json.loads(read_cursor(ledger)[0] or "{}")
 
