@@ -14,13 +14,13 @@ from exstream_push.blocks import connections
 from exstream_push.status import UseCase
 from exstream_push.tasks.send import send_push
 from exstream_push.usecases.delivery_exceptions.tasks import (
-    advance_job_watermark,
     build_operations_alerts,
     collect_job_failures,
     collect_tracking_failures,
-    find_failed_jobs,
     mark_alerted_exceptions,
 )
+from exstream_push.usecases.job_ends import failed_jobs, mark_job_handled
+from exstream_push.usecases.tracking_events import collect_stored_tracking_failures
 
 USE_CASE = UseCase.DELIVERY_EXCEPTIONS.value
 
@@ -39,9 +39,9 @@ def delivery_exceptions(
 ) -> dict[str, Any]:
     """Record every failed document once and tell operations what to do, one push per failure group.
 
-    Without ``job_id`` it polls Exstream for jobs in status error since its watermark; ``events`` is a JSON Lines
-    file of tracking events. Events go first, so a failed job whose documents they name is not taken for a job
-    that failed as a whole.
+    Without ``job_id`` it takes the failed jobs the exstream-watcher recorded and no run has handled yet; the
+    tracking events the ingress stored are read once each, and ``events`` is a JSON Lines file of more. Events go
+    first, so a failed job whose documents they name is not taken for a job that failed as a whole.
     """
     as_of = as_of or datetime.now(UTC)
     if as_of.tzinfo is None:
@@ -50,11 +50,11 @@ def delivery_exceptions(
     totals: Counter[str] = Counter()
     if events is not None:
         totals.update(collect_tracking_failures(events, as_of))
-    jobs = find_failed_jobs(exstream, as_of, job_id)
+    totals.update(collect_stored_tracking_failures(as_of))
+    jobs = failed_jobs(exstream, as_of, job_id)
     for job in jobs:
         totals.update(collect_job_failures(job, exstream, as_of))
-        if job_id is None:
-            advance_job_watermark(job, exstream, as_of)
+        mark_job_handled(job, as_of)
     alerts = build_operations_alerts()
     if len(alerts.messages):
         send_push(alerts.messages, USE_CASE, fcm, as_of)

@@ -26,7 +26,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 # A test that asks for any of these runs against a server, an emulator or a database: ``make test-fast`` leaves it
 # out (``-m "not e2e"``), ``make test`` runs everything.
-END_TO_END_FIXTURES = frozenset({"prefect_harness", "fcm_server", "fcm", "exstream", "env", "database_url", "postgres_url"})
+END_TO_END_FIXTURES = frozenset(
+    {"prefect_harness", "fcm_server", "fcm", "exstream", "env", "database_url", "postgres_url"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,8 @@ from pydantic import ValidationError
 
 from exstream_push.cli import main
 from exstream_push.flows.delivery_exceptions import delivery_exceptions
+from exstream_push.flows.exstream_watcher import exstream_watcher
+from exstream_push.ledger import TrackingEvent
 from exstream_push.message_file import parse_line
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import ManifestKeys, get_settings
@@ -137,8 +139,12 @@ def test_the_poll_neither_misses_nor_repeats_a_failed_job(
     prefect_harness: None, env: dict[str, str], fcm, exstream
 ) -> None:
     def run(hour: int, minute: int) -> list[str]:
+        """The watcher records the job ends (the one job-end cursor), then delivery-exceptions takes the failed."""
+        as_of = datetime(2026, 11, 29, hour, minute, tzinfo=UTC)
         _ledger.cache_clear()  # a new process each time: only the ledger remembers
-        return delivery_exceptions(as_of=datetime(2026, 11, 29, hour, minute, tzinfo=UTC))["jobs"]
+        exstream_watcher(as_of=as_of)
+        _ledger.cache_clear()
+        return delivery_exceptions(as_of=as_of)["jobs"]
 
     _error_job(exstream, "A", "2026-11-29T09:00:00.000Z")
     _error_job(exstream, "B", "2026-11-29T10:05:00.000Z")
@@ -147,7 +153,7 @@ def test_the_poll_neither_misses_nor_repeats_a_failed_job(
     assert run(10, 6) == ["A", "B"]
 
     _error_job(exstream, "C", "2026-11-29T10:05:00.000Z")  # same instant as B, listed only now
-    _error_job(exstream, "LISTED-LATE", "2026-11-29T09:58:00.000Z")  # behind the watermark, within the grace
+    _error_job(exstream, "LISTED-LATE", "2026-11-29T10:01:00.000Z")  # behind the watermark, within its settle window
     assert run(10, 10) == ["LISTED-LATE", "C"]
     assert run(10, 30) == ["AFTER-AS-OF"]
     assert run(10, 35) == []
@@ -172,6 +178,7 @@ def test_cli_lists_and_reissues_to_exstream(
         exstream.app.state.exstream.load_job_folder(scenario.folder)
 
     as_of = "2026-11-29T07:00:00+00:00"
+    exstream_watcher(as_of=datetime.fromisoformat(as_of))  # records the failed job ends the run then takes
     assert main(["run", "delivery-exceptions", "--events", str(documents.events), "--as-of", as_of]) == 0
     result = printed_json(capsys)
     assert result["jobs"] == ["JOB-DOCS", "JOB-WHOLE"] and result["exceptions_new"] == 401
@@ -221,6 +228,30 @@ def test_cli_lists_and_reissues_to_exstream(
     assert main(["exceptions", "reissue", "--job", "JOB-DOCS"]) == 0
     assert printed_json(capsys)["action"] == "none"
     assert len(exstream_inbox(exstream)) == posts
+
+
+def test_stored_tracking_events_are_read_once_by_delivery_exceptions(
+    prefect_harness: None, env: dict[str, str], fcm, exstream
+) -> None:
+    """The ingress stores tracking events whole; the flow that reacts to failures reads each once."""
+    ledger = ledger_for(get_settings())
+    failed = _failed(FILE_SAMPLE, "Exstream-FileOutputChannel-Failed")
+    rows = [
+        {"event_id": event_id, "schema_type": event["expctr"]["schemaType"], "payload": json.dumps(event),
+         "event_date": None, "received_at": AS_OF, "processed_at": None}
+        for event_id, event in (("trk-open", OPEN_SAMPLE), ("trk-failed", failed))
+    ]  # fmt: skip
+    with ledger.engine.begin() as conn:
+        conn.execute(TrackingEvent.__table__.insert(), rows)
+
+    first = delivery_exceptions(as_of=AS_OF)
+    assert (first["events_read"], first["events_failed"], first["events_ignored"]) == (2, 1, 1)
+    assert first["exceptions_new"] == 1 and first["alerts_sent"] == 1
+    with ledger.engine.connect() as conn:
+        assert all(conn.scalars(TrackingEvent.__table__.select().with_only_columns(TrackingEvent.processed_at)))
+    again = delivery_exceptions(as_of=AS_OF + timedelta(minutes=5))
+    assert again.get("events_read", 0) == 0 and again["exceptions_new"] == 0 and again["alerts"] == 0
+    _ledger.cache_clear()
 
 
 # -- the parts ---------------------------------------------------------------------------------------------------

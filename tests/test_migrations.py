@@ -81,6 +81,9 @@ def test_a_ledger_made_before_migrations_is_upgraded_with_every_row_kept(databas
         after = every_row(ledger.engine)
         if version == "before-workrun-content":
             assert [row.pop("content") for row in after["workrun"]] == [None] * ROWS_PER_TABLE
+        # Outbox rows from before revision 0003 gain no resource labels and the first position.
+        added = [(row.pop("resource_labels"), row.pop("position")) for row in after["outboxevent"]]
+        assert added == [(None, 0)] * ROWS_PER_TABLE
         assert {name: after[name] for name in before} == before
         assert all(after[name] == [] for name in set(after) - set(before))
         assert set(after) >= set(baseline.metadata.tables)

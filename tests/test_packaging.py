@@ -46,11 +46,9 @@ STILL_SPEAKING_SQL = {
     "exstream_push/audit.py",
     "exstream_push/events.py",
     "exstream_push/ingress/app.py",
-    "exstream_push/prefect_events.py",
     "exstream_push/tasks/alerts.py",
     "exstream_push/tasks/lifecycle.py",
     "exstream_push/tasks/preferences.py",
-    "exstream_push/tasks/watch.py",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,9 +11,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from exstream_push import prefect_events
 from exstream_push.connectors.exstream import ExstreamJob
 from exstream_push.flows import exstream_watcher as watcher_module
 from exstream_push.flows.exstream_watcher import exstream_watcher
+from exstream_push.ledger.outbox import CursorMoved
+from exstream_push.prefect_events import pending_count
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import PROJECT_ROOT, get_settings
 from exstream_push.status import UseCase
@@ -22,7 +26,6 @@ from exstream_push.tasks.watch import (
     USE_CASE_LABEL,
     JobCursor,
     JobRouting,
-    WatermarkMoved,
     job_event,
     load_routing,
     read_cursor,
@@ -46,9 +49,9 @@ def emulator(exstream: ServerThread) -> ExstreamEmulator:
 
 @pytest.fixture
 def posted(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """What the watcher hands to Prefect; the real POST is exercised by test_event_driven."""
+    """What the outbox emitter hands to Prefect; the real POST is exercised by test_event_driven."""
     events: list[dict[str, Any]] = []
-    monkeypatch.setattr(watch, "post_events", events.extend)
+    monkeypatch.setattr(prefect_events, "post_events", lambda _client, _url, batch: events.extend(batch))
     return events
 
 
@@ -125,7 +128,7 @@ def test_jobs_ending_in_the_same_second_or_surfacing_late_are_each_taken_once(
     assert sorted(_job_ids(posted)) == ["LATE-D", "SAME-A", "SAME-B", "SAME-C"]
     _, cursor = read_cursor(ledger_for(get_settings()))
     assert cursor.ended_at == same_second
-    assert not cursor.unsent_events
+    assert pending_count(ledger_for(get_settings())) == 0
 
 
 def test_a_job_reprocessed_and_ended_again_is_a_new_event(
@@ -143,19 +146,19 @@ def test_a_job_reprocessed_and_ended_again_is_a_new_event(
 def test_events_prefect_did_not_accept_are_sent_by_the_next_run(
     watcher: None, emulator: ExstreamEmulator, posted: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def prefect_down(events: list[dict[str, Any]]) -> None:
+    def prefect_down(_client: object, _url: str, events: list[dict[str, Any]]) -> None:
         raise ConnectionError("Prefect API unreachable")
 
     monkeypatch.setattr(watcher_module, "emit_unsent_events", watch.emit_unsent_events.with_options(retries=0))
-    monkeypatch.setattr(watch, "post_events", prefect_down)
+    monkeypatch.setattr(prefect_events, "post_events", prefect_down)
     _end(emulator, "OUTAGE-1", "complete", NOW - timedelta(minutes=1))
     assert exstream_watcher(as_of=NOW, return_state=True).is_failed()
 
-    _, cursor = read_cursor(ledger_for(get_settings()))
-    assert [event["payload"]["job_id"] for event in cursor.unsent_events] == ["OUTAGE-1"]
-    unsent_id = cursor.unsent_events[0]["id"]
+    unsent = ledger_for(get_settings()).outbox.unemitted(10)
+    assert [json.loads(event["payload"])["job_id"] for event in unsent] == ["OUTAGE-1"]
+    unsent_id = unsent[0]["id"]
 
-    monkeypatch.setattr(watch, "post_events", posted.extend)
+    monkeypatch.setattr(prefect_events, "post_events", lambda _client, _url, batch: posted.extend(batch))
     _restart()
     result = exstream_watcher(as_of=NOW + timedelta(minutes=1))
     assert (result["completed"], result["emitted"]) == (0, 1)
@@ -174,9 +177,9 @@ def test_the_first_run_looks_back_only_as_far_as_configured(
 def test_two_runs_racing_for_the_watermark_cannot_both_save(env: dict[str, str]) -> None:
     ledger = ledger_for(get_settings())
     previous, cursor = read_cursor(ledger)
-    save_cursor(ledger, previous, cursor.advanced([], [], NOW, timedelta(minutes=5)))
-    with pytest.raises(WatermarkMoved):
-        save_cursor(ledger, previous, cursor.advanced([], [], NOW + timedelta(minutes=1), timedelta(minutes=5)))
+    save_cursor(ledger, previous, cursor.advanced([], NOW, timedelta(minutes=5)))
+    with pytest.raises(CursorMoved):
+        save_cursor(ledger, previous, cursor.advanced([], NOW + timedelta(minutes=1), timedelta(minutes=5)))
     _ledger.cache_clear()
 
 
@@ -214,6 +217,45 @@ def test_the_routing_configuration_and_prefect_yaml_agree() -> None:
 
 
 def test_the_watermark_value_round_trips() -> None:
-    cursor = JobCursor(NOW, frozenset({"k1", "k2"}), ({"id": "e1"},))
+    cursor = JobCursor(NOW, frozenset({"k1", "k2"}))
     assert JobCursor.from_value(cursor.to_value()) == cursor
     assert JobCursor.from_value(None) == JobCursor()
+
+
+def test_a_watermark_from_before_the_one_outbox_hands_its_unsent_events_to_the_outbox(
+    watcher: None, emulator: ExstreamEmulator, posted: list[dict[str, Any]]
+) -> None:
+    old = ExstreamJob(id="OLD-1", status="error", channel="bills", end_date=NOW - timedelta(minutes=10))
+    unsent = job_event(old, "delivery-exceptions", NOW - timedelta(minutes=9))
+    ledger = ledger_for(get_settings())
+    legacy = {"ended_at": (NOW - timedelta(minutes=10)).isoformat(), "recent_ends": [], "unsent_events": [unsent]}
+    ledger.write_watermark(watch.WATERMARK_NAME, json.dumps(legacy), NOW)
+
+    _end(emulator, "NEW-1", "complete", NOW - timedelta(minutes=1))
+    assert exstream_watcher(as_of=NOW)["emitted"] == 2
+    assert posted[0]["id"] == unsent["id"]
+    assert posted[0]["resource"] == unsent["resource"] and posted[0]["payload"] == unsent["payload"]
+    assert "unsent_events" not in json.loads(read_cursor(ledger)[0] or "{}")
+
+
+def test_failed_ends_are_recorded_with_the_cursor_and_ends_after_as_of_wait(
+    watcher: None, emulator: ExstreamEmulator, posted: list[dict[str, Any]]
+) -> None:
+    _end(emulator, "FAIL-A", "error", NOW - timedelta(minutes=2))
+    _end(emulator, "DONE-B", "complete", NOW - timedelta(minutes=1))
+    _end(emulator, "FAIL-LATER", "error", NOW + timedelta(minutes=5))
+    exstream_watcher(as_of=NOW)
+    ledger = ledger_for(get_settings())
+    assert [job_id for job_id, _ in ledger.outbox.unprocessed_failed_jobs(NOW + timedelta(hours=1))] == ["FAIL-A"]
+    assert _job_ids(posted) == ["FAIL-A", "DONE-B"]
+
+    exstream_watcher(as_of=NOW + timedelta(minutes=6))
+    ends = ledger.outbox.unprocessed_failed_jobs(NOW + timedelta(hours=1))
+    assert [job_id for job_id, _ in ends] == ["FAIL-A", "FAIL-LATER"]
+    assert _job_ids(posted) == ["FAIL-A", "DONE-B", "FAIL-LATER"]
+
+
+def test_new_ends_take_nothing_after_the_moment_the_run_stands_for() -> None:
+    ended = [ExstreamJob(id=f"J-{n}", status="complete", end_date=NOW + timedelta(minutes=n)) for n in (-1, 0, 1)]
+    taken = JobCursor().new_ends(ended, NOW - timedelta(hours=1), NOW)
+    assert [job.id for job in taken] == ["J--1", "J-0"]

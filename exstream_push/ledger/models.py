@@ -210,6 +210,21 @@ class OutboxEvent(SQLModel, table=True):
     payload: str = Field(sa_column=Column(Text, nullable=False))
     occurred: datetime
     emitted_at: datetime | None = Field(default=None, index=True)
+    # The resource's labels besides its id, as JSON: what a deployment's trigger matches on (the watcher's use case).
+    resource_labels: str | None = Field(default=None, sa_column=Column(Text))
+    # Order among events enqueued together at the same ``occurred``: the drain posts them in that order.
+    position: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class FailedJobEnd(SQLModel, table=True):
+    """An Exstream job that ended in error, recorded by the watcher with its event and cursor, until
+    delivery-exceptions has recorded its failures (one job-end cursor for both)."""
+
+    end_key: str = Field(primary_key=True)  # the watcher's end key: a job failing again is a new end
+    job_id: str = Field(index=True)
+    ended_at: datetime = Field(index=True)
+    observed_at: datetime
+    processed_at: datetime | None = Field(default=None, index=True)
 
 
 class SeenRequest(SQLModel, table=True):

@@ -32,6 +32,7 @@ from exstream_push.ledger.models import (
     WorkRun,
 )
 from exstream_push.ledger.notices import NoticeRepository
+from exstream_push.ledger.outbox import OutboxRepository
 from exstream_push.ledger.reminders import ReminderRepository
 from exstream_push.status import UNSETTLED, Status
 
@@ -182,6 +183,7 @@ class Ledger:
         self.reminders = ReminderRepository(self.engine)
         self.notices = NoticeRepository(self.engine)
         self.exceptions = ExceptionRepository(self.engine)
+        self.outbox = OutboxRepository(self.engine)
 
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD

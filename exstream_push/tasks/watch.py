@@ -1,8 +1,9 @@
 """Watch: Exstream jobs that ended since the watermark → the Prefect events that start the flow each job needs.
 
-Exstream documents no completion webhook, so a poller turns job ends into events. The hand-off is one write: the
-watermark row holds how far the job list was read *and* the events not yet accepted by Prefect, so a crash keeps
-both or neither — a restart neither misses a job nor makes a second event for it. Unsent events are posted until
+Exstream documents no completion webhook, so a poller turns job ends into events. The hand-off is one transaction:
+the watermark row (how far the job list was read), the events in the ledger's outbox and the failed job ends
+delivery-exceptions consumes are stored together, so a crash keeps all or none — a restart neither misses a job
+nor makes a second event for it. The one outbox emitter (``prefect_events.drain_outbox``) posts the events until
 the Prefect API accepts them; a re-post carries the same event id, which the Prefect server drops when it has seen
 it (and every triggered flow is idempotent besides).
 """
@@ -12,23 +13,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
 from prefect.events import Event
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamJob
-from exstream_push.ledger import Ledger, Watermark
-from exstream_push.ledger.store import utcnow
+from exstream_push.ledger import Ledger
+from exstream_push.ledger.outbox import CursorMoved
+from exstream_push.prefect_events import configured_api_url, drain_outbox, outbox_rows
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
@@ -40,8 +39,6 @@ JOB_EVENTS = {"complete": "exstream.job.completed", "error": "exstream.job.faile
 RESOURCE_PREFIX = "exstream.job."
 USE_CASE_LABEL = "exstream-push.use-case"
 CHANNEL_LABEL = "exstream.channel"
-EMIT_BATCH = 200
-SAVE_ATTEMPTS = 5
 _EVENT_NAMESPACE = uuid.UUID("0b6f3c1e-7d2a-4e58-9c41-5a8e2f7d1b63")
 
 
@@ -90,13 +87,15 @@ def _key_ended_at(key: str) -> datetime:
 
 @dataclass(frozen=True)
 class JobCursor:
-    """The watermark's value: the latest end date read, the ends already taken within the settle window before
-    it (several jobs can end in the same second, and late ones can surface there), and the events Prefect has not
-    accepted yet."""
+    """The watermark's value: the latest end date read and the ends already taken within the settle window before
+    it (several jobs can end in the same second, and late ones can surface there).
+
+    ``carried_events`` are the unsent events a watermark written before the one outbox held: the next save moves
+    them into the outbox, in the same transaction."""
 
     ended_at: datetime | None = None
     recent_ends: frozenset[str] = frozenset()
-    unsent_events: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    carried_events: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @classmethod
     def from_value(cls, value: str | None) -> JobCursor:
@@ -107,7 +106,7 @@ class JobCursor:
         return cls(
             ended_at=datetime.fromisoformat(ended_at) if ended_at else None,
             recent_ends=frozenset(data.get("recent_ends", ())),
-            unsent_events=tuple(data.get("unsent_events", ())),
+            carried_events=tuple(data.get("unsent_events", ())),
         )
 
     def to_value(self) -> str:
@@ -115,7 +114,6 @@ class JobCursor:
             {
                 "ended_at": _iso(self.ended_at) if self.ended_at else None,
                 "recent_ends": sorted(self.recent_ends),
-                "unsent_events": list(self.unsent_events),
             },
             sort_keys=True,
         )
@@ -126,22 +124,24 @@ class JobCursor:
             return _utc(as_of) - timedelta(hours=routing.first_run_lookback_hours)
         return self.ended_at - timedelta(seconds=routing.settle_seconds)
 
-    def new_ends(self, jobs: Iterable[ExstreamJob], since: datetime) -> list[ExstreamJob]:
-        """Jobs that ended at or after ``since`` and were not taken before, oldest first."""
+    def new_ends(self, jobs: Iterable[ExstreamJob], since: datetime, until: datetime) -> list[ExstreamJob]:
+        """Jobs that ended at or after ``since``, by ``until``, and were not taken before, oldest first.
+
+        An end after ``until`` (a run replaying an earlier moment, or Exstream's clock ahead) waits for a later
+        poll, so the watermark never passes the moment the run stands for.
+        """
         fresh = [
             job
             for job in jobs
             if job.status in JOB_EVENTS
             and job.end_date is not None
-            and _utc(job.end_date) >= since
+            and since <= _utc(job.end_date) <= _utc(until)
             and end_key(job) not in self.recent_ends
         ]
         return sorted(fresh, key=end_key)
 
-    def advanced(
-        self, taken: Sequence[ExstreamJob], events: Sequence[dict[str, Any]], since: datetime, settle: timedelta
-    ) -> JobCursor:
-        """The cursor after ``taken`` became ``events``; ends older than the settle window are forgotten.
+    def advanced(self, taken: Sequence[ExstreamJob], since: datetime, settle: timedelta) -> JobCursor:
+        """The cursor after ``taken``; ends older than the settle window are forgotten.
 
         A first poll that finds nothing still stores where it started, so the watch does not slide with the clock.
         """
@@ -150,11 +150,7 @@ class JobCursor:
             ended_at = max(ended_at, self.ended_at)
         keys = self.recent_ends | {end_key(job) for job in taken}
         recent = frozenset(key for key in keys if _key_ended_at(key) >= ended_at - settle)
-        return JobCursor(ended_at, recent, (*self.unsent_events, *events))
-
-    def without(self, event_ids: Iterable[str]) -> JobCursor:
-        sent = set(event_ids)
-        return replace(self, unsent_events=tuple(e for e in self.unsent_events if e["id"] not in sent))
+        return JobCursor(ended_at, recent, self.carried_events)
 
 
 def job_event(job: ExstreamJob, use_case: str | None, observed_at: datetime) -> dict[str, Any]:
@@ -187,35 +183,33 @@ def job_event(job: ExstreamJob, use_case: str | None, observed_at: datetime) -> 
     return event.model_dump(mode="json")
 
 
-class WatermarkMoved(RuntimeError):
-    """Another watcher run saved the watermark between this run's read and write."""
-
-
 def read_cursor(ledger: Ledger, name: str = WATERMARK_NAME) -> tuple[str | None, JobCursor]:
     """The stored value as read (for the compare-and-set) and the cursor it holds."""
-    value = ledger.read_watermark(name)
+    value = ledger.outbox.read_cursor(name)
     return value, JobCursor.from_value(value)
 
 
-def save_cursor(ledger: Ledger, previous: str | None, cursor: JobCursor, name: str = WATERMARK_NAME) -> str:
-    """Compare-and-set rather than the ledger's upsert, so two overlapping runs cannot drop each other's events."""
+def failed_ends(taken: Sequence[ExstreamJob], observed_at: datetime) -> list[dict[str, Any]]:
+    """The rows delivery-exceptions consumes: the taken jobs that ended in error."""
+    return [
+        {"end_key": end_key(job), "job_id": job.id, "ended_at": _utc(job.end_date), "observed_at": _utc(observed_at)}
+        for job in taken
+        if job.status == "error" and job.end_date is not None
+    ]
+
+
+def save_cursor(
+    ledger: Ledger,
+    previous: str | None,
+    cursor: JobCursor,
+    events: Sequence[dict[str, Any]] = (),
+    failed: Sequence[dict[str, Any]] = (),
+    name: str = WATERMARK_NAME,
+) -> str:
+    """Compare-and-set the watermark with the events (a watermark written before the one outbox carries its unsent
+    ones over) and failed ends it advanced over, in one transaction: two overlapping runs cannot both store them."""
     value = cursor.to_value()
-    table = Watermark.__table__  # type: ignore[attr-defined]
-    with ledger.engine.begin() as conn:
-        if previous is None:
-            dialect = postgresql if ledger.engine.dialect.name == "postgresql" else sqlite
-            statement = dialect.insert(table).values(name=name, value=value, updated_at=utcnow())
-            # RETURNING, since psycopg reports no row count for INSERT … ON CONFLICT DO NOTHING.
-            stored = conn.execute(statement.on_conflict_do_nothing().returning(table.c.name)).first() is not None
-        else:
-            result = conn.execute(
-                update(table)
-                .where(table.c.name == name, table.c.value == previous)
-                .values(value=value, updated_at=utcnow())
-            )
-            stored = result.rowcount == 1
-        if not stored:
-            raise WatermarkMoved(f"watermark {name!r} changed while this run was reading Exstream")
+    ledger.outbox.save_cursor(name, previous, value, outbox_rows([*cursor.carried_events, *events]), failed)
     return value
 
 
@@ -237,13 +231,13 @@ def record_job_ends(exstream: ExstreamConnection, as_of: datetime) -> dict[str, 
     with exstream.get_client() as client:
         # The API filters by day, in a time zone it does not state: a day earlier is safe, the cursor does the rest.
         jobs = client.list_jobs(statuses=sorted(JOB_EVENTS), ended_since=(since - timedelta(days=1)).date())
-    taken = cursor.new_ends(jobs, since)
+    taken = cursor.new_ends(jobs, since, as_of)
     routes = [routing.use_case_for(job) for job in taken]
     events = [job_event(job, use_case, as_of) for job, use_case in zip(taken, routes, strict=True)]
-    advanced = cursor.advanced(taken, events, since, timedelta(seconds=routing.settle_seconds))
+    advanced = cursor.advanced(taken, since, timedelta(seconds=routing.settle_seconds))
     try:
-        save_cursor(ledger, previous, advanced)
-    except WatermarkMoved as exc:
+        save_cursor(ledger, previous, advanced, events, failed_ends(taken, as_of))
+    except CursorMoved as exc:
         logger.warning("%s; that run covers these jobs, this one stops here", exc)
         return {"jobs_listed": len(jobs), "completed": 0, "failed": 0, "unrouted": 0, "watermark": None}
     unrouted = sorted(job.id for job, use_case in zip(taken, routes, strict=True) if use_case is None)
@@ -260,12 +254,6 @@ def record_job_ends(exstream: ExstreamConnection, as_of: datetime) -> dict[str, 
     return counts
 
 
-def post_events(events: Sequence[dict[str, Any]]) -> None:
-    """One ``POST /events`` to the Prefect API the flow run talks to; raises unless the server accepted them."""
-    with get_client(sync_client=True) as client:
-        client.request("POST", "/events", json=list(events))
-
-
 @task(
     name="emit-job-events",
     retries=3,
@@ -274,24 +262,8 @@ def post_events(events: Sequence[dict[str, Any]]) -> None:
     cache_policy=NO_CACHE,
 )
 def emit_unsent_events() -> int:
-    """Post the stored events Prefect has not accepted yet, then forget them; returns how many were posted."""
-    ledger = ledger_for(get_settings())
-    _, cursor = read_cursor(ledger)
-    unsent = list(cursor.unsent_events)
-    for start in range(0, len(unsent), EMIT_BATCH):
-        batch = unsent[start : start + EMIT_BATCH]
-        post_events(batch)
-        _forget_sent(ledger, [event["id"] for event in batch])
-    return len(unsent)
-
-
-def _forget_sent(ledger: Ledger, event_ids: Sequence[str]) -> None:
-    """Removing by id is idempotent, so a compare-and-set that lost a race is simply tried again."""
-    for _ in range(SAVE_ATTEMPTS):
-        previous, cursor = read_cursor(ledger)
-        try:
-            save_cursor(ledger, previous, cursor.without(event_ids))
-            return
-        except WatermarkMoved:
-            continue
-    raise WatermarkMoved(f"could not record {len(event_ids)} sent event(s) after {SAVE_ATTEMPTS} attempts")
+    """Post what the outbox holds until Prefect has accepted it all; returns how many were posted."""
+    api_url = configured_api_url()
+    if api_url is None:
+        get_run_logger().warning("no PREFECT_API_URL: the job events stay in the outbox until a server is configured")
+    return drain_outbox(ledger_for(get_settings()), api_url, raise_errors=True)

@@ -4,7 +4,6 @@ do next) and the few tunables of the use case."""
 from __future__ import annotations
 
 import fnmatch
-from datetime import timedelta
 from re import Pattern
 from zoneinfo import ZoneInfo
 
@@ -52,8 +51,6 @@ class DeliveryExceptionsConfig(BaseModel):
     reissue_channel: str = Field("reissue", min_length=1)
     masked_reference_chars: int = Field(4, ge=0, le=8)
     message_file_timezone: TimeZoneName = "UTC"
-    initial_lookback: timedelta = timedelta(days=1)
-    late_job_grace: timedelta = timedelta(minutes=15)
     tracking_event_job_key: str = "JobId"
     message_identity_patterns: tuple[Pattern[str], ...] = ()
     rules: tuple[FailureRule, ...] = Field(min_length=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from exstream_push.settings import get_settings
 from exstream_push.status import Status
 from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.delivery_exceptions.config import USE_CASE, load_config
-from exstream_push.usecases.delivery_exceptions.cursor import JobWatermark, watermark_name
 from exstream_push.usecases.delivery_exceptions.rules import (
     OperationsAlerts,
     TrackingEventError,
@@ -87,43 +86,6 @@ def collect_tracking_failures(events: str, as_of: datetime) -> dict[str, int]:
 
 
 @task(
-    name="find-failed-jobs",
-    retries=3,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_if_it_can_succeed,
-    cache_policy=NO_CACHE,
-)
-def find_failed_jobs(exstream: ExstreamConnection, as_of: datetime, job_id: str | None = None) -> list[ExstreamJob]:
-    """The job asked for, or every job in status error that ended since the watermark and by ``as_of``, oldest
-    first (the watermark advances job by job)."""
-    if job_id is not None:
-        with exstream.get_client() as client:
-            return [client.get_job(job_id)]
-    settings = get_settings()
-    config = load_config(settings)
-    ledger = ledger_for(settings)
-    mark = JobWatermark.parse(ledger.read_watermark(watermark_name(exstream.domain)), as_of - config.initial_lookback)
-    # The API filters by day in a zone of its own: ask from the day before, the exact filtering is ours.
-    since = (mark.ended_at - config.late_job_grace).astimezone(UTC).date() - timedelta(days=1)
-    with exstream.get_client() as client:
-        listed = client.list_jobs(statuses=[ERROR_STATUS], ended_since=since)
-    logger = get_run_logger()
-    undated = [job.id for job in listed if job.end_date is None]
-    if undated:
-        logger.warning("%d job(s) in status error have no end date and cannot be polled: %s", len(undated), undated)
-    due = [
-        job
-        for job in listed
-        if job.end_date is not None
-        and job.end_date <= as_of
-        and mark.admits(job.id, job.end_date, config.late_job_grace)
-    ]
-    due.sort(key=lambda job: (job.end_date, job.id))
-    logger.info("%d failed job(s) to check since %s", len(due), mark.ended_at.isoformat())
-    return due
-
-
-@task(
     name="collect-job-failures",
     retries=2,
     retry_delay_seconds=10,
@@ -169,18 +131,6 @@ def collect_job_failures(job: ExstreamJob, exstream: ExstreamConnection, as_of: 
     counts["error_lines_without_document"] = len(unattributed)
     get_run_logger().info("job %s (%s): %s", job.id, job.status, dict(counts))
     return dict(counts)
-
-
-@task(name="advance-job-watermark", retries=2, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
-def advance_job_watermark(job: ExstreamJob, exstream: ExstreamConnection, as_of: datetime) -> None:
-    """Called once the job's failures are in the ledger, so a restart resumes after it and never before it."""
-    settings = get_settings()
-    config = load_config(settings)
-    ledger = ledger_for(settings)
-    name = watermark_name(exstream.domain)
-    mark = JobWatermark.parse(ledger.read_watermark(name), as_of - config.initial_lookback)
-    mark.advance(job.id, job.end_date or as_of, config.late_job_grace)
-    ledger.write_watermark(name, mark.dump(), as_of)
 
 
 @task(name="build-operations-alerts", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
