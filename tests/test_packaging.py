@@ -46,7 +46,6 @@ STILL_SPEAKING_SQL = {
     "exstream_push/audit.py",
     "exstream_push/events.py",
     "exstream_push/exceptions.py",
-    "exstream_push/ingress/app.py",
     "exstream_push/prefect_events.py",
     "exstream_push/tasks/alerts.py",
     "exstream_push/tasks/delivery_exceptions.py",

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 from exstream_push.ledger import bulk, migrations
 from exstream_push.ledger.errors import ledger_error, ledger_unavailable
 from exstream_push.ledger.follow_ups import FollowUpRepository
+from exstream_push.ledger.ingress import IngressRepository
 from exstream_push.ledger.models import (
     Device,
     Document,
@@ -180,6 +181,7 @@ class Ledger:
         self.follow_ups = FollowUpRepository(self.engine)
         self.reminders = ReminderRepository(self.engine)
         self.notices = NoticeRepository(self.engine)
+        self.ingress = IngressRepository(self.engine)
 
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD
