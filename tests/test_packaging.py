@@ -45,7 +45,6 @@ def _imports(path: Path) -> set[str]:
 STILL_SPEAKING_SQL = {
     "exstream_push/audit.py",
     "exstream_push/events.py",
-    "exstream_push/ingress/app.py",
     "exstream_push/tasks/alerts.py",
     "exstream_push/tasks/lifecycle.py",
     "exstream_push/tasks/preferences.py",

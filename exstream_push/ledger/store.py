@@ -19,6 +19,7 @@ from exstream_push.ledger import bulk, migrations
 from exstream_push.ledger.errors import ledger_error, ledger_unavailable
 from exstream_push.ledger.exceptions import ExceptionRepository
 from exstream_push.ledger.follow_ups import FollowUpRepository
+from exstream_push.ledger.ingress import IngressRepository
 from exstream_push.ledger.models import (
     Device,
     Document,
@@ -184,6 +185,7 @@ class Ledger:
         self.notices = NoticeRepository(self.engine)
         self.exceptions = ExceptionRepository(self.engine)
         self.outbox = OutboxRepository(self.engine)
+        self.ingress = IngressRepository(self.engine)
 
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD
