@@ -100,3 +100,21 @@ class PushStatus(StrEnum):
 
     NOTIFIED = "notified"
     NOT_NOTIFIED = "not_notified"
+
+
+class Platform(StrEnum):
+    """The platforms a device registers from (the device import and the ingress accept these alone)."""
+
+    ANDROID = "android"
+    IOS = "ios"
+    WEB = "web"
+
+
+class Channel(StrEnum):
+    """The channels a customer may prefer and Exstream may choose for the next communication."""
+
+    PUSH = "push"
+    EMAIL = "email"
+    PRINT = "print"
+    WEB = "web"
+    SMS = "sms"

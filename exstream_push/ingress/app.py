@@ -61,7 +61,7 @@ from exstream_push.prefect_events import configured_api_url, drain_outbox, enque
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import EngagementType, OpsAlertState
-from exstream_push.tasks.alerts import load_segments
+from exstream_push.usecases.operational_alert.config import load_segments
 
 OPS_ALERT_EVENT = "exstream-push.ops.alert"
 DELIVERY_FAILED_EVENT = "exstream.delivery.failed"
