@@ -17,10 +17,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import and_, select
 
 from exstream_push.csvfiles import CsvWriter
-from exstream_push.ledger import Document, Ledger, RejectedRecord
+from exstream_push.ledger import Ledger
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState
 from exstream_push.usecases.follow_up.config import REMINDER, FollowUpRules, load_rules
@@ -51,53 +50,10 @@ def audit_schema(rules: FollowUpRules) -> pa.Schema:
     return pa.schema(fields)
 
 
-_DOCUMENT_COLUMNS = [
-    "document_id",
-    "customer_id",
-    "document_type",
-    "job_id",
-    "attributes",
-    "state",
-    "state_changed_at",
-    "rejected_status",
-    "rejected_reason",
-]
-
-
-def _document_pages(ledger: Ledger, use_case: str, batch_size: int) -> Iterator[pd.DataFrame]:
-    """Every document of the use case with, when registration kept it out, the rejection of its record."""
-    document, rejected = Document.__table__, RejectedRecord.__table__
-    registration = and_(
-        rejected.c.use_case == document.c.use_case,
-        rejected.c.job_id == document.c.job_id,
-        rejected.c.source == document.c.step_id,
-        rejected.c.position == document.c.position,
-    )
-    statement = (
-        select(
-            document.c.document_id,
-            document.c.customer_id,
-            document.c.document_type,
-            document.c.job_id,
-            document.c.attributes,
-            document.c.state,
-            document.c.state_changed_at,
-            rejected.c.status,
-            rejected.c.reason,
-        )
-        .select_from(document.outerjoin(rejected, registration))
-        .where(document.c.use_case == use_case)
-        .order_by(document.c.id)
-    )
-    with ledger.engine.connect().execution_options(stream_results=True, yield_per=batch_size) as conn:
-        for partition in conn.execute(statement).partitions(batch_size):
-            yield pd.DataFrame(partition, columns=_DOCUMENT_COLUMNS)
-
-
 def audit_frames(ledger: Ledger, rules: FollowUpRules, batch_size: int) -> Iterator[pd.DataFrame]:
     """The export's rows, a batch at a time, with three bulk reads per batch whatever its size."""
     schema = audit_schema(rules)
-    for page in _document_pages(ledger, rules.use_case, batch_size):
+    for page in ledger.audit.document_pages(rules.use_case, batch_size):
         ids = page["document_id"].tolist()
         evidence = ledger.follow_ups.evidence(rules.use_case, rules.hand_back.stage, REMINDER, ids)
         closed_at = ledger.follow_ups.closing_times(rules.use_case, rules.closing_event.value, ids).reindex(ids)

@@ -9,6 +9,7 @@ from pathlib import Path
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
 from exstream_push.manifest import MAX_ID_LENGTH
+from exstream_push.status import Platform
 from exstream_push.zones import check_time_zone
 
 DEVICE_CSV_HEADER = [
@@ -21,7 +22,7 @@ DEVICE_CSV_HEADER = [
     "timezone",
     "categories",
 ]
-PLATFORMS = frozenset({"android", "ios", "web"})
+PLATFORMS = frozenset(Platform)
 _BOOLEANS = {"true": True, "false": False}
 _IMPORT_CHUNK = 20_000
 

@@ -14,9 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from exstream_push.ledger import Document, EngagementEvent, Ledger
+from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
 from exstream_push.status import EngagementType
 
@@ -77,29 +75,11 @@ def store_events(ledger: Ledger, events: Iterable[tuple[int, dict[str, Any]]], r
     batch = list(events)
     if not batch:
         return
-    refs = {event["document_ref"] for _, event in batch if event["document_ref"]}
-    ids = {event["document_id"] for _, event in batch if event["document_id"]}
-    by_ref: dict[str, tuple[str, str, str]] = {}
-    by_id: dict[str, tuple[str, str, str]] = {}
-    with ledger.engine.connect() as conn:
-        columns = (Document.ref, Document.document_id, Document.use_case, Document.customer_id)
-        for chunk in _chunked(sorted(refs)):
-            for ref, document_id, use_case, customer_id in conn.execute(
-                select(*columns).where(Document.ref.in_(chunk))
-            ):
-                by_ref[ref] = (document_id, use_case, customer_id)
-        for chunk in _chunked(sorted(ids)):
-            for _, document_id, use_case, customer_id in conn.execute(
-                select(*columns).where(Document.document_id.in_(chunk))
-            ):
-                by_id[document_id] = (document_id, use_case, customer_id)
-        known = set(
-            conn.scalars(
-                select(EngagementEvent.event_id).where(
-                    EngagementEvent.event_id.in_([event["event_id"] for _, event in batch])
-                )
-            )
-        )
+    by_ref, by_id = ledger.engagement.resolve_documents(
+        [event["document_ref"] for _, event in batch if event["document_ref"]],
+        [event["document_id"] for _, event in batch if event["document_id"]],
+    )
+    known = ledger.engagement.known_event_ids([event["event_id"] for _, event in batch])
     rows, seen = [], set(known)
     now = utcnow()
     for line, event in batch:
@@ -129,11 +109,6 @@ def store_events(ledger: Ledger, events: Iterable[tuple[int, dict[str, Any]]], r
         )
     ledger.record_events(rows)
     report.stored += len(rows)
-
-
-def _chunked(items: list[str], size: int = 2_000) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def import_events(ledger: Ledger, path: Path) -> EventImportReport:

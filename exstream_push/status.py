@@ -115,3 +115,19 @@ def is_failed_delivery(schema_type: str) -> bool:
     """
     lowered = schema_type.lower()
     return lowered.endswith(FAILED_SCHEMA_SUFFIX) or lowered == NOT_DELIVERED_SCHEMA_TYPE
+class Platform(StrEnum):
+    """The platforms a device registers from (the device import and the ingress accept these alone)."""
+
+    ANDROID = "android"
+    IOS = "ios"
+    WEB = "web"
+
+
+class Channel(StrEnum):
+    """The channels a customer may prefer and Exstream may choose for the next communication."""
+
+    PUSH = "push"
+    EMAIL = "email"
+    PRINT = "print"
+    WEB = "web"
+    SMS = "sms"

@@ -5,44 +5,29 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
-from exstream_push.blocks import ExstreamConnection, exstream_connection
-from exstream_push.retrying import retry_if_it_can_succeed
+from exstream_push.blocks import exstream_connection
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.status import UseCase
-from exstream_push.tasks.lifecycle import (
+from exstream_push.tasks.summary import artifact_key
+from exstream_push.usecases.lifecycle_tracking.config import (
+    FALLBACK_CHANNEL,
     FALLBACK_HEADER,
+    STATUS_CHANNEL,
     STATUS_HEADER,
+    USE_CASE,
+)
+from exstream_push.usecases.lifecycle_tracking.tasks import (
     find_unopened_documents,
     fold_engagement,
     funnel,
     latest_event_received,
     mark_fallback_requested,
+    post_rows,
     record_engagement,
 )
-from exstream_push.tasks.post_back import post_driver_file
-from exstream_push.tasks.summary import artifact_key
-
-USE_CASE = UseCase.LIFECYCLE_TRACKING.value
-STATUS_CHANNEL = "document-status"
-FALLBACK_CHANNEL = "fallback-delivery"
-
-
-@task(
-    name="post-to-exstream",
-    retries=3,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_if_it_can_succeed,
-    cache_policy=NO_CACHE,
-)
-def post_rows(
-    exstream: ExstreamConnection, channel: str, run_key: str, header: list[str], rows: list[list[Any]]
-) -> dict[str, Any]:
-    return post_driver_file(exstream, channel, run_key, header, rows)
 
 
 @flow(name=USE_CASE, persist_result=False)

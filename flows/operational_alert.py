@@ -13,8 +13,11 @@ from exstream_push.blocks import connections
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import OpsAlertState
-from exstream_push.tasks.alerts import (
-    USE_CASE,
+from exstream_push.tasks.render import render_messages
+from exstream_push.tasks.segment import segment_recipients
+from exstream_push.tasks.send import send_push
+from exstream_push.usecases.operational_alert.config import USE_CASE
+from exstream_push.usecases.operational_alert.tasks import (
     alert_report,
     alert_spool,
     mark_alert,
@@ -22,9 +25,6 @@ from exstream_push.tasks.alerts import (
     request_follow_up,
     spool_alert_audience,
 )
-from exstream_push.tasks.render import render_messages
-from exstream_push.tasks.segment import segment_recipients
-from exstream_push.tasks.send import send_push
 
 CATEGORY = "alerts"
 

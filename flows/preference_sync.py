@@ -5,30 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from exstream_push.blocks import ExstreamConnection, exstream_connection
-from exstream_push.retrying import retry_if_it_can_succeed
+from exstream_push.blocks import exstream_connection
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.status import UseCase
-from exstream_push.tasks.post_back import post_driver_file
-from exstream_push.tasks.preferences import PREFERENCE_HEADER, collect_preference_changes
-
-USE_CASE = UseCase.PREFERENCE_SYNC.value
-CHANNEL = "channel-preferences"
-
-
-@task(
-    name="post-preferences-to-exstream",
-    retries=3,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_if_it_can_succeed,
-    cache_policy=NO_CACHE,
-)
-def post_preferences(exstream: ExstreamConnection, window: str, rows: list[list[Any]]) -> dict[str, Any]:
-    return post_driver_file(exstream, CHANNEL, window, PREFERENCE_HEADER, rows)
+from exstream_push.usecases.preference_sync.config import USE_CASE
+from exstream_push.usecases.preference_sync.tasks import collect_preference_changes, post_preferences
 
 
 @flow(name=USE_CASE, persist_result=False)

@@ -20,7 +20,8 @@ from exstream_push.ledger import Device, Ledger, OutboxEvent
 from exstream_push.prefect_events import drain_outbox
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.tasks.alerts import FOLLOW_UP_HEADER, SegmentError, alert_report, segment_customers
+from exstream_push.usecases.operational_alert.config import FOLLOW_UP_HEADER, SegmentError
+from exstream_push.usecases.operational_alert.tasks import alert_report, segment_customers
 from exstream_push_dev.emulators.server import ServerThread
 from tests.conftest import exstream_inbox, fcm_messages
 from tests.test_ingress import SECRET, Ingress

@@ -41,16 +41,6 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-# Modules whose SQL has not moved into the ledger's repositories yet (issue 10); the list may only shrink.
-STILL_SPEAKING_SQL = {
-    "exstream_push/audit.py",
-    "exstream_push/events.py",
-    "exstream_push/tasks/alerts.py",
-    "exstream_push/tasks/lifecycle.py",
-    "exstream_push/tasks/preferences.py",
-}
-
-
 def test_no_product_module_imports_the_development_tools_or_speaks_sql() -> None:
     """Emulators, bench, demo and stack are tools; SQL is the ledger's alone."""
     offenders: dict[str, set[str]] = {}
@@ -65,5 +55,4 @@ def test_no_product_module_imports_the_development_tools_or_speaks_sql() -> None
             }
             if bad:
                 offenders[str(path.relative_to(ROOT))] = bad
-    assert not any(name.startswith("exstream_push_dev") for names in offenders.values() for name in names)
-    assert set(offenders) == STILL_SPEAKING_SQL
+    assert offenders == {}

@@ -17,7 +17,7 @@ from exstream_push.ledger import Preference
 from exstream_push.ledger.store import utcnow
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.tasks.preferences import decide_channel
+from exstream_push.usecases.preference_sync.rules import decide_channel
 from tests.conftest import exstream_inbox
 
 DEVICES = """customer_id,device_id,platform,token,push_opt_in,locale,timezone,categories

@@ -34,7 +34,7 @@ from exstream_push.ledger.store import utcnow
 from exstream_push.prefect_events import drain_outbox, enqueue, pending_count
 from exstream_push.settings import Settings
 from exstream_push.status import EngagementType, OpsAlertState
-from exstream_push.tasks.alerts import load_segments
+from exstream_push.usecases.operational_alert.config import load_segments
 
 OPS_ALERT_EVENT = "exstream-push.ops.alert"
 DELIVERY_FAILED_EVENT = "exstream.delivery.failed"

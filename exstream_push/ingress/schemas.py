@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from exstream_push.status import EngagementType, is_failed_delivery
+from exstream_push.status import Channel, EngagementType, Platform, is_failed_delivery
 from exstream_push.zones import TimeZoneName
 
 # Ids are index keys: PostgreSQL's btree refuses entries over about 2,700 bytes, and no real id comes near this.
@@ -83,7 +83,6 @@ Identifier = Annotated[
 ]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
-Channel = Literal["push", "email", "print", "web", "sms"]
 
 
 def _one_or_many(value: Any) -> Any:
@@ -98,7 +97,7 @@ class DeviceIn(BaseModel):
 
     customer_id: Identifier
     device_id: Identifier
-    platform: Literal["android", "ios", "web"]
+    platform: Platform
     token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
     active: bool = Field(True, description="false unregisters the device: it is kept, but never pushed to again")
     push_opt_in: bool = True

@@ -16,6 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from exstream_push.ledger import bulk, migrations
+from exstream_push.ledger.alerts import AlertRepository
+from exstream_push.ledger.audit import AuditRepository
+from exstream_push.ledger.engagement import EngagementRepository
 from exstream_push.ledger.errors import ledger_error, ledger_unavailable
 from exstream_push.ledger.exceptions import ExceptionRepository
 from exstream_push.ledger.follow_ups import FollowUpRepository
@@ -34,6 +37,7 @@ from exstream_push.ledger.models import (
 )
 from exstream_push.ledger.notices import NoticeRepository
 from exstream_push.ledger.outbox import OutboxRepository
+from exstream_push.ledger.preferences import PreferenceRepository
 from exstream_push.ledger.reminders import ReminderRepository
 from exstream_push.status import UNSETTLED, Status
 
@@ -186,6 +190,10 @@ class Ledger:
         self.exceptions = ExceptionRepository(self.engine)
         self.outbox = OutboxRepository(self.engine)
         self.ingress = IngressRepository(self.engine)
+        self.engagement = EngagementRepository(self.engine)
+        self.preferences = PreferenceRepository(self.engine)
+        self.alerts = AlertRepository(self.engine)
+        self.audit = AuditRepository(self.engine)
 
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD
