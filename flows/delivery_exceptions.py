@@ -4,7 +4,7 @@ exception records → one push to operations per (job, channel, failure class) w
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -21,6 +21,7 @@ from exstream_push.usecases.delivery_exceptions.tasks import (
 )
 from exstream_push.usecases.job_ends import failed_jobs, mark_job_handled
 from exstream_push.usecases.tracking_events import collect_stored_tracking_failures
+from exstream_push.zones import run_moment
 
 USE_CASE = UseCase.DELIVERY_EXCEPTIONS.value
 
@@ -43,9 +44,7 @@ def delivery_exceptions(
     tracking events the ingress stored are read once each, and ``events`` is a JSON Lines file of more. Events go
     first, so a failed job whose documents they name is not taken for a job that failed as a whole.
     """
-    as_of = as_of or datetime.now(UTC)
-    if as_of.tzinfo is None:
-        raise ValueError("as_of needs a time zone, e.g. 2026-11-29T08:00:00+00:00")
+    as_of = run_moment(as_of)
     exstream, fcm = connections(exstream_block, fcm_block)
     totals: Counter[str] = Counter()
     if events is not None:

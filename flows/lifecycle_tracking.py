@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -28,6 +28,7 @@ from exstream_push.usecases.lifecycle_tracking.tasks import (
     post_rows,
     record_engagement,
 )
+from exstream_push.zones import run_moment
 
 
 @flow(name=USE_CASE, persist_result=False)
@@ -35,7 +36,7 @@ def lifecycle_tracking(
     as_of: datetime | None = None, exstream_block: str | None = None, fcm_block: str | None = None
 ) -> dict[str, Any]:
     """Status changes since the last run go back to Exstream once; unopened documents get one fallback request."""
-    as_of = as_of or datetime.now(UTC)
+    as_of = run_moment(as_of)
     settings = get_settings()
     ledger = ledger_for(settings)
     exstream = exstream_connection(exstream_block)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -25,6 +25,7 @@ from exstream_push.usecases.operational_alert.tasks import (
     request_follow_up,
     spool_alert_audience,
 )
+from exstream_push.zones import run_moment
 
 CATEGORY = "alerts"
 
@@ -37,7 +38,7 @@ def operational_alert(
     fcm_block: str | None = None,
 ) -> dict[str, Any]:
     """Push the alert to the affected customers' devices, then ask Exstream for the letter; once per alert."""
-    as_of = as_of or datetime.now(UTC)
+    as_of = run_moment(as_of)
     settings = get_settings()
     ledger = ledger_for(settings)
     alert = read_alert(ledger, alert_id)

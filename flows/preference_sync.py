@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prefect import flow
@@ -12,6 +12,7 @@ from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.usecases.preference_sync.config import USE_CASE
 from exstream_push.usecases.preference_sync.tasks import collect_preference_changes, post_preferences
+from exstream_push.zones import run_moment
 
 
 @flow(name=USE_CASE, persist_result=False)
@@ -22,7 +23,7 @@ def preference_sync(
 
     ``fcm_block`` is accepted so every deployment takes the same connection parameters; this flow sends no push.
     """
-    as_of = as_of or datetime.now(UTC)
+    as_of = run_moment(as_of)
     ledger = ledger_for(get_settings())
     exstream = exstream_connection(exstream_block)
     since_value = ledger.read_watermark(USE_CASE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from exstream_push.tasks.work_queue import (
     run_totals,
     shared_run,
 )
+from exstream_push.zones import run_moment
 
 USE_CASE = UseCase.STATEMENT_READY.value
 CATEGORY = "statements"
@@ -75,7 +76,7 @@ def statement_ready(
     """
     if manifest is None and job_id is None:
         raise ValueError("give a manifest path or an Exstream job id")
-    as_of = as_of or datetime.now(UTC)
+    as_of = run_moment(as_of)
     exstream, fcm = connections(exstream_block, fcm_block)
     # What the run is made of: a file's content, or an Exstream job's id (its output does not change once done).
     content = job_id

@@ -42,3 +42,18 @@ def test_the_readme_table_lists_the_registered_flows_in_order() -> None:
     rows = re.findall(r"^\| (\d) \| `(\w+)` \|", (ROOT / "README.md").read_text(), flags=re.MULTILINE)
     expected = [(str(number), entry.flow.split(":")[1]) for number, entry in enumerate(USE_CASES.values(), start=1)]
     assert rows == expected
+
+
+def test_every_flow_refuses_a_moment_without_a_zone() -> None:
+    """A naive ``as_of`` read in the server's zone would replay a run differently: every flow refuses it at once."""
+    from datetime import datetime
+
+    import pytest
+
+    naive = datetime(2026, 12, 1, 9, 0)
+    for slug, entry in USE_CASES.items():
+        arguments = {"as_of": naive, **({"alert_id": "A-1"} if "alert_id" in entry.options else {})}
+        if entry.takes_job:
+            arguments["job_id"] = "J-1"
+        with pytest.raises(ValueError, match="time zone"):
+            entry.load().fn(**arguments)
