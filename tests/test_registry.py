@@ -51,7 +51,7 @@ def test_every_flow_refuses_a_moment_without_a_zone() -> None:
     import pytest
 
     naive = datetime(2026, 12, 1, 9, 0)
-    for slug, entry in USE_CASES.items():
+    for entry in USE_CASES.values():
         arguments = {"as_of": naive, **({"alert_id": "A-1"} if "alert_id" in entry.options else {})}
         if entry.takes_job:
             arguments["job_id"] = "J-1"
