@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         origin = self.exstream_url.split("/orchestration")[0].rstrip("/")
         return f"{origin}/otdsws"
 
+    def spool_dir(self, use_case: str, run: str) -> Path:
+        """Where a run keeps its working files (fetched manifests, Parquet batches, snapshots): one folder per use
+        case and run, under the state folder that several workers of a run share."""
+        return self.home / "spool" / use_case / run
+
     @cached_property
     def link_key(self) -> bytes:
         """The deep-link signing key; generated once into the state folder when none is configured."""

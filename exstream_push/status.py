@@ -89,6 +89,16 @@ class UseCase(StrEnum):
     LIFECYCLE_TRACKING = "lifecycle-tracking"
 
 
+class Category(StrEnum):
+    """The push categories a device may opt in to (an empty list on the device means all of them)."""
+
+    STATEMENTS = "statements"
+    PAYMENTS = "payments"
+    POLICIES = "policies"
+    ACTIONS = "actions"
+    ALERTS = "alerts"
+
+
 class OpsAlertState(StrEnum):
     RECEIVED = "received"
     PUSHED = "pushed"

@@ -12,7 +12,7 @@ from prefect import flow
 from exstream_push.blocks import connections
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.status import OpsAlertState
+from exstream_push.status import Category, OpsAlertState
 from exstream_push.tasks.render import render_messages
 from exstream_push.tasks.segment import segment_recipients
 from exstream_push.tasks.send import send_push
@@ -27,7 +27,7 @@ from exstream_push.usecases.operational_alert.tasks import (
 )
 from exstream_push.zones import run_moment
 
-CATEGORY = "alerts"
+CATEGORY = Category.ALERTS.value
 
 
 @flow(name=USE_CASE, flow_run_name=f"{USE_CASE}-{{alert_id}}", persist_result=False)

@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 
 from exstream_push.blocks import connections
 from exstream_push.notify.pipeline import deliver, notify, release_deferred
-from exstream_push.status import UseCase
+from exstream_push.status import Category, UseCase
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest
 from exstream_push.usecases.intake import discard_manifest_spools, manifest_sources
@@ -33,7 +33,7 @@ from exstream_push.usecases.payment_reminders.tasks import (
 from exstream_push.zones import run_moment
 
 USE_CASE = UseCase.PAYMENT_REMINDERS.value
-CATEGORY = "payments"
+CATEGORY = Category.PAYMENTS.value
 
 
 def _run_name() -> str:

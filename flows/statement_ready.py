@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from exstream_push.blocks import connections
 from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
-from exstream_push.status import UseCase
+from exstream_push.status import Category, UseCase
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import (
     ManifestSource,
@@ -23,7 +23,6 @@ from exstream_push.tasks.extract import (
     fetch_job_manifests,
     file_digest,
     job_id_for_digest,
-    spool_dir,
 )
 from exstream_push.tasks.post_back import post_outcomes, unsettled_documents
 from exstream_push.tasks.render import render_messages
@@ -41,7 +40,7 @@ from exstream_push.tasks.work_queue import (
 from exstream_push.zones import run_moment
 
 USE_CASE = UseCase.STATEMENT_READY.value
-CATEGORY = "statements"
+CATEGORY = Category.STATEMENTS.value
 
 
 def _run_name() -> str:
@@ -99,7 +98,7 @@ def statement_ready(
             totals.update(batches=1)
         if claim_post_back(run):
             posted = post_outcomes(USE_CASE, job_id, exstream)
-            shutil.rmtree(spool_dir(get_settings(), USE_CASE, job_id), ignore_errors=True)
+            shutil.rmtree(get_settings().spool_dir(USE_CASE, job_id), ignore_errors=True)
             finish_run(run)
         totals.update(run_totals(run))
     totals["unsettled"] = unsettled_documents(USE_CASE, job_id)

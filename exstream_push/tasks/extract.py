@@ -23,7 +23,7 @@ from exstream_push.ledger.store import utcnow
 from exstream_push.manifest import ID_COLUMNS, MAX_ID_LENGTH, DeliveryManifest
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
-from exstream_push.settings import Settings, get_settings
+from exstream_push.settings import get_settings
 from exstream_push.status import QuarantineReason, SkipReason, Status
 
 MANIFEST_FILE_NAME = "_STDDELIVERYFILE.xml"
@@ -77,10 +77,6 @@ def job_id_for_file(path: Path) -> str:
     return job_id_for_digest(file_digest(path))
 
 
-def spool_dir(settings: Settings, use_case: str, job_id: str) -> Path:
-    return settings.home / "spool" / use_case / job_id
-
-
 @task(
     name="fetch-job-manifests",
     retries=3,
@@ -95,7 +91,7 @@ def fetch_job_manifests(job_id: str, exstream: ExstreamConnection, use_case: str
     fails and is not remembered as done, so running it again once the file is there processes it.
     """
     settings = get_settings()
-    target = spool_dir(settings, use_case, job_id) / "manifests"
+    target = settings.spool_dir(use_case, job_id) / "manifests"
     target.mkdir(parents=True, exist_ok=True)
     sources = []
     with exstream.get_client() as client:
@@ -198,7 +194,7 @@ def extract_manifest(source: ManifestSource, use_case: str, extra_keys: Sequence
     settings = get_settings()
     ledger = ledger_for(settings)
     key = settings.link_key
-    out_dir = spool_dir(settings, use_case, source.job_id) / source.step_id
+    out_dir = settings.spool_dir(use_case, source.job_id) / source.step_id
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     manifest = DeliveryManifest(source.path, settings.keys, extra_keys)

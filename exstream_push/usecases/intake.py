@@ -8,7 +8,7 @@ from pathlib import Path
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.settings import get_settings
-from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests, job_id_for_file, spool_dir
+from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests, job_id_for_file
 
 
 def manifest_sources(
@@ -26,4 +26,4 @@ def manifest_sources(
 def discard_manifest_spools(use_case: str, sources: Sequence[ManifestSource]) -> None:
     """Once every delivery file of the run is registered, its spooled copies and batches are no longer needed."""
     for job_id in {source.job_id for source in sources}:
-        shutil.rmtree(spool_dir(get_settings(), use_case, job_id), ignore_errors=True)
+        shutil.rmtree(get_settings().spool_dir(use_case, job_id), ignore_errors=True)

@@ -98,7 +98,7 @@ def collect_job_failures(job: ExstreamJob, exstream: ExstreamConnection, as_of: 
     settings = get_settings()
     config = load_config(settings)
     ledger = ledger_for(settings)
-    spool = settings.home / "spool" / USE_CASE / job.id
+    spool = settings.spool_dir(USE_CASE, job.id)
     spool.mkdir(parents=True, exist_ok=True)
     ended_at = job.end_date or as_of
     counts: Counter[str] = Counter(error_lines=0, exceptions_new=0)

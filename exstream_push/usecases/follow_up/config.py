@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, NegativeInt, NonNegativeInt, 
 
 from exstream_push.notify.timing import FrequencyCap, QuietHours
 from exstream_push.settings import get_settings
-from exstream_push.status import DocumentState, EngagementType, UseCase
+from exstream_push.status import Category, DocumentState, EngagementType, UseCase
 from exstream_push.zones import TimeZoneName
 
 NOTICE = "notice"
@@ -105,7 +105,7 @@ class PolicyChangeConfig(_FollowUpConfig):
         deadline = Attribute("acknowledge_by", self.acknowledge_by_key)
         return FollowUpRules(
             use_case=UseCase.POLICY_CHANGE.value,
-            category="policies",
+            category=Category.POLICIES.value,
             deadline=deadline,
             attributes=(deadline,),
             required_flag=Attribute("requires_acknowledgement", self.requires_acknowledgement_key),
@@ -144,7 +144,7 @@ class ActionRequiredConfig(_FollowUpConfig):
         deadline = Attribute("action_deadline", self.action_deadline_key)
         return FollowUpRules(
             use_case=UseCase.ACTION_REQUIRED.value,
-            category="actions",
+            category=Category.ACTIONS.value,
             deadline=deadline,
             attributes=(action_type, deadline),
             required_flag=None,

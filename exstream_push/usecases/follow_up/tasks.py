@@ -104,7 +104,7 @@ class Snapshot:
 
 
 def _snapshot_folder(use_case: str, as_of: datetime) -> Path:
-    return get_settings().home / "spool" / use_case / f"follow-ups-{as_of:%Y%m%dT%H%M%S%fZ}"
+    return get_settings().spool_dir(use_case, f"follow-ups-{as_of:%Y%m%dT%H%M%S%fZ}")
 
 
 @task(name="snapshot-active-documents", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)

@@ -21,7 +21,6 @@ from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import OpsAlertState
-from exstream_push.tasks.extract import spool_dir
 from exstream_push.tasks.post_back import post_driver_file
 from exstream_push.usecases.operational_alert.config import (
     FOLLOW_UP_CHANNEL,
@@ -69,7 +68,7 @@ def mark_alert(ledger: Ledger, alert_id: str, state: OpsAlertState, **moments: d
 
 
 def alert_spool(settings: Settings, alert_id: str) -> Path:
-    return spool_dir(settings, USE_CASE, alert_id)
+    return settings.spool_dir(USE_CASE, alert_id)
 
 
 @task(name="spool-alert-audience", retries=1, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
