@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from exstream_push.connectors.exstream import ExstreamClient
+from exstream_push.settings import BatchInputChannels
 
 if TYPE_CHECKING:
     from exstream_push.settings import Settings
@@ -31,7 +32,8 @@ class ExstreamConnection(Block):
     client_id: str = Field(description="OTDS OAuth client id.")
     client_secret: SecretStr = Field(description="OTDS OAuth client secret.")
     status_channel: str = Field(
-        default="push-status", description="Batch input channel that receives push delivery statuses."
+        default=BatchInputChannels().push_status,
+        description="Batch input channel that receives push delivery statuses.",
     )
     timeout: float = Field(default=30.0, gt=0, description="Seconds to wait on each HTTP read.")
 
@@ -53,5 +55,5 @@ class ExstreamConnection(Block):
             otds_url=settings.resolved_otds_url,
             client_id=settings.otds_client_id,
             client_secret=settings.otds_client_secret,
-            status_channel=settings.exstream_status_channel,
+            status_channel=settings.channels.push_status,
         )

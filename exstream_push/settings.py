@@ -27,6 +27,22 @@ class ManifestKeys(BaseSettings):
     locale: str = "Locale"
 
 
+class BatchInputChannels(BaseSettings):
+    """The Exstream batch-input channels exstream-push posts its CSV hand-backs to, one per kind of hand-back;
+    ``EXSTREAM_PUSH_CHANNEL_<NAME>`` names another (each Exstream installation names its own)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}CHANNEL_", extra="ignore")
+
+    push_status: str = "push-status"  # statement-ready: one row per document, notified or not
+    policy_ack_overdue: str = "policy-ack-overdue"  # policy-change: unacknowledged past the deadline
+    action_print_fallback: str = "action-print-fallback"  # action-required: a printed reminder instead
+    reissue: str = "reissue"  # delivery-exceptions: documents to compose again
+    channel_preferences: str = "channel-preferences"  # preference-sync: the channel Exstream should use
+    ops_follow_up: str = "ops-follow-up"  # operational-alert: the formal follow-up letter
+    document_status: str = "document-status"  # lifecycle-tracking: engagement changes
+    fallback_delivery: str = "fallback-delivery"  # lifecycle-tracking: documents not opened in time
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -43,7 +59,6 @@ class Settings(BaseSettings):
     otds_url: str | None = None
     otds_client_id: str = "exstream-push"
     otds_client_secret: SecretStr = SecretStr("exstream-push")
-    exstream_status_channel: str = "push-status"
 
     portal_url: str = "https://portal.example.com/documents"
     link_secret: SecretStr | None = None
@@ -63,6 +78,7 @@ class Settings(BaseSettings):
     # worker process per core sharing a run, 1 each keeps two event loops from contending for one GIL.
     batches_in_flight: int = Field(2, ge=1)
     keys: ManifestKeys = Field(default_factory=ManifestKeys)
+    channels: BatchInputChannels = Field(default_factory=BatchInputChannels)
 
     fcm_quota_per_minute: int = Field(480_000, ge=1)  # shared by every worker: 80% of FCM's 600,000 per project
     quota_backend: Literal["none", "prefect", "redis"] = "prefect"  # where the shared token bucket lives

@@ -55,7 +55,7 @@ def run_demo() -> int:
 
         messages = httpx.get(f"{fcm.url}/_emulator/messages").json()
         inbox = httpx.get(f"{exstream.url}/_emulator/inbox").json()
-        status_posts = [p for p in inbox if p["path"].endswith(f"/{settings.exstream_status_channel}")]
+        status_posts = [p for p in inbox if p["path"].endswith(f"/{settings.channels.push_status}")]
 
     counts = ledger.status_counts()
     print()

@@ -13,9 +13,7 @@ from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.lifecycle_tracking.config import (
-    FALLBACK_CHANNEL,
     FALLBACK_HEADER,
-    STATUS_CHANNEL,
     STATUS_HEADER,
     USE_CASE,
 )
@@ -45,11 +43,17 @@ def lifecycle_tracking(
 
     received_until = latest_event_received(ledger)
     changes = fold_engagement(datetime.fromisoformat(since_value) if since_value else None, as_of)
-    status_post = post_rows(exstream, STATUS_CHANNEL, run_key, STATUS_HEADER, changes) if changes else None
+    status_post = (
+        post_rows(exstream, settings.channels.document_status, run_key, STATUS_HEADER, changes) if changes else None
+    )
     if changes:
         record_engagement(changes)
     unopened = find_unopened_documents(as_of, settings.fallback_after)
-    fallback_post = post_rows(exstream, FALLBACK_CHANNEL, run_key, FALLBACK_HEADER, unopened) if unopened else None
+    fallback_post = (
+        post_rows(exstream, settings.channels.fallback_delivery, run_key, FALLBACK_HEADER, unopened)
+        if unopened
+        else None
+    )
     if unopened:
         mark_fallback_requested(unopened, as_of)
     if received_until is not None:

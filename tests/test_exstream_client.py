@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamClient, ExstreamError
-from exstream_push.settings import Settings
+from exstream_push.settings import BatchInputChannels, Settings
 from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app, docgen_step_id
 from exstream_push_dev.emulators.server import ServerThread
 
@@ -244,7 +244,7 @@ def settings_for(server: ServerThread) -> Settings:
         exstream_url=f"{server.url}/orchestration",
         otds_client_id="push",
         otds_client_secret=SecretStr(SECRET),
-        exstream_status_channel="statuses",
+        channels=BatchInputChannels(push_status="statuses"),
     )
 
 

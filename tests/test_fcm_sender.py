@@ -518,7 +518,8 @@ def test_a_refused_service_account_is_a_configuration_error_asked_once(
     token_url, requested = token_server
     requested.clear()
     refused_key = service_account_info | {"token_uri": f"{token_url.url}/refused"}
-    sender = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=refused_key).get_sender()
+    connection = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=refused_key)
+    sender = connection.get_sender(quota=NoQuota())  # no shared quota: this test needs no Prefect server
     results = sender.send(requests_for(*(f"ok-{n}" for n in range(50))))
     for result in results:
         assert isinstance(result.error, exceptions.UnauthenticatedError) and result.attempts == 1

@@ -44,8 +44,8 @@ def request_reissue(
     documents = [record for record in records if record["document_id"]]
     if documents:
         rows = reissue_rows(documents, job_id, config, as_of)
-        requested = post_driver_file(exstream, config.reissue_channel, job_id, REISSUE_HEADER, rows)["posted"]
-        result.update(action="reissue_documents", channel=config.reissue_channel, documents=len(documents))
+        requested = post_driver_file(exstream, get_settings().channels.reissue, job_id, REISSUE_HEADER, rows)["posted"]
+        result.update(action="reissue_documents", channel=get_settings().channels.reissue, documents=len(documents))
     else:
         fingerprint = dedup_key(REPROCESSING, job_id, *sorted(record["dedup_key"] for record in records))
         requested = not ledger.already_posted(REPROCESSING, job_id, fingerprint)

@@ -48,7 +48,6 @@ class DeliveryExceptionsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operations_topic: str = Field("ops-delivery-exceptions", pattern=_TOPIC)
-    reissue_channel: str = Field("reissue", min_length=1)
     masked_reference_chars: int = Field(4, ge=0, le=8)
     message_file_timezone: TimeZoneName = "UTC"
     tracking_event_job_key: str = "JobId"

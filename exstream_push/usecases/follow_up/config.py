@@ -99,7 +99,6 @@ class PolicyChangeConfig(_FollowUpConfig):
     requires_acknowledgement_key: str = "RequiresAcknowledgement"
     acknowledge_by_key: str = "AcknowledgeBy"
     reminder_offsets_days: tuple[PositiveInt, ...] = (3, 7)  # days after the first notice
-    escalation_channel: str = "policy-ack-overdue"
 
     def rules(self) -> FollowUpRules:
         deadline = Attribute("acknowledge_by", self.acknowledge_by_key)
@@ -117,7 +116,7 @@ class PolicyChangeConfig(_FollowUpConfig):
             reminder_offsets_days=self.reminder_offsets_days,
             hand_back=HandBack(
                 stage="escalation",
-                channel=self.escalation_channel,
+                channel=get_settings().channels.policy_ack_overdue,
                 days_before_deadline=0,
                 state=DocumentState.ESCALATED,
                 closes=True,
@@ -137,7 +136,6 @@ class ActionRequiredConfig(_FollowUpConfig):
     action_deadline_key: str = "ActionDeadline"
     reminder_offsets_days: tuple[NegativeInt, ...] = (-7, -3, -1)  # days before the deadline
     print_fallback_days_before: NonNegativeInt = 2
-    print_fallback_channel: str = "action-print-fallback"
 
     def rules(self) -> FollowUpRules:
         action_type = Attribute("action_type", self.action_type_key)
@@ -156,7 +154,7 @@ class ActionRequiredConfig(_FollowUpConfig):
             reminder_offsets_days=self.reminder_offsets_days,
             hand_back=HandBack(
                 stage="print_fallback",
-                channel=self.print_fallback_channel,
+                channel=get_settings().channels.action_print_fallback,
                 days_before_deadline=self.print_fallback_days_before,
                 state=DocumentState.PRINT_FALLBACK,
                 closes=False,

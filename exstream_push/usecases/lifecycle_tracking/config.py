@@ -5,7 +5,5 @@ from __future__ import annotations
 from exstream_push.status import UseCase
 
 USE_CASE = UseCase.LIFECYCLE_TRACKING.value
-STATUS_CHANNEL = "document-status"
-FALLBACK_CHANNEL = "fallback-delivery"
 STATUS_HEADER = ["document_id", "customer_id", "use_case", "status", "status_at", "updated_at"]
 FALLBACK_HEADER = ["document_id", "customer_id", "use_case", "document_type", "sent_at", "reason", "updated_at"]

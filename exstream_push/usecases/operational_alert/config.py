@@ -13,7 +13,6 @@ from exstream_push.status import UseCase
 
 USE_CASE = UseCase.OPERATIONAL_ALERT.value
 SEGMENTS_FILE = "ops-alert-segments.yaml"
-FOLLOW_UP_CHANNEL = "ops-follow-up"
 FOLLOW_UP_HEADER = [
     "alert_id",
     "customer_id",

@@ -23,7 +23,6 @@ from exstream_push.settings import Settings, get_settings
 from exstream_push.status import OpsAlertState
 from exstream_push.tasks.post_back import post_driver_file
 from exstream_push.usecases.operational_alert.config import (
-    FOLLOW_UP_CHANNEL,
     FOLLOW_UP_HEADER,
     SEGMENTS_FILE,
     USE_CASE,
@@ -118,7 +117,7 @@ def request_follow_up(alert: Alert, exstream: ExstreamConnection, as_of: datetim
     """
     ledger = ledger_for(get_settings())
     rows = follow_up_rows(alert, ledger.alerts.customer_outcomes(USE_CASE, alert.alert_id), as_of)
-    summary = post_driver_file(exstream, FOLLOW_UP_CHANNEL, alert.alert_id, FOLLOW_UP_HEADER, rows)
+    summary = post_driver_file(exstream, get_settings().channels.ops_follow_up, alert.alert_id, FOLLOW_UP_HEADER, rows)
     mark_alert(
         ledger,
         alert.alert_id,
@@ -130,8 +129,10 @@ def request_follow_up(alert: Alert, exstream: ExstreamConnection, as_of: datetim
 
 def alert_report(ledger: Ledger, alert_id: str) -> dict[str, Any]:
     """The push and the formal follow-up of one alert, side by side: what operations and auditors ask for."""
-    found = ledger.alerts.report(USE_CASE, FOLLOW_UP_CHANNEL, alert_id)
+    found = ledger.alerts.report(USE_CASE, get_settings().channels.ops_follow_up, alert_id)
     if found is None:
         raise LookupError(f"no operational alert {alert_id!r} in the ledger")
     alert, counts, posts = found
-    return report(alert, counts, posts, ledger.job_reason_counts(USE_CASE, alert_id), FOLLOW_UP_CHANNEL)
+    return report(
+        alert, counts, posts, ledger.job_reason_counts(USE_CASE, alert_id), get_settings().channels.ops_follow_up
+    )

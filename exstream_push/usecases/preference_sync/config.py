@@ -5,5 +5,4 @@ from __future__ import annotations
 from exstream_push.status import UseCase
 
 USE_CASE = UseCase.PREFERENCE_SYNC.value
-CHANNEL = "channel-preferences"
 PREFERENCE_HEADER = ["customer_id", "push_enabled", "active_devices", "preferred_channel", "categories", "updated_at"]

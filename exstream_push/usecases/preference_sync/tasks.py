@@ -14,7 +14,7 @@ from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.post_back import post_driver_file
-from exstream_push.usecases.preference_sync.config import CHANNEL, PREFERENCE_HEADER
+from exstream_push.usecases.preference_sync.config import PREFERENCE_HEADER
 from exstream_push.usecases.preference_sync.rules import changed_customers, preference_rows
 
 _CHUNK = 2_000
@@ -40,4 +40,4 @@ def collect_preference_changes(since: datetime | None, until: datetime) -> tuple
     cache_policy=NO_CACHE,
 )
 def post_preferences(exstream: ExstreamConnection, window: str, rows: list[list[Any]]) -> dict[str, Any]:
-    return post_driver_file(exstream, CHANNEL, window, PREFERENCE_HEADER, rows)
+    return post_driver_file(exstream, get_settings().channels.channel_preferences, window, PREFERENCE_HEADER, rows)
