@@ -2,7 +2,7 @@
 
 SQLAlchemy's error text carries the statement's parameters (document ids, customer ids, refs) and PostgreSQL's
 own message can carry row values (``DETAIL: Key (document_id)=(…) already exists``, ``Failing row contains (…)``).
-Both reach logs, Prefect state messages and pickled results. The engine (``store.make_engine``) turns every
+Both reach logs, Prefect state messages and pickled results. The engine (``engine.make_engine``) turns every
 database error into a ``LedgerError`` built here from the error's class, SQLSTATE, constraint, table and column
 only, and the original stays out of the exception chain.
 

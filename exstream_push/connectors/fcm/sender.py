@@ -1,60 +1,38 @@
-"""Firebase Cloud Messaging: firebase-admin's message model, encoder and errors on a fast transport of ours.
-
-firebase-admin 7.7 models and validates messages well, but its ``send_each_async`` manages a few hundred
-messages/s here (benchmarks/fcm_transport.py), retries neither 429 nor connection errors, ignores
-``Retry-After`` and cannot be pointed at an emulator. So messages are built and encoded by the SDK and posted
-by aiohttp (10-25x faster), and failures come back as the very exception classes the SDK would raise. Every
-reach into SDK internals lives in this module, each with the reason it is there.
-"""
+"""The sender: many FCM messages over one keep-alive aiohttp session, with bounded concurrency, retries that
+honour ``Retry-After``, a send quota, and results handed back while the rest is in flight."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
-import os
 import random
-import re
 import threading
 import time
-import warnings
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 import aiohttp
 import firebase_admin
-import google.auth
 import google.auth.credentials
 import google.auth.exceptions
 import google.auth.transport.requests
-import httpx
 import orjson
-from firebase_admin import _utils as firebase_utils
-from firebase_admin import credentials as firebase_credentials
 from firebase_admin import exceptions, messaging
 
+from exstream_push.connectors.fcm.auth import EMULATOR_HEADERS, fcm_send_url, resolve_credentials
+from exstream_push.connectors.fcm.errors import firebase_error, parse_retry_after, transport_error
+from exstream_push.connectors.fcm.message import encode
 from exstream_push.connectors.push_errors import PushErrorClass, classify_fcm_exception, fcm_error_code
 from exstream_push.quota import NoQuota, PermitPool, SendQuota, send_quota
 
 if TYPE_CHECKING:
     from exstream_push.settings import Settings
 
-logger = logging.getLogger(__name__)
-
-FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-EMULATOR_AUTHORIZATION = "Bearer owner"  # what Firebase's own emulators accept in place of an OAuth token
-MAX_PAYLOAD_BYTES = 4096
-MAX_TTL = timedelta(days=28)
-APNS_COLLAPSE_ID_MAX_BYTES = 64
-WEBPUSH_TOPIC_MAX_CHARS = 32
-_URL_SAFE_BASE64 = re.compile(r"[A-Za-z0-9_-]+")
+# The package's name, as before it was split into modules: log configuration and readers find it unchanged.
+logger = logging.getLogger("exstream_push.connectors.fcm")
 
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
@@ -66,99 +44,6 @@ caller, instead of one batch sleeping on it."""
 FLUSH_INTERVAL_SECONDS = 0.2
 REFRESH_RETRY_SECONDS = 30.0
 
-# `fid` is not a new name for the token: it is the Firebase Installation ID, sent as its own "fid" field, which
-# an app reports only once it opts in to FID registration (onRegistered instead of onNewToken). Our devices
-# register FCM registration tokens, so they must travel as "token"; 7.7 warns on every such message, which says
-# nothing new here. One process-wide filter, because `catch_warnings` per message is neither thread-safe (render
-# tasks run in threads) nor cheap (a sixth of building a message).
-warnings.filterwarnings("ignore", r"Message\.token is deprecated", DeprecationWarning)
-
-_EMULATOR_HEADERS = {"Authorization": EMULATOR_AUTHORIZATION}
-
-Priority = Literal["normal", "high"]
-_APNS_PRIORITY = {"normal": "5", "high": "10"}
-
-
-def _digest(text: str, length: int) -> str:
-    """A deterministic, URL-safe stand-in for a value that is too long or has characters a header forbids."""
-    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")[:length]
-
-
-def apns_collapse_id(collapse_key: str) -> str:
-    """``apns-collapse-id`` allows 64 bytes; longer keys become a 43-character SHA-256 digest."""
-    if len(collapse_key.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES:
-        return collapse_key
-    return _digest(collapse_key, 43)
-
-
-def webpush_topic(collapse_key: str) -> str:
-    """RFC 8030 ``Topic``: at most 32 characters of the URL-safe base64 alphabet, else a 32-char digest."""
-    if len(collapse_key) <= WEBPUSH_TOPIC_MAX_CHARS and _URL_SAFE_BASE64.fullmatch(collapse_key):
-        return collapse_key
-    return _digest(collapse_key, WEBPUSH_TOPIC_MAX_CHARS)
-
-
-def build_message(
-    *,
-    title: str,
-    body: str,
-    data: Mapping[str, str],
-    collapse_key: str,
-    token: str | None = None,
-    fid: str | None = None,
-    topic: str | None = None,
-    priority: Priority = "normal",
-    ttl: timedelta | None = None,
-) -> messaging.Message:
-    """One notification for exactly one target: a device's registration ``token``, its installation ``fid``,
-    or a ``topic`` (operations alerts).
-
-    The collapse key goes into all three platforms, so a newer notice about the same document replaces an
-    older one still waiting on Android, iOS and the web alike. ``ttl`` (≤ 28 days) likewise applies to all
-    three; for APNs it becomes an absolute expiry counted from now, so build messages just before sending.
-    """
-    if sum(target is not None for target in (token, fid, topic)) != 1:
-        raise ValueError("exactly one of token, fid or topic must be given")
-    if not collapse_key:
-        raise ValueError("collapse_key must not be empty")
-    if priority not in _APNS_PRIORITY:
-        raise ValueError(f"priority is {priority!r}: it must be 'normal' or 'high'")
-    if ttl is not None and not timedelta(0) <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl is {ttl}: FCM accepts 0 to {MAX_TTL.days} days")
-
-    apns_headers = {
-        "apns-collapse-id": apns_collapse_id(collapse_key),
-        "apns-priority": _APNS_PRIORITY[priority],
-    }
-    webpush_headers = {"Topic": webpush_topic(collapse_key), "Urgency": priority}
-    if ttl is not None:
-        seconds = int(ttl.total_seconds())
-        # APNs reads 0 as "deliver now or never"; anything else is an absolute UNIX time.
-        apns_headers["apns-expiration"] = str(int(time.time()) + seconds) if seconds else "0"
-        webpush_headers["TTL"] = str(seconds)
-    content = {
-        "notification": messaging.Notification(title=title, body=body),
-        "data": dict(data),
-        "android": messaging.AndroidConfig(collapse_key=collapse_key, priority=priority, ttl=ttl),
-        "apns": messaging.APNSConfig(headers=apns_headers),
-        "webpush": messaging.WebpushConfig(headers=webpush_headers),
-    }
-    if token is None:
-        return messaging.Message(fid=fid, topic=topic, **content)
-    return messaging.Message(token=token, **content)
-
-
-def encode(message: messaging.Message) -> bytes:
-    """The message as FCM receives it (the ``message`` object of the request), validated by firebase-admin.
-
-    Its length, target and platform options included, is at least what FCM counts against its 4096-byte limit,
-    so a message within ``MAX_PAYLOAD_BYTES`` here is within it there."""
-    # _MessagingService.encode_message is the SDK's own validate-and-encode step (a classmethod, no app
-    # needed); the public API only reaches it from inside its send functions.
-    encoded = orjson.dumps(messaging._MessagingService.encode_message(message))
-    # orjson's result keeps its 4 KB write buffer; an exact copy keeps a batch's payloads at their real size.
-    return memoryview(encoded).tobytes()
-
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop's loop where installed (a sixth less client CPU per request here than asyncio's), else asyncio's."""
@@ -167,30 +52,6 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     except ImportError:
         return asyncio.new_event_loop
     return uvloop.new_event_loop
-
-
-def fcm_send_url(base_url: str, project_id: str) -> str:
-    return f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
-
-
-def _is_google_host(base_url: str) -> bool:
-    host = urlsplit(base_url).hostname or ""
-    return host == "googleapis.com" or host.endswith(".googleapis.com")
-
-
-def resolve_credentials(
-    base_url: str, credentials: google.auth.credentials.Credentials | None = None
-) -> google.auth.credentials.Credentials | None:
-    """Given credentials, scoped for FCM; else ``GOOGLE_APPLICATION_CREDENTIALS``; else, for Google's own
-    host, application-default credentials. ``None`` means an emulator, which takes ``Bearer owner``."""
-    if credentials is not None:
-        return google.auth.credentials.with_scopes_if_required(credentials, [FCM_SCOPE])
-    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or _is_google_host(base_url):
-        # Application-default credentials read GOOGLE_APPLICATION_CREDENTIALS first, so a key file set
-        # there is used without probing a metadata server.
-        found, _ = google.auth.default(scopes=[FCM_SCOPE])
-        return found
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,51 +85,6 @@ class _Attempt:
     message_id: str | None = None
     error: exceptions.FirebaseError | None = None
     retry_after: float | None = None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
-def _firebase_error(url: str, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> exceptions.FirebaseError:
-    """The exception firebase-admin itself would produce for this FCM error response.
-
-    The SDK builds it (messaging.UnregisteredError & co, with the same ``.code`` and message) only from an
-    httpx error, through two private functions; replaying the response through them keeps its mapping
-    authoritative instead of copied. Only failures pay for this.
-    """
-    request = httpx.Request("POST", url)
-    response = httpx.Response(status, headers=headers, content=body, request=request)
-    error = httpx.HTTPStatusError(f"FCM answered HTTP {status}", request=request, response=response)
-    return firebase_utils.handle_platform_error_from_httpx(error, messaging._MessagingService._build_fcm_error_httpx)
-
-
-def _transport_error(error: Exception) -> exceptions.FirebaseError:
-    """The exception classes firebase-admin uses when no response arrived (see its ``handle_httpx_error``);
-    a token endpoint that refuses our key is an authentication error, one that cannot be reached a transient
-    one."""
-    if isinstance(error, google.auth.exceptions.RefreshError):
-        return exceptions.UnauthenticatedError(f"Could not obtain an OAuth token for FCM: {error}", cause=error)
-    if isinstance(error, google.auth.exceptions.TransportError):
-        return exceptions.UnavailableError(f"Could not reach the OAuth token endpoint: {error!r}", cause=error)
-    if isinstance(error, TimeoutError):
-        return exceptions.DeadlineExceededError(f"Timed out while making an API call: {error!r}", cause=error)
-    if isinstance(error, aiohttp.ClientConnectionError):
-        return exceptions.UnavailableError(f"Failed to establish a connection: {error!r}", cause=error)
-    return exceptions.UnknownError(f"Unknown error while making a remote service call: {error!r}", cause=error)
 
 
 class FcmSender:
@@ -380,7 +196,7 @@ class FcmSender:
 
     async def _authorization_headers(self) -> dict[str, str]:
         if self._credentials is None:
-            return _EMULATOR_HEADERS
+            return EMULATOR_HEADERS
         await self._ensure_fresh_token()
         headers: dict[str, str] = {}
         self._credentials.apply(headers)
@@ -393,14 +209,14 @@ class FcmSender:
             async with session.post(self.url, data=body, headers=headers) as response:
                 content = await response.read()
         except (TimeoutError, aiohttp.ClientError, google.auth.exceptions.GoogleAuthError) as error:
-            return _Attempt(error=_transport_error(error))
+            return _Attempt(error=transport_error(error))
         if response.status == 200:
             try:
                 return _Attempt(message_id=orjson.loads(content)["name"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass  # accepted but unreadable: an error that is not retried, lest the push arrive twice
         return _Attempt(
-            error=_firebase_error(self.url, response.status, list(response.headers.items()), content),
+            error=firebase_error(self.url, response.status, list(response.headers.items()), content),
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
@@ -536,51 +352,3 @@ def _log_summary(results: Sequence[PushResult]) -> None:
     )
     if any(result.error_class is not None and result.error_class.alert_operator for result in results):
         logger.error("FCM refused our configuration (credentials, project or APNs/Web Push keys): %s", dict(failures))
-
-
-class _EmulatorCredentials(google.auth.credentials.Credentials):
-    """The fixed token Firebase's emulators accept; nothing to refresh."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.token = "owner"
-
-    def refresh(self, request: google.auth.transport.Request) -> None:
-        """Nothing to do: the token never expires."""
-
-
-class _GoogleCredential(firebase_credentials.Base):
-    """Hands firebase-admin a google-auth credential we already hold."""
-
-    def __init__(self, credential: google.auth.credentials.Credentials) -> None:
-        self._credential = credential
-
-    def get_credential(self) -> google.auth.credentials.Credentials:
-        return self._credential
-
-
-@contextlib.asynccontextmanager
-async def firebase_app_at(
-    base_url: str,
-    project_id: str,
-    *,
-    name: str = "exstream-push-fcm",
-    credentials: google.auth.credentials.Credentials | None = None,
-) -> AsyncIterator[firebase_admin.App]:
-    """A firebase-admin app whose own ``messaging.send_each_async`` posts to ``base_url``, for the baseline
-    benchmark and parity tests: ``async with firebase_app_at(url, project) as app: await
-    messaging.send_each_async(messages, app=app)``. It is deleted on exit; use it within one event loop.
-    """
-    credential = resolve_credentials(base_url, credentials) or _EmulatorCredentials()
-    app = firebase_admin.initialize_app(_GoogleCredential(credential), {"projectId": project_id}, name=name)
-    # The SDK builds its endpoint from the class constant FCM_URL when the service is created and offers
-    # no override (there is no official FCM emulator); rewriting this attribute of our app's service does.
-    service = messaging._get_messaging_service(app)
-    service._fcm_url = fcm_send_url(base_url, project_id)
-    try:
-        yield app
-    finally:
-        # delete_app closes the SDK's httpx client with its own asyncio.run(), which cannot run inside this
-        # loop and cannot close connections opened in it: close them here, then delete from a thread.
-        await service._async_client.aclose()
-        await asyncio.to_thread(firebase_admin.delete_app, app)

@@ -1,0 +1,70 @@
+"""Firebase Cloud Messaging: firebase-admin's message model, encoder and errors on a fast transport of ours.
+
+firebase-admin 7.7 models and validates messages well, but its ``send_each_async`` manages a few hundred
+messages/s here (benchmarks/fcm_transport.py), retries neither 429 nor connection errors, ignores
+``Retry-After`` and cannot be pointed at an emulator. So messages are built and encoded by the SDK and posted
+by aiohttp (10-25x faster), and failures come back as the very exception classes the SDK would raise. Every
+reach into SDK internals lives in this package, each with the reason it is there: ``message`` (model and
+encoder), ``auth`` (endpoint, credentials, a firebase-admin app pointed at it), ``errors`` (failures as the SDK's
+exceptions) and ``sender`` (the aiohttp transport).
+"""
+
+from exstream_push.connectors.fcm.auth import (
+    EMULATOR_AUTHORIZATION,
+    FCM_SCOPE,
+    fcm_send_url,
+    firebase_app_at,
+    resolve_credentials,
+)
+from exstream_push.connectors.fcm.errors import parse_retry_after
+from exstream_push.connectors.fcm.message import (
+    APNS_COLLAPSE_ID_MAX_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MAX_TTL,
+    WEBPUSH_TOPIC_MAX_CHARS,
+    Priority,
+    apns_collapse_id,
+    build_message,
+    encode,
+    webpush_topic,
+)
+from exstream_push.connectors.fcm.sender import (
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_CAP_SECONDS,
+    FLUSH_INTERVAL_SECONDS,
+    MAX_RETRY_WAIT_SECONDS,
+    QUOTA_RETRY_FLOOR_SECONDS,
+    REFRESH_RETRY_SECONDS,
+    FcmSender,
+    PushRequest,
+    PushResult,
+    event_loop_factory,
+)
+
+__all__ = [
+    "APNS_COLLAPSE_ID_MAX_BYTES",
+    "BACKOFF_BASE_SECONDS",
+    "BACKOFF_CAP_SECONDS",
+    "EMULATOR_AUTHORIZATION",
+    "FCM_SCOPE",
+    "FLUSH_INTERVAL_SECONDS",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_RETRY_WAIT_SECONDS",
+    "MAX_TTL",
+    "QUOTA_RETRY_FLOOR_SECONDS",
+    "REFRESH_RETRY_SECONDS",
+    "WEBPUSH_TOPIC_MAX_CHARS",
+    "FcmSender",
+    "Priority",
+    "PushRequest",
+    "PushResult",
+    "apns_collapse_id",
+    "build_message",
+    "encode",
+    "event_loop_factory",
+    "fcm_send_url",
+    "firebase_app_at",
+    "parse_retry_after",
+    "resolve_credentials",
+    "webpush_topic",
+]

@@ -1,0 +1,93 @@
+"""Where FCM is and who we are to it: the send URL, OAuth credentials or an emulator's fixed token, and a
+firebase-admin app pointed at the same place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import firebase_admin
+import google.auth
+import google.auth.credentials
+import google.auth.transport
+from firebase_admin import credentials as firebase_credentials
+from firebase_admin import messaging
+
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+EMULATOR_AUTHORIZATION = "Bearer owner"  # what Firebase's own emulators accept in place of an OAuth token
+EMULATOR_HEADERS = {"Authorization": EMULATOR_AUTHORIZATION}
+
+
+def fcm_send_url(base_url: str, project_id: str) -> str:
+    return f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+
+
+def _is_google_host(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
+def resolve_credentials(
+    base_url: str, credentials: google.auth.credentials.Credentials | None = None
+) -> google.auth.credentials.Credentials | None:
+    """Given credentials, scoped for FCM; else ``GOOGLE_APPLICATION_CREDENTIALS``; else, for Google's own
+    host, application-default credentials. ``None`` means an emulator, which takes ``Bearer owner``."""
+    if credentials is not None:
+        return google.auth.credentials.with_scopes_if_required(credentials, [FCM_SCOPE])
+    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or _is_google_host(base_url):
+        # Application-default credentials read GOOGLE_APPLICATION_CREDENTIALS first, so a key file set
+        # there is used without probing a metadata server.
+        found, _ = google.auth.default(scopes=[FCM_SCOPE])
+        return found
+    return None
+
+
+class _EmulatorCredentials(google.auth.credentials.Credentials):
+    """The fixed token Firebase's emulators accept; nothing to refresh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "owner"
+
+    def refresh(self, request: google.auth.transport.Request) -> None:
+        """Nothing to do: the token never expires."""
+
+
+class _GoogleCredential(firebase_credentials.Base):
+    """Hands firebase-admin a google-auth credential we already hold."""
+
+    def __init__(self, credential: google.auth.credentials.Credentials) -> None:
+        self._credential = credential
+
+    def get_credential(self) -> google.auth.credentials.Credentials:
+        return self._credential
+
+
+@contextlib.asynccontextmanager
+async def firebase_app_at(
+    base_url: str,
+    project_id: str,
+    *,
+    name: str = "exstream-push-fcm",
+    credentials: google.auth.credentials.Credentials | None = None,
+) -> AsyncIterator[firebase_admin.App]:
+    """A firebase-admin app whose own ``messaging.send_each_async`` posts to ``base_url``, for the baseline
+    benchmark and parity tests: ``async with firebase_app_at(url, project) as app: await
+    messaging.send_each_async(messages, app=app)``. It is deleted on exit; use it within one event loop.
+    """
+    credential = resolve_credentials(base_url, credentials) or _EmulatorCredentials()
+    app = firebase_admin.initialize_app(_GoogleCredential(credential), {"projectId": project_id}, name=name)
+    # The SDK builds its endpoint from the class constant FCM_URL when the service is created and offers
+    # no override (there is no official FCM emulator); rewriting this attribute of our app's service does.
+    service = messaging._get_messaging_service(app)
+    service._fcm_url = fcm_send_url(base_url, project_id)
+    try:
+        yield app
+    finally:
+        # delete_app closes the SDK's httpx client with its own asyncio.run(), which cannot run inside this
+        # loop and cannot close connections opened in it: close them here, then delete from a thread.
+        await service._async_client.aclose()
+        await asyncio.to_thread(firebase_admin.delete_app, app)
