@@ -99,6 +99,30 @@ class Category(StrEnum):
     ALERTS = "alerts"
 
 
+class RunState(StrEnum):
+    """Where a shared run stands in the work queue (``workrun.state``)."""
+
+    EXTRACTING = "extracting"  # one worker reads the manifests; the others wait or take over a dead extractor
+    EXTRACTED = "extracted"  # batches queued; every worker claims them
+    POSTING = "posting"  # the last batch is done; one worker posts the outcomes back
+    DONE = "done"
+
+
+class BatchState(StrEnum):
+    """A queued batch of a shared run (``workbatch.state``)."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"  # leased by one worker, renewed while it lives
+    DONE = "done"
+
+
+class JobStatus(StrEnum):
+    """An Exstream job's status, as the Orchestration API reports it (the ones exstream-push acts on)."""
+
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
 class OpsAlertState(StrEnum):
     RECEIVED = "received"
     PUSHED = "pushed"

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from exstream_push.ledger import store
 from exstream_push.ledger.base import LedgerBase
 from exstream_push.ledger.models import Device, Notification, WorkBatch, WorkRun
-from exstream_push.status import Status
+from exstream_push.status import BatchState, RunState, Status
 
 
 class WorkQueueMixin(LedgerBase):
@@ -43,15 +43,19 @@ class WorkQueueMixin(LedgerBase):
                     .limit(1)
                     .with_for_update()
                 ).first()
-                if current is not None and current.state == "done" and self._up_to_date(conn, current, content):
+                if (
+                    current is not None
+                    and current.state == RunState.DONE.value
+                    and self._up_to_date(conn, current, content)
+                ):
                     return current.id, False
-                if current is None or current.state == "done":
+                if current is None or current.state == RunState.DONE.value:
                     generation = 1 if current is None else current.generation + 1
                     inserted = conn.execute(
                         table.insert().values(
                             run_key=run_key,
                             generation=generation,
-                            state="extracting",
+                            state=RunState.EXTRACTING.value,
                             content=content,
                             claimed_by=worker,
                             lease_expires=lease_until,
@@ -60,7 +64,7 @@ class WorkQueueMixin(LedgerBase):
                         )
                     )
                     return inserted.inserted_primary_key[0], True
-                if current.state != "extracting":
+                if current.state != RunState.EXTRACTING.value:
                     return current.id, False
                 if store._naive_utc(current.lease_expires) > store._naive_utc(now) and not is_dead(current.claimed_by):
                     return None
@@ -68,7 +72,7 @@ class WorkQueueMixin(LedgerBase):
                     update(table)
                     .where(
                         table.c.id == current.id,
-                        table.c.state == "extracting",
+                        table.c.state == RunState.EXTRACTING.value,
                         table.c.claimed_by == current.claimed_by,
                     )
                     .values(claimed_by=worker, lease_expires=lease_until, updated_at=now)
@@ -107,11 +111,11 @@ class WorkQueueMixin(LedgerBase):
                 update(WorkRun.__table__)
                 .where(
                     WorkRun.__table__.c.id == run_id,
-                    WorkRun.__table__.c.state == "extracting",
+                    WorkRun.__table__.c.state == RunState.EXTRACTING.value,
                     WorkRun.__table__.c.claimed_by == worker,
                 )
                 .values(
-                    state="extracted",
+                    state=RunState.EXTRACTED.value,
                     batches=len(paths),
                     totals=totals,
                     claimed_by=None,
@@ -125,7 +129,7 @@ class WorkQueueMixin(LedgerBase):
                 conn.execute(
                     WorkBatch.__table__.insert(),
                     [
-                        {"run_id": run_id, "number": n, "path": p, "state": "queued", "updated_at": now}
+                        {"run_id": run_id, "number": n, "path": p, "state": BatchState.QUEUED.value, "updated_at": now}
                         for n, p in chunk
                     ],
                 )
@@ -140,7 +144,8 @@ class WorkQueueMixin(LedgerBase):
         while True:
             now = store.utcnow()
             claimable = (table.c.run_id == run_id) & (
-                (table.c.state == "queued") | ((table.c.state == "claimed") & (table.c.lease_expires < now))
+                (table.c.state == BatchState.QUEUED.value)
+                | ((table.c.state == BatchState.CLAIMED.value) & (table.c.lease_expires < now))
             )
             with self.engine.begin() as conn:
                 row = conn.execute(
@@ -155,7 +160,9 @@ class WorkQueueMixin(LedgerBase):
                 taken = conn.execute(
                     update(table)
                     .where(table.c.id == row.id, claimable)
-                    .values(state="claimed", claimed_by=worker, lease_expires=lease_until, updated_at=now)
+                    .values(
+                        state=BatchState.CLAIMED.value, claimed_by=worker, lease_expires=lease_until, updated_at=now
+                    )
                 )
                 if taken.rowcount == 1:
                     return row.id, row.number, row.path
@@ -167,13 +174,15 @@ class WorkQueueMixin(LedgerBase):
             ours = conn.execute(
                 update(table)
                 .where(table.c.id == batch_id, table.c.claimed_by == worker)
-                .values(state="done", lease_expires=None, updated_at=store.utcnow())
+                .values(state=BatchState.DONE.value, lease_expires=None, updated_at=store.utcnow())
             ).rowcount
             if not ours:
                 conn.execute(
                     update(table)
-                    .where(table.c.id == batch_id, table.c.state != "done")
-                    .values(state="done", claimed_by=worker, lease_expires=None, updated_at=store.utcnow())
+                    .where(table.c.id == batch_id, table.c.state != BatchState.DONE.value)
+                    .values(
+                        state=BatchState.DONE.value, claimed_by=worker, lease_expires=None, updated_at=store.utcnow()
+                    )
                 )
         return bool(ours)
 
@@ -183,12 +192,14 @@ class WorkQueueMixin(LedgerBase):
         with self.engine.begin() as conn:
             conn.execute(
                 update(WorkBatch.__table__)
-                .where(WorkBatch.__table__.c.claimed_by == worker, WorkBatch.__table__.c.state == "claimed")
-                .values(state="queued", claimed_by=None, lease_expires=None, updated_at=now)
+                .where(
+                    WorkBatch.__table__.c.claimed_by == worker, WorkBatch.__table__.c.state == BatchState.CLAIMED.value
+                )
+                .values(state=BatchState.QUEUED.value, claimed_by=None, lease_expires=None, updated_at=now)
             )
             conn.execute(
                 update(WorkRun.__table__)
-                .where(WorkRun.__table__.c.claimed_by == worker, WorkRun.__table__.c.state != "done")
+                .where(WorkRun.__table__.c.claimed_by == worker, WorkRun.__table__.c.state != RunState.DONE.value)
                 .values(lease_expires=now)
             )
 
@@ -198,14 +209,17 @@ class WorkQueueMixin(LedgerBase):
         with self.engine.begin() as conn:
             conn.execute(
                 update(WorkBatch.__table__)
-                .where(WorkBatch.__table__.c.claimed_by.in_(workers), WorkBatch.__table__.c.state == "claimed")
+                .where(
+                    WorkBatch.__table__.c.claimed_by.in_(workers),
+                    WorkBatch.__table__.c.state == BatchState.CLAIMED.value,
+                )
                 .values(lease_expires=lease_until)
             )
             conn.execute(
                 update(WorkRun.__table__)
                 .where(
                     WorkRun.__table__.c.claimed_by.in_(workers),
-                    WorkRun.__table__.c.state.in_(["extracting", "posting"]),
+                    WorkRun.__table__.c.state.in_([RunState.EXTRACTING.value, RunState.POSTING.value]),
                 )
                 .values(lease_expires=lease_until)
             )
@@ -217,16 +231,24 @@ class WorkQueueMixin(LedgerBase):
         with self.engine.begin() as conn:
             holders = set(
                 conn.scalars(
-                    select(batches.c.claimed_by).where(batches.c.run_id == run_id, batches.c.state == "claimed")
+                    select(batches.c.claimed_by).where(
+                        batches.c.run_id == run_id, batches.c.state == BatchState.CLAIMED.value
+                    )
                 )
             )
-            holders |= set(conn.scalars(select(runs.c.claimed_by).where(runs.c.id == run_id, runs.c.state != "done")))
+            holders |= set(
+                conn.scalars(select(runs.c.claimed_by).where(runs.c.id == run_id, runs.c.state != RunState.DONE.value))
+            )
             dead = [holder for holder in holders if holder and is_dead(holder)]
             if not dead:
                 return 0
             conn.execute(
                 update(batches)
-                .where(batches.c.run_id == run_id, batches.c.claimed_by.in_(dead), batches.c.state == "claimed")
+                .where(
+                    batches.c.run_id == run_id,
+                    batches.c.claimed_by.in_(dead),
+                    batches.c.state == BatchState.CLAIMED.value,
+                )
                 .values(lease_expires=expired)
             )
             conn.execute(
@@ -261,16 +283,19 @@ class WorkQueueMixin(LedgerBase):
         """The one worker to post a run's outcomes: all its batches done, and nobody (alive) posting already."""
         runs, batches = WorkRun.__table__, WorkBatch.__table__
         now = store.utcnow()
-        unfinished = select(batches.c.id).where(batches.c.run_id == run_id, batches.c.state != "done").exists()
+        unfinished = (
+            select(batches.c.id).where(batches.c.run_id == run_id, batches.c.state != BatchState.DONE.value).exists()
+        )
         with self.engine.begin() as conn:
             taken = conn.execute(
                 update(runs)
                 .where(
                     runs.c.id == run_id,
                     ~unfinished,
-                    (runs.c.state == "extracted") | ((runs.c.state == "posting") & (runs.c.lease_expires < now)),
+                    (runs.c.state == RunState.EXTRACTED.value)
+                    | ((runs.c.state == RunState.POSTING.value) & (runs.c.lease_expires < now)),
                 )
-                .values(state="posting", claimed_by=worker, lease_expires=lease_until, updated_at=now)
+                .values(state=RunState.POSTING.value, claimed_by=worker, lease_expires=lease_until, updated_at=now)
             )
         return taken.rowcount == 1
 
@@ -280,7 +305,7 @@ class WorkQueueMixin(LedgerBase):
             conn.execute(
                 update(table)
                 .where(table.c.id == run_id, table.c.claimed_by == worker)
-                .values(state="done", lease_expires=None, updated_at=store.utcnow())
+                .values(state=RunState.DONE.value, lease_expires=None, updated_at=store.utcnow())
             )
 
     def batch_workers(self, run_id: int) -> dict[int, str | None]:

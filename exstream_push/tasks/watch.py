@@ -31,11 +31,11 @@ from exstream_push.prefect_events import configured_api_url, drain_outbox, outbo
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
-from exstream_push.status import UseCase
+from exstream_push.status import JobStatus, UseCase
 
 WATERMARK_NAME = "exstream-watcher"
 ROUTING_FILE = "job-routing.yaml"
-JOB_EVENTS = {"complete": "exstream.job.completed", "error": "exstream.job.failed"}
+JOB_EVENTS = {JobStatus.COMPLETE: "exstream.job.completed", JobStatus.ERROR: "exstream.job.failed"}
 RESOURCE_PREFIX = "exstream.job."
 USE_CASE_LABEL = "exstream-push.use-case"
 CHANNEL_LABEL = "exstream.channel"
@@ -54,7 +54,7 @@ class JobRouting(BaseModel):
 
     def use_case_for(self, job: ExstreamJob) -> str | None:
         """None when nothing is configured for the job: its event is still emitted, and starts no flow."""
-        use_case = self.failed if job.status == "error" else self.completed.get(job.channel or "")
+        use_case = self.failed if job.status == JobStatus.ERROR else self.completed.get(job.channel or "")
         return use_case.value if use_case else None
 
 
@@ -194,7 +194,7 @@ def failed_ends(taken: Sequence[ExstreamJob], observed_at: datetime) -> list[dic
     return [
         {"end_key": end_key(job), "job_id": job.id, "ended_at": _utc(job.end_date), "observed_at": _utc(observed_at)}
         for job in taken
-        if job.status == "error" and job.end_date is not None
+        if job.status == JobStatus.ERROR and job.end_date is not None
     ]
 
 
@@ -245,8 +245,8 @@ def record_job_ends(exstream: ExstreamConnection, as_of: datetime) -> dict[str, 
         logger.warning("no use case configured in %s for ended jobs %s", ROUTING_FILE, ", ".join(unrouted))
     counts = {
         "jobs_listed": len(jobs),
-        "completed": sum(job.status == "complete" for job in taken),
-        "failed": sum(job.status == "error" for job in taken),
+        "completed": sum(job.status == JobStatus.COMPLETE for job in taken),
+        "failed": sum(job.status == JobStatus.ERROR for job in taken),
         "unrouted": len(unrouted),
         "watermark": _iso(advanced.ended_at) if advanced.ended_at else None,
     }

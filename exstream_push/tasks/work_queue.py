@@ -39,6 +39,7 @@ from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
 from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
+from exstream_push.status import BatchState, RunState
 from exstream_push.tasks.extract import ExtractedManifest
 
 # A lease outlives several missed heartbeats; a holder on another host that dies is replaced after this long.
@@ -180,7 +181,7 @@ def join_run(use_case: str, job_id: str, content: str | None = None) -> SharedRu
     while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, is_dead, content)) is None:
         time.sleep(POLL_SECONDS)
     run_id, extracts = joined
-    up_to_date = not extracts and ledger.run_state(run_id)[0] == "done"
+    up_to_date = not extracts and ledger.run_state(run_id)[0] == RunState.DONE
     role = "extractor" if extracts else "up to date" if up_to_date else "worker"
     run_logger().info("run %s #%d: joined as %s (%s)", run_key, run_id, worker, role)
     run = SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts, up_to_date=up_to_date)
@@ -246,7 +247,7 @@ def drain_batches(
                 yield result
                 continue
             _state, _totals, batches = ledger.run_state(run.run_id)
-            if set(batches) <= {"done"}:
+            if set(batches) <= {BatchState.DONE}:
                 run_logger().info("run %s #%d: this worker processed %d batch(es)", run.run_key, run.run_id, processed)
                 return
             if ledger.expire_claims(run.run_id, holder_is_dead):
@@ -265,7 +266,7 @@ def claim_post_back(run: SharedRun) -> bool:
         if ledger.claim_post_back(run.run_id, run.worker, utcnow() + LEASE):
             return True
         state, _totals, _batches = ledger.run_state(run.run_id)
-        if state == "done":
+        if state == RunState.DONE:
             return False
         if ledger.expire_claims(run.run_id, holder_is_dead):
             crash_dead_workers(run)

@@ -23,7 +23,7 @@ from exstream_push.message_file import EngineMessage, read_message_file
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.status import Status
+from exstream_push.status import JobStatus, Status
 from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.delivery_exceptions.config import USE_CASE, load_config
 from exstream_push.usecases.delivery_exceptions.rules import (
@@ -35,7 +35,7 @@ from exstream_push.usecases.delivery_exceptions.rules import (
     operations_alerts,
 )
 
-ERROR_STATUS = "error"
+ERROR_STATUS = JobStatus.ERROR
 CHUNK = 5_000
 
 
