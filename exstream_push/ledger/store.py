@@ -7,13 +7,13 @@ call time (``store.utcnow()``), which is also what lets a test fix the clock.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 
+from exstream_push.keys import stable_key
 from exstream_push.ledger import migrations
 from exstream_push.ledger.alerts import AlertRepository
 from exstream_push.ledger.audit import AuditRepository
@@ -45,8 +45,7 @@ _SQLITE_WRITE_CHUNK = 2_000
 
 def notification_key(use_case: str, document_id: str, device_id: str, stage: str = "") -> str:
     """The idempotency key: stable across runs, processes and machines."""
-    parts = [use_case, document_id, device_id, *([stage] if stage else [])]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return stable_key(use_case, document_id, device_id, *([stage] if stage else []))
 
 
 def notification_rows(

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from exstream_push.keys import run_key_parts
 from exstream_push.ledger import store
 from exstream_push.ledger.base import LedgerBase
 from exstream_push.ledger.models import Device, Notification, WorkBatch, WorkRun
@@ -87,7 +88,7 @@ class WorkQueueMixin(LedgerBase):
         (retries exhausted, configuration errors), no device registered, changed or deactivated since it ended."""
         if content is None or finished.content != content:
             return False
-        use_case, _, job_id = finished.run_key.partition("/")
+        use_case, job_id = run_key_parts(finished.run_key)
         notification = Notification.__table__
         pending = conn.execute(
             select(notification.c.key)

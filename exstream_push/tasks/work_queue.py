@@ -35,6 +35,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
+from exstream_push.keys import run_key
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
 from exstream_push.runtime import ledger_for, run_logger
@@ -169,7 +170,7 @@ def join_run(use_case: str, job_id: str, content: str | None = None) -> SharedRu
     nothing pending and no device changed since is joined as it is, done, instead of starting it again.
     """
     ledger = ledger_for(get_settings())
-    run_key = f"{use_case}/{job_id}"
+    key = run_key(use_case, job_id)
     worker = worker_id()
     _register(worker, ledger)
     holders: set[str] = set()  # every holder the ledger asked about, so a replaced extractor is not forgotten
@@ -178,13 +179,13 @@ def join_run(use_case: str, job_id: str, content: str | None = None) -> SharedRu
         holders.add(holder)
         return holder_is_dead(holder)
 
-    while (joined := ledger.join_run(run_key, worker, utcnow() + LEASE, is_dead, content)) is None:
+    while (joined := ledger.join_run(key, worker, utcnow() + LEASE, is_dead, content)) is None:
         time.sleep(POLL_SECONDS)
     run_id, extracts = joined
     up_to_date = not extracts and ledger.run_state(run_id)[0] == RunState.DONE
     role = "extractor" if extracts else "up to date" if up_to_date else "worker"
-    run_logger().info("run %s #%d: joined as %s (%s)", run_key, run_id, worker, role)
-    run = SharedRun(run_id=run_id, run_key=run_key, worker=worker, extracts=extracts, up_to_date=up_to_date)
+    run_logger().info("run %s #%d: joined as %s (%s)", key, run_id, worker, role)
+    run = SharedRun(run_id=run_id, run_key=key, worker=worker, extracts=extracts, up_to_date=up_to_date)
     crash_dead_workers(run, holders)
     return run
 

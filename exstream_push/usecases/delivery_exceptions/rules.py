@@ -4,7 +4,6 @@ request. No I/O: frames and mappings in, rows and frames out."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from jinja2 import Template
 
 from exstream_push.connectors.fcm import build_message
 from exstream_push.content import guard
+from exstream_push.keys import stable_key
 from exstream_push.ledger.store import notification_key
 from exstream_push.message_file import EngineMessage
 from exstream_push.settings import ManifestKeys
@@ -64,7 +64,8 @@ def redact(text: str) -> str:
 
 
 def dedup_key(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    """One record per failure, whichever run or source reports it again."""
+    return stable_key(*parts)
 
 
 def document_key(job_id: str, channel: str, document_id: str) -> str:
