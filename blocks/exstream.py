@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from exstream_push.connectors.exstream import ExstreamClient
-from exstream_push.settings import BatchInputChannels
+from exstream_push.settings import BatchInputChannels, Settings
 
-if TYPE_CHECKING:
-    from exstream_push.settings import Settings
+# A block's defaults are the settings' own, so the two ways of configuring a connection agree.
+_DEFAULTS = Settings.model_fields
 
 
 class ExstreamConnection(Block):
@@ -21,10 +19,10 @@ class ExstreamConnection(Block):
     _description = "OpenText Exstream orchestration API and OTDS client credentials for exstream-push."
 
     url: str = Field(
-        default="http://127.0.0.1:8091/orchestration",
+        default=_DEFAULTS["exstream_url"].default,
         description="Orchestration service URL, including the /orchestration base path.",
     )
-    domain: str = Field(default="default", description="Exstream domain the jobs run in.")
+    domain: str = Field(default=_DEFAULTS["exstream_domain"].default, description="Exstream domain the jobs run in.")
     otds_url: str = Field(
         default="http://127.0.0.1:8091/otdsws",
         description="OTDS URL; the token endpoint is {otds_url}/oauth2/token.",

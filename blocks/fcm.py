@@ -14,6 +14,9 @@ from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
 
+# A block's defaults are the settings' own, so the two ways of configuring a connection agree.
+_DEFAULTS = Settings.model_fields
+
 
 class FcmConnection(Block):
     """Where FCM lives, which project sends, and the service account to send as (like prefect-gcp's
@@ -24,7 +27,7 @@ class FcmConnection(Block):
     _description = "Firebase Cloud Messaging endpoint, project and service account for exstream-push."
 
     url: str = Field(
-        default="https://fcm.googleapis.com",
+        default=_DEFAULTS["fcm_url"].default,
         description="FCM base URL; messages go to {url}/v1/projects/{project_id}/messages:send.",
     )
     project_id: str = Field(description="Firebase project that sends the messages.")
@@ -34,8 +37,12 @@ class FcmConnection(Block):
     service_account_file: Path | None = Field(
         default=None, description="Path to the service account JSON key on the machine that runs the flow."
     )
-    concurrency: int = Field(default=64, ge=1, le=1000, description="Requests in flight at once.")
-    max_attempts: int = Field(default=5, ge=1, description="Attempts per message, the first included.")
+    concurrency: int = Field(
+        default=_DEFAULTS["fcm_concurrency"].default, ge=1, le=1000, description="Requests in flight at once."
+    )
+    max_attempts: int = Field(
+        default=_DEFAULTS["fcm_max_attempts"].default, ge=1, description="Attempts per message, the first included."
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> FcmConnection:

@@ -249,7 +249,7 @@ def settings_for(server: ServerThread) -> Settings:
 
 
 def test_client_from_settings_derives_the_otds_url(server: ServerThread) -> None:
-    with ExstreamClient.from_settings(settings_for(server)) as exstream:
+    with ExstreamConnection.from_settings(settings_for(server)).get_client() as exstream:
         assert exstream.otds_url == f"{server.url}/otdsws"
         assert exstream.get_job(FIXTURE_JOB).status == "complete"
 

@@ -546,6 +546,11 @@ def test_google_application_credentials_is_honoured(
 
 def test_settings_and_block_configure_the_same_sender() -> None:
     settings = Settings(fcm_url="http://127.0.0.1:9/", fcm_project="p-1", fcm_concurrency=7, fcm_max_attempts=2)
-    for sender in (FcmSender.from_settings(settings), FcmConnection.from_settings(settings).get_sender()):
-        assert sender.url == "http://127.0.0.1:9/v1/projects/p-1/messages:send"
-        assert (sender.concurrency, sender.max_attempts) == (7, 2)
+    sender = FcmConnection.from_settings(settings).get_sender()
+    assert sender.url == "http://127.0.0.1:9/v1/projects/p-1/messages:send"
+    assert (sender.concurrency, sender.max_attempts) == (7, 2)
+    # A block left at its defaults is configured as default settings are: one set of defaults.
+    block, defaults = FcmConnection(project_id="p-1"), Settings.model_fields
+    assert (block.url, block.concurrency, block.max_attempts) == tuple(
+        defaults[name].default for name in ("fcm_url", "fcm_concurrency", "fcm_max_attempts")
+    )

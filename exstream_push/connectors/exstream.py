@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 from exstream_push.errors import DependencyUnavailable, ExstreamPushError
 
 if TYPE_CHECKING:
-    from exstream_push.settings import Settings
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,6 @@ class ExstreamClient:
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ExstreamClient:
-        return cls(
-            settings.exstream_url,
-            settings.exstream_domain,
-            otds_url=settings.resolved_otds_url,
-            client_id=settings.otds_client_id,
-            client_secret=settings.otds_client_secret.get_secret_value(),
-        )
 
     def __repr__(self) -> str:
         return f"ExstreamClient({self.base_url!r}, {self.domain!r}, client_id={self.client_id!r})"

@@ -26,10 +26,10 @@ from exstream_push.connectors.fcm.auth import EMULATOR_HEADERS, fcm_send_url, re
 from exstream_push.connectors.fcm.errors import firebase_error, parse_retry_after, transport_error
 from exstream_push.connectors.fcm.message import encode
 from exstream_push.connectors.push_errors import PushErrorClass, classify_fcm_exception, fcm_error_code
-from exstream_push.quota import NoQuota, PermitPool, SendQuota, send_quota
+from exstream_push.quota import NoQuota, PermitPool, SendQuota
 
 if TYPE_CHECKING:
-    from exstream_push.settings import Settings
+    pass
 
 # The package's name, as before it was split into modules: log configuration and readers find it unchanged.
 logger = logging.getLogger("exstream_push.connectors.fcm")
@@ -121,16 +121,6 @@ class FcmSender:
             "X-GOOG-API-FORMAT-VERSION": "2",
             "X-FIREBASE-CLIENT": f"fire-admin-python/{firebase_admin.__version__}",
         }
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FcmSender:
-        return cls(
-            base_url=settings.fcm_url,
-            project_id=settings.fcm_project,
-            concurrency=settings.fcm_concurrency,
-            max_attempts=settings.fcm_max_attempts,
-            quota=send_quota(settings, settings.fcm_project),
-        )
 
     def send(
         self,
