@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from exstream_push.settings import PROJECT_ROOT, get_settings
+from exstream_push.settings import PROJECT_ROOT, Settings, configure_settings, get_settings
 
 BENCH_JOB = "BENCH"
 BASELINE_MESSAGES = 20_000
@@ -222,7 +222,6 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
     shutil.rmtree(run_home, ignore_errors=True)
     logs = run_home / "logs"
     logs.mkdir(parents=True)
-    os.environ["EXSTREAM_PUSH_HOME"] = str(run_home)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     from exstream_push_dev.emulators.exstream import create_exstream_app
@@ -246,9 +245,15 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         ) as fcm_url,
         ServerThread(create_exstream_app(None)) as exstream,
     ):
-        os.environ["EXSTREAM_PUSH_FCM_URL"] = fcm_url
-        os.environ["EXSTREAM_PUSH_EXSTREAM_URL"] = f"{exstream.url}/orchestration"
-        settings = get_settings()
+        # The bench's own run: given to the product in this process, and to the worker processes as variables.
+        exstream_url = f"{exstream.url}/orchestration"
+        settings = Settings(home=run_home, fcm_url=fcm_url, exstream_url=exstream_url)
+        configure_settings(settings)
+        run_env = {
+            "EXSTREAM_PUSH_HOME": str(run_home),
+            "EXSTREAM_PUSH_FCM_URL": fcm_url,
+            "EXSTREAM_PUSH_EXSTREAM_URL": exstream_url,
+        }
         project = settings.fcm_project
 
         print(
@@ -272,7 +277,7 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         prefect_server.start()
         try:
             wait_for_http(f"{prefect_url}/health", prefect_server)
-            env = {**os.environ, "EXSTREAM_PUSH_BATCHES_IN_FLIGHT": "1" if workers > 1 else "2"}
+            env = {**os.environ, **run_env, "EXSTREAM_PUSH_BATCHES_IN_FLIGHT": "1" if workers > 1 else "2"}
             first = _run_workers(workers, manifest, env, logs)
             second = _run_workers(workers, manifest, env, logs)
             phases, task_runs = _task_run_phases(first.started, second.started)
