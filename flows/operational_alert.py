@@ -10,12 +10,10 @@ from typing import Any
 from prefect import flow
 
 from exstream_push.blocks import connections
+from exstream_push.notify.pipeline import notify
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Category, OpsAlertState
-from exstream_push.tasks.render import render_messages
-from exstream_push.tasks.segment import segment_recipients
-from exstream_push.tasks.send import send_push
 from exstream_push.usecases.operational_alert.config import USE_CASE
 from exstream_push.usecases.operational_alert.tasks import (
     alert_report,
@@ -49,9 +47,7 @@ def operational_alert(
     totals: Counter[str] = Counter()
     if alert.state == OpsAlertState.RECEIVED:
         for batch in spool_alert_audience(alert):
-            recipients = segment_recipients(batch, USE_CASE, CATEGORY, as_of)
-            messages = render_messages(recipients, USE_CASE, CATEGORY, as_of, priority="high")
-            totals.update(send_push(messages, USE_CASE, fcm, as_of))
+            totals.update(notify(batch, USE_CASE, CATEGORY, fcm, as_of, priority="high"))
         mark_alert(ledger, alert_id, OpsAlertState.PUSHED, pushed_at=as_of)
         shutil.rmtree(alert_spool(settings, alert_id), ignore_errors=True)
     follow_up = request_follow_up(alert, exstream, as_of)

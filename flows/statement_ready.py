@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from exstream_push.blocks import connections
 from exstream_push.blocks.fcm import FcmConnection
+from exstream_push.notify.pipeline import notify
 from exstream_push.settings import get_settings
 from exstream_push.status import Category, UseCase
 from exstream_push.tasks.completeness import ensure_complete
@@ -25,9 +26,6 @@ from exstream_push.tasks.extract import (
     job_id_for_digest,
 )
 from exstream_push.tasks.post_back import post_outcomes, unsettled_documents
-from exstream_push.tasks.render import render_messages
-from exstream_push.tasks.segment import segment_recipients
-from exstream_push.tasks.send import send_push
 from exstream_push.tasks.summary import publish_run_summary
 from exstream_push.tasks.work_queue import (
     claim_post_back,
@@ -51,9 +49,7 @@ def _run_name() -> str:
 
 def _send_batch(batch: Path, fcm: FcmConnection, as_of: datetime) -> PrefectFuture[dict[str, float]]:
     """One batch through segment → render → send, submitted so a distributed task runner can place it."""
-    recipients = segment_recipients.submit(batch, USE_CASE, CATEGORY, as_of)
-    messages = render_messages.submit(recipients, USE_CASE, CATEGORY, as_of)
-    return send_push.submit(messages, USE_CASE, fcm, as_of)
+    return notify(batch, USE_CASE, CATEGORY, fcm, as_of, submit=True)
 
 
 @flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)

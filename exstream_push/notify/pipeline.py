@@ -103,12 +103,13 @@ def notify(
     extra_keys: Sequence[str] = (),
     frequency_cap: FrequencyCap | None = None,
     quiet_hours: QuietHours | None = None,
+    priority: str = "normal",
     submit: bool = False,
 ) -> dict[str, float] | PrefectFuture[dict[str, float]]:
     """Push a batch of owed notices (a frame, or a spooled Parquet batch): the send's counts, or their future.
 
     ``extra_keys`` are the use case's manifest keys the frame carries; the content guard keeps their values out
-    of every push.
+    of every push. ``priority`` is the messages' own unless a ``priority`` column says otherwise per row.
     """
     if isinstance(notices, Path):
         conform(pq.read_schema(notices).empty_table().to_pandas(), NOTICES, "notify")
@@ -121,7 +122,7 @@ def notify(
     if quiet_hours is not None:
         recipients = _checked(recipients, RECIPIENTS, "defer-quiet-hours", submit)
         recipients = _step(defer_quiet_hours, submit)(recipients, use_case, as_of, quiet_hours)
-    return deliver(recipients, use_case, category, fcm, as_of, extra_keys=extra_keys, submit=submit)
+    return deliver(recipients, use_case, category, fcm, as_of, extra_keys=extra_keys, priority=priority, submit=submit)
 
 
 def deliver(
@@ -132,10 +133,12 @@ def deliver(
     as_of: datetime,
     *,
     extra_keys: Sequence[str] = (),
+    priority: str = "normal",
     submit: bool = False,
 ) -> dict[str, float] | PrefectFuture[dict[str, float]]:
     """Render and send recipients already decided (each row with its ``key``): the send's counts, or their future."""
     recipients = _checked(recipients, RECIPIENTS, "render-messages", submit)
-    messages = _step(render_messages, submit)(recipients, use_case, category, as_of, extra_keys=extra_keys)
+    render = _step(render_messages, submit)
+    messages = render(recipients, use_case, category, as_of, extra_keys=extra_keys, priority=priority)
     messages = _checked(messages, MESSAGES, "send-push", submit)
     return _step(send_push, submit)(messages, use_case, fcm, as_of)
