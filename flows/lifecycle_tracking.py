@@ -6,24 +6,22 @@ from datetime import datetime
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from exstream_push.blocks import exstream_connection
-from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
-from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.lifecycle_tracking.config import (
     FALLBACK_HEADER,
     STATUS_HEADER,
     USE_CASE,
 )
 from exstream_push.usecases.lifecycle_tracking.tasks import (
+    advance_engagement_watermark,
+    engagement_window,
     find_unopened_documents,
     fold_engagement,
-    funnel,
-    latest_event_received,
     mark_fallback_requested,
     post_rows,
+    publish_funnel,
     record_engagement,
 )
 from exstream_push.zones import run_moment
@@ -36,13 +34,11 @@ def lifecycle_tracking(
     """Status changes since the last run go back to Exstream once; unopened documents get one fallback request."""
     as_of = run_moment(as_of)
     settings = get_settings()
-    ledger = ledger_for(settings)
     exstream = exstream_connection(exstream_block)
-    since_value = ledger.read_watermark(USE_CASE)
     run_key = f"{USE_CASE}:{as_of.isoformat()}"
 
-    received_until = latest_event_received(ledger)
-    changes = fold_engagement(datetime.fromisoformat(since_value) if since_value else None, as_of)
+    window = engagement_window()
+    changes = fold_engagement(window.received_after, as_of)
     status_post = (
         post_rows(exstream, settings.channels.document_status, run_key, STATUS_HEADER, changes) if changes else None
     )
@@ -56,14 +52,8 @@ def lifecycle_tracking(
     )
     if unopened:
         mark_fallback_requested(unopened, as_of)
-    if received_until is not None:
-        ledger.write_watermark(USE_CASE, received_until.isoformat(), as_of)
-
-    table = funnel(ledger)
-    if table:
-        create_table_artifact(
-            key=artifact_key(USE_CASE, "funnel"), table=table, description="documents reaching each lifecycle step"
-        )
+    advance_engagement_watermark(window, as_of)
+    publish_funnel()
     return {
         "status_changes": len(changes),
         "fallbacks_requested": len(unopened),

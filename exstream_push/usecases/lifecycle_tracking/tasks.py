@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from exstream_push.blocks.exstream import ExstreamConnection
-from exstream_push.ledger import Ledger
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.post_back import post_driver_file
+from exstream_push.tasks.summary import artifact_key
+from exstream_push.usecases.lifecycle_tracking.config import USE_CASE
 from exstream_push.usecases.lifecycle_tracking.rules import (
     UNOPENED_STEPS,
     candidates,
@@ -27,9 +30,31 @@ from exstream_push.usecases.lifecycle_tracking.rules import (
 )
 
 
-def latest_event_received(ledger: Ledger) -> datetime | None:
-    """The next watermark: events are stamped when received, so a run's as_of cannot stand in for it."""
-    return ledger.engagement.latest_event_received()
+@dataclass(frozen=True)
+class EngagementWindow:
+    """The engagement a run folds: received after the last run's mark, up to the newest received now."""
+
+    received_after: datetime | None
+    received_until: datetime | None
+
+
+@task(name="engagement-window", cache_policy=NO_CACHE)
+def engagement_window() -> EngagementWindow:
+    """Read before folding, so events received while the run works are the next run's: events are stamped when
+    received, so a run's as_of cannot stand in for the mark."""
+    ledger = ledger_for(get_settings())
+    mark = ledger.read_watermark(USE_CASE)
+    return EngagementWindow(
+        received_after=datetime.fromisoformat(mark) if mark else None,
+        received_until=ledger.engagement.latest_event_received(),
+    )
+
+
+@task(name="advance-engagement-watermark", cache_policy=NO_CACHE)
+def advance_engagement_watermark(window: EngagementWindow, as_of: datetime) -> None:
+    """Once the changes are posted and recorded, the next run starts after what this one folded."""
+    if window.received_until is not None:
+        ledger_for(get_settings()).write_watermark(USE_CASE, window.received_until.isoformat(), as_of)
 
 
 @task(name="fold-engagement", cache_policy=NO_CACHE)
@@ -77,6 +102,12 @@ def post_rows(
     return post_driver_file(exstream, channel, run_key, header, rows)
 
 
-def funnel(ledger: Ledger) -> list[dict[str, Any]]:
-    """Documents that reached at least each step, per use case and document type."""
-    return funnel_table(ledger.engagement.step_counts())
+@task(name="publish-funnel", cache_policy=NO_CACHE)
+def publish_funnel() -> list[dict[str, Any]]:
+    """Documents that reached at least each step, per use case and document type, as the run's artifact."""
+    table = funnel_table(ledger_for(get_settings()).engagement.step_counts())
+    if table:
+        create_table_artifact(
+            key=artifact_key(USE_CASE, "funnel"), table=table, description="documents reaching each lifecycle step"
+        )
+    return table
