@@ -8,10 +8,13 @@ from typing import Any
 from prefect import flow
 
 from exstream_push.blocks import exstream_connection
-from exstream_push.runtime import ledger_for
-from exstream_push.settings import get_settings
 from exstream_push.usecases.preference_sync.config import USE_CASE
-from exstream_push.usecases.preference_sync.tasks import collect_preference_changes, post_preferences
+from exstream_push.usecases.preference_sync.tasks import (
+    advance_sync_watermark,
+    collect_preference_changes,
+    post_preferences,
+    read_sync_watermark,
+)
 from exstream_push.zones import run_moment
 
 
@@ -24,15 +27,14 @@ def preference_sync(
     ``fcm_block`` is accepted so every deployment takes the same connection parameters; this flow sends no push.
     """
     as_of = run_moment(as_of)
-    ledger = ledger_for(get_settings())
     exstream = exstream_connection(exstream_block)
-    since_value = ledger.read_watermark(USE_CASE)
-    since = datetime.fromisoformat(since_value) if since_value else None
+    since = read_sync_watermark()
+    since_value = since.isoformat() if since else None
     rows, latest = collect_preference_changes(since, as_of)
     posted: dict[str, Any] = {"rows": 0, "posted": False}
     if rows and latest is not None:
         window = f"{USE_CASE}:{since_value or 'start'}..{latest.isoformat()}"
         posted = post_preferences(exstream, window, rows)
-        ledger.write_watermark(USE_CASE, latest.isoformat(), as_of)
+        advance_sync_watermark(latest, as_of)
     return {"customers": len(rows), "since": since_value, "until": latest.isoformat() if latest else since_value,
             "post": posted}  # fmt: skip

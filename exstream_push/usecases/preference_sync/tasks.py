@@ -14,10 +14,23 @@ from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.post_back import post_driver_file
-from exstream_push.usecases.preference_sync.config import PREFERENCE_HEADER
+from exstream_push.usecases.preference_sync.config import PREFERENCE_HEADER, USE_CASE
 from exstream_push.usecases.preference_sync.rules import changed_customers, preference_rows
 
 _CHUNK = 2_000
+
+
+@task(name="read-sync-watermark", cache_policy=NO_CACHE)
+def read_sync_watermark() -> datetime | None:
+    """Up to when the last sync read changes; None before the first."""
+    mark = ledger_for(get_settings()).read_watermark(USE_CASE)
+    return datetime.fromisoformat(mark) if mark else None
+
+
+@task(name="advance-sync-watermark", cache_policy=NO_CACHE)
+def advance_sync_watermark(latest: datetime, as_of: datetime) -> None:
+    """Once Exstream has the rows, the next sync starts after the newest change they carry."""
+    ledger_for(get_settings()).write_watermark(USE_CASE, latest.isoformat(), as_of)
 
 
 @task(name="collect-preference-changes", cache_policy=NO_CACHE)
