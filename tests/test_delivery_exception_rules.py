@@ -69,6 +69,14 @@ def test_redaction_blanks_what_the_content_guard_would_catch() -> None:
     assert len(redact("x" * 1_000)) == 300
 
 
+@pytest.mark.timeout(20)  # a guard against a quadratic pattern (seconds at 40,000 characters), not a speed check
+def test_redaction_reads_only_what_it_keeps_of_a_long_hostile_line() -> None:
+    """An engine message line of 200,000 candidate characters: only what can reach the kept part is read."""
+    hostile = "a." * 100_000
+    assert redact(hostile) == hostile[:300]
+    assert redact("x" * 250 + " jane@example.com" + "a." * 100_000).startswith("x" * 250 + " [e-mail]")
+
+
 def _records(rows: list[tuple[str, str, str, str | None, str | None, str | None]]) -> pd.DataFrame:
     """Ledger-shaped records: (dedup_key, job, channel, failure class, customer_ref, alert_key)."""
     return pd.DataFrame(

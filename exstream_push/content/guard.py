@@ -72,6 +72,14 @@ def find_leak(title: str, body: str, data: Mapping[str, str], manifest_values: I
     return None
 
 
+# The longest e-mail address there is (RFC 5321: 64 for the local part, 255 for the domain, and the "@").
+_LONGEST_ADDRESS = 320
+
+
 def redact(text: str, limit: int) -> str:
-    """Text that may quote data (engine messages), with e-mail addresses and long numbers blanked, cut to ``limit``."""
-    return LONG_NUMBER.sub("[number]", EMAIL_ADDRESS.sub("[e-mail]", text))[:limit]
+    """Text that may quote data (engine messages), with e-mail addresses and long numbers blanked, cut to ``limit``.
+
+    Only what can reach the first ``limit`` characters is read, so the patterns never see a long line whole: an
+    address that starts inside the kept part ends within ``_LONGEST_ADDRESS`` after it."""
+    bounded = text[: limit + _LONGEST_ADDRESS]
+    return LONG_NUMBER.sub("[number]", EMAIL_ADDRESS.sub("[e-mail]", bounded))[:limit]
