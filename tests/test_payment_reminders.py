@@ -420,7 +420,8 @@ def test_cli_manifest_job_and_daily_run(
             Doc("A-1", "C1", "2026-11-29", "120.00", "low", "en"),  # due today
             Doc("A-2", "C2", "2026-11-30", "75.10", "high", "fr"),  # due tomorrow: due_soon
             Doc("A-3", "C3", "2026-12-05", "99.99", "low", "en"),  # not yet on the ladder
-            # A document type that happens to carry the amount: the guard must catch it, as AmountDue is guarded.
+            # A document type that happens to carry the amount: no push may carry it (an unknown type is never shown
+            # nor sent in data), so the reminder goes without it.
             Doc("A-4", "C4", "2026-11-29", "4321.55", "low", "en", document_type="NOTICE_4321.55"),
         ],
         devices=[Dev(f"d{n}", f"C{n}", f"tok-{n}", "Europe/London", True, "") for n in range(1, 5)],
@@ -434,11 +435,12 @@ def test_cli_manifest_job_and_daily_run(
     assert main(["run", "payment-reminders", "--manifest", str(manifest), "--job-id", "REM-CLI", "--as-of", as_of]) == 0
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{") :])
-    assert result["registered"] == 4 and result["sent"] == 2 and result["as_of"] == "2026-11-29T12:00:00+00:00"
-    assert sorted(m["notification"]["title"] for m in fcm_messages(fcm)) == ["Payment due today", "Rappel de paiement"]
+    assert result["registered"] == 4 and result["sent"] == 3 and result["as_of"] == "2026-11-29T12:00:00+00:00"
+    titles = sorted(m["notification"]["title"] for m in fcm_messages(fcm))
+    assert titles == ["Payment due today", "Payment due today", "Rappel de paiement"]
+    assert not any("4321" in json.dumps(message) for message in fcm_messages(fcm))
     rows = _ledger_rows()
-    assert rows[("A-4", "d4", "due_today")][0] == "quarantined"
-    assert rows[("A-4", "d4", "due_today")][1].startswith("content_guard")
+    assert rows[("A-4", "d4", "due_today")][0] == "sent"
 
     # A new document through the Orchestration API: C2 had one reminder today, so a second one is allowed.
     job_folder = tmp_path / "job"
@@ -449,13 +451,14 @@ def test_cli_manifest_job_and_daily_run(
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{") :])
     assert result["job_id"] == "REM-JOB" and result["registered"] == 1 and result["sent"] == 1
-    assert fcm_messages(fcm)[2]["notification"]["title"] == "Payment due today"
+    assert fcm_messages(fcm)[3]["notification"]["title"] == "Payment due today"
 
-    # A daily run with neither: A-1 is overdue; C2 has had two reminders in 7 days, so its two are capped;
+    # A daily run with neither: are overdue; C2 has had two reminders in 7 days, so its two are capped;
     # A-3 reaches due_soon. A-3 is then paid before it is due, and nothing more goes.
     assert main(["run", "payment-reminders", "--as-of", "2026-12-02T09:00:00+00:00"]) == 0
     capsys.readouterr()
-    assert sorted(m["notification"]["title"] for m in fcm_messages(fcm)[3:]) == ["Payment overdue", "Payment reminder"]
+    daily = sorted(m["notification"]["title"] for m in fcm_messages(fcm)[4:])
+    assert daily == ["Payment overdue", "Payment overdue", "Payment reminder"]
     capped = {key for key, (_, reason) in _ledger_rows().items() if reason == "frequency_capped"}
     assert capped == {("A-2", "", "overdue"), ("B-1", "", "overdue")}
     paid = tmp_path / "paid.csv"
@@ -463,7 +466,7 @@ def test_cli_manifest_job_and_daily_run(
     assert main(["run", "payment-reminders", "--payments", str(paid), "--as-of", "2026-12-05T09:00:00+00:00"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{") :])["paid"] == 1
-    assert len(fcm_messages(fcm)) == 5
+    assert len(fcm_messages(fcm)) == 7
 
 
 def test_deferred_and_left_pending_go_once_on_the_next_run_unless_paid_or_opted_out(
