@@ -12,7 +12,7 @@ from prefect import flow
 from exstream_push.blocks import exstream_connection
 from exstream_push.connectors.exstream import ExstreamError
 from exstream_push.connectors.push_errors import PushConfigurationError
-from exstream_push.errors import ExstreamPushError, RunIncomplete
+from exstream_push.errors import ExstreamPushError, JobOutputUnavailable, RunIncomplete
 from exstream_push.retrying import can_succeed_again
 from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests
 from exstream_push_dev.emulators.exstream import ExstreamEmulator, docgen_step_id
@@ -83,10 +83,10 @@ def test_a_delivery_file_that_is_not_found_is_fetched_once(prefect_harness: None
     step = docgen_step_id(JOB_ID)
     emulator.jobs[JOB_ID].delivery_file.unlink()  # listed as retrievable, but gone: 404
 
-    with pytest.raises(ExstreamError) as caught:
+    # Exstream's 404 for the file becomes the run's own error, naming the job and the step, and is not retried.
+    with pytest.raises(JobOutputUnavailable, match=f"Exstream job {JOB_ID}: the delivery file of flow step {step}"):
         fetch(JOB_ID)
 
-    assert caught.value.status_code == 404
     assert emulator.file_requests[step] == 1
 
 
