@@ -25,15 +25,27 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 # A test that asks for any of these runs against a server, an emulator or a database: ``make test-fast`` leaves it
-# out (``-m "not e2e"``), ``make test`` runs everything.
+# out (``-m "not e2e"``), as it does the modules below; ``make test`` runs everything.
 END_TO_END_FIXTURES = frozenset(
     {"prefect_harness", "fcm_server", "fcm", "exstream", "env", "database_url", "postgres_url"}
 )
 
 
+# Modules whose tests start servers, emulators or processes of their own (the CLI, workers, the stack, Dask).
+END_TO_END_MODULES = frozenset(
+    {
+        "test_cli", "test_crash_resume", "test_demo", "test_event_driven", "test_exstream_client",
+        "test_exstream_emulator", "test_fcm_emulator", "test_fcm_sender", "test_ingress", "test_memory",
+        "test_migrations", "test_prefect_events", "test_quota", "test_shared_run", "test_stack",
+        "test_task_runners", "test_work_queue", "test_zombie_runs",
+    }
+)  # fmt: skip
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if END_TO_END_FIXTURES & fixtures or item.module.__name__.rsplit(".", 1)[-1] in END_TO_END_MODULES:
             item.add_marker(pytest.mark.e2e)
 
 
