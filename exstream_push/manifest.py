@@ -38,6 +38,8 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 
+# Ids and keys become index keys: PostgreSQL's btree refuses entries over about 2,700 bytes, and no real id comes
+# near this. The manifest reader, devices import and the ingress API all bound them by it.
 MAX_ID_LENGTH = 256
 """The longest value, in characters, of a manifest key (customer id, document id, document type, locale and the
 use-case keys) or of a device's ids. Longer values are refused with a reason rather than handed to the ledger,

@@ -18,11 +18,10 @@ from pydantic import (
     model_validator,
 )
 
+from exstream_push.manifest import MAX_ID_LENGTH  # ids are index keys, bounded alike wherever they enter
 from exstream_push.status import Channel, EngagementType, Platform, is_failed_delivery
 from exstream_push.zones import TimeZoneName
 
-# Ids are index keys: PostgreSQL's btree refuses entries over about 2,700 bytes, and no real id comes near this.
-MAX_ID_LENGTH = 256
 # Keeps one request's statements well under SQLite's and PostgreSQL's bind-parameter limits.
 MAX_EVENTS_PER_REQUEST = 10_000
 # An alert's explicit audience; a larger one is a named segment (config/ops-alert-segments.yaml).
