@@ -18,6 +18,8 @@ from exstream_push_dev.emulators.fcm import FcmEmulatorState, create_fcm_app, pa
 from exstream_push_dev.emulators.server import ServerThread
 
 PROJECT = "demo-project"
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 SEND_PATH = f"/v1/projects/{PROJECT}/messages:send"
 
 
@@ -39,11 +41,18 @@ def send(http: httpx.Client, message: Any, **body: Any) -> httpx.Response:
 
 
 def fcm_error_code(response: httpx.Response) -> str:
+    """The one ``FcmError`` detail's code (firebase-admin reads it to pick its exception class)."""
     error = response.json()["error"]
     assert error["code"] == response.status_code
-    (detail,) = error["details"]
-    assert detail["@type"] == "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+    (detail,) = [detail for detail in error["details"] if detail["@type"] == FCM_ERROR_TYPE]
     return detail["errorCode"]
+
+
+def violated_fields(response: httpx.Response) -> list[str]:
+    """The fields named by the ``google.rpc.BadRequest`` detail, as real FCM reports a field error."""
+    error = response.json()["error"]
+    (detail,) = [detail for detail in error["details"] if detail["@type"] == BAD_REQUEST_TYPE]
+    return [violation.get("field", "") for violation in detail["fieldViolations"]]
 
 
 def send_raw(state: FcmEmulatorState, message: dict[str, Any]) -> int:
@@ -95,8 +104,9 @@ def test_send_accepts_every_target_and_lists_messages_as_received(client: httpx.
         {"token": "device-1", "notification": {"title": "Your statement is ready"}, "data": {"ref": "a1"}},
         {"fid": "installation-2", "data": {"ref": "b2"}},
         {"topic": "operations", "data": {"event": "run-finished"}},
-        {"topic": "/topics/ops.alerts~%20_-", "notification": {"body": "x"}},
+        {"topic": "ops.alerts~%20_-", "notification": {"body": "x"}},
         {"condition": "'ops' in topics && 'eu' in topics"},
+        {"token": "device-3", "android": {"collapseKey": "k", "ttl": "3.5s"}, "fcmOptions": {"analyticsLabel": "a"}},
     ]
     names = []
     for message in messages:
@@ -109,10 +119,10 @@ def test_send_accepts_every_target_and_lists_messages_as_received(client: httpx.
     assert len(set(names)) == len(names)
     assert client.get("/_emulator/messages").json() == messages
     assert client.get("/_emulator/stats").json() == {
-        "accepted": 5,
+        "accepted": 6,
         "validated": 0,
         "rejected": {},
-        "requests": 5,
+        "requests": 6,
     }
 
 
@@ -124,13 +134,15 @@ def test_authorization_header_is_optional(client: httpx.Client) -> None:
 
 def test_validate_only_checks_without_listing(client: httpx.Client) -> None:
     assert send(client, {"token": "device-1"}, validate_only=True).status_code == 200
+    assert send(client, {"token": "device-1"}, validateOnly=True).status_code == 200
+    assert send(client, {"token": "device-1"}, validateOnly=False).status_code == 200
     assert send(client, {"token": "device-1", "data": {"n": 1}}, validate_only=True).status_code == 400
-    assert client.get("/_emulator/messages").json() == []
+    assert client.get("/_emulator/messages").json() == [{"token": "device-1"}]
     assert client.get("/_emulator/stats").json() == {
-        "accepted": 0,
-        "validated": 1,
+        "accepted": 1,
+        "validated": 2,
         "rejected": {"400": 1},
-        "requests": 2,
+        "requests": 4,
     }
 
 
@@ -144,48 +156,58 @@ def test_message_ids_stay_unique_across_reset(server: ServerThread, client: http
 
 
 @pytest.mark.parametrize(
-    ("raw_body", "complaint"),
+    ("raw_body", "field", "complaint"),
     [
-        (b"{not json", "Invalid JSON payload"),
-        (b"[]", "must be a JSON object"),
-        (b"{}", "'message' must be a JSON object"),
-        (b'{"message": "hello"}', "'message' must be a JSON object"),
-        (b'{"message": {"token": "d"}, "validate_only": "yes"}', "validate_only"),
-        (b'{"message": {"token": "d"}, "dry_run": true}', "Unknown name 'dry_run'"),
-        (b'{"message": {"token": "d", "notifcation": {}}}', "Unknown name 'notifcation'"),
-        (b'{"message": {"data": {"a": "b"}}}', "Exactly one of token, fid, topic, condition"),
-        (b'{"message": {"token": "d", "topic": "ops"}}', "Exactly one of token, fid, topic, condition"),
-        (b'{"message": {"token": "d", "fid": "f"}}', "Exactly one of token, fid, topic, condition"),
-        (b'{"message": {"token": ""}}', "message.token"),
-        (b'{"message": {"fid": 42}}', "message.fid"),
-        (b'{"message": {"topic": "ops alerts"}}', "not a valid topic name"),
-        (b'{"message": {"topic": "/topics/"}}', "not a valid topic name"),
-        (b'{"message": {"token": "d", "data": ["a"]}}', "map of strings"),
-        (b'{"message": {"token": "d", "data": {"count": 3}}}', "message.data[count]"),
-        (b'{"message": {"token": "d", "data": {"flag": null}}}', "message.data[flag]"),
+        (b"{not json", "", "Invalid JSON payload"),
+        (b"[]", "", "must be a JSON object"),
+        (b"{}", "message", "'message' must be a JSON object"),
+        (b'{"message": "hello"}', "message", "expected a JSON object"),
+        (b'{"message": {"token": "d"}, "validate_only": "yes"}', "validate_only", "TYPE_BOOL"),
+        (b'{"message": {"token": "d"}, "dry_run": true}', "dry_run", 'Unknown name "dry_run"'),
+        (b'{"message": {"token": "d", "notifcation": {}}}', "message", 'Unknown name "notifcation"'),
+        (b'{"message": {"data": {"a": "b"}}}', "message", "Exactly one of token, fid, topic, condition"),
+        (b'{"message": {"token": "d", "topic": "ops"}}', "message", "Exactly one of token, fid, topic, condition"),
+        (b'{"message": {"token": "d", "fid": "f"}}', "message", "Exactly one of token, fid, topic, condition"),
+        (b'{"message": {"token": ""}}', "message.token", "not a valid FCM registration token"),
+        (b'{"message": {"fid": 42}}', "message.fid", "TYPE_STRING"),
+        (b'{"message": {"topic": "ops alerts"}}', "message.topic", "Topic name must match"),
+        (b'{"message": {"topic": "/topics/"}}', "message.topic", "'/topics/' prefix"),
+        (b'{"message": {"token": "d", "data": ["a"]}}', "message.data", "expected a JSON object"),
+        (b'{"message": {"token": "d", "data": {"count": 3}}}', "message.data[count]", "TYPE_STRING"),
+        (b'{"message": {"token": "d", "data": {"flag": null}}}', "message.data[flag]", "may not be null"),
     ],
 )
-def test_invalid_requests_get_invalid_argument(client: httpx.Client, raw_body: bytes, complaint: str) -> None:
+def test_invalid_requests_get_invalid_argument_naming_the_field(
+    client: httpx.Client, raw_body: bytes, field: str, complaint: str
+) -> None:
     response = client.post(SEND_PATH, content=raw_body, headers={"Content-Type": "application/json"})
 
     assert response.status_code == 400
-    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
-    assert fcm_error_code(response) == "INVALID_ARGUMENT"
-    assert complaint in response.json()["error"]["message"], response.text
+    error = response.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and error["code"] == 400
+    assert violated_fields(response) == [field]
+    assert complaint in error["message"], response.text
     assert client.get("/_emulator/messages").json() == []
 
 
-@pytest.mark.parametrize(("fill", "status"), [(4096, 200), (4097, 400)])
-def test_message_size_limit_counts_the_serialized_message(client: httpx.Client, fill: int, status: int) -> None:
-    overhead = len(orjson.dumps({"token": "d", "data": {"x": ""}}))
-    message = {"token": "d", "data": {"x": "y" * (fill - overhead)}}
-    assert len(orjson.dumps(message)) == fill
+@pytest.mark.parametrize(
+    ("target", "limit"),
+    [({"token": "d"}, 4096), ({"topic": "ops"}, 2048), ({"condition": "'ops' in topics"}, 2048)],
+)
+@pytest.mark.parametrize("over", [0, 1])
+def test_message_size_limit_counts_the_serialized_message_and_depends_on_the_target(
+    client: httpx.Client, target: dict[str, str], limit: int, over: int
+) -> None:
+    overhead = len(orjson.dumps({**target, "data": {"x": ""}}))
+    message = {**target, "data": {"x": "y" * (limit + over - overhead)}}
+    assert len(orjson.dumps(message)) == limit + over
 
     response = send(client, message)
 
-    assert response.status_code == status
-    if status == 400:
-        assert f"{fill} bytes" in response.json()["error"]["message"]
+    assert response.status_code == (400 if over else 200)
+    if over:
+        assert f"{limit + over} bytes" in response.json()["error"]["message"]
+        assert violated_fields(response) == ["message"]
 
 
 # --- deterministic faults ---
@@ -204,23 +226,35 @@ def test_permanent_fault_prefixes_fail_every_time(client: httpx.Client, target: 
         assert bad.status_code == 400
         assert bad.json()["error"]["status"] == "INVALID_ARGUMENT"
         assert fcm_error_code(bad) == "INVALID_ARGUMENT"
+        assert violated_fields(bad) == [f"message.{target}"]
+
+        mismatch = send(client, {target: "sender-mismatch-abc"})
+        assert mismatch.status_code == 403
+        assert mismatch.json()["error"]["status"] == "PERMISSION_DENIED"
+        assert fcm_error_code(mismatch) == "SENDER_ID_MISMATCH"
+
+        third_party = send(client, {target: "auth-error-abc"})
+        assert third_party.status_code == 401
+        assert third_party.json()["error"]["status"] == "UNAUTHENTICATED"
+        assert fcm_error_code(third_party) == "THIRD_PARTY_AUTH_ERROR"
     assert client.get("/_emulator/messages").json() == []
-    assert client.get("/_emulator/stats").json()["rejected"] == {"400": 2, "404": 2}
+    assert client.get("/_emulator/stats").json()["rejected"] == {"400": 2, "401": 2, "403": 2, "404": 2}
 
 
 @pytest.mark.parametrize(
-    ("token", "status", "rpc_status", "error_code"),
+    ("token", "status", "rpc_status", "error_code", "retry_after"),
     [
-        ("flaky-1", 503, "UNAVAILABLE", "UNAVAILABLE"),
-        ("quota-1", 429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
+        ("flaky-1", 503, "UNAVAILABLE", "UNAVAILABLE", "1"),
+        ("quota-1", 429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "1"),
+        ("quota-bare-1", 429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", None),
     ],
 )
 def test_transient_fault_prefixes_fail_only_the_first_attempt(
-    client: httpx.Client, token: str, status: int, rpc_status: str, error_code: str
+    client: httpx.Client, token: str, status: int, rpc_status: str, error_code: str, retry_after: str | None
 ) -> None:
     first = send(client, {"token": token})
     assert first.status_code == status
-    assert first.headers["retry-after"] == "1"
+    assert first.headers.get("retry-after") == retry_after
     assert first.json()["error"]["status"] == rpc_status
     assert fcm_error_code(first) == error_code
 
@@ -419,6 +453,9 @@ def test_sdk_send_each_async_reports_each_failure(sdk_app: firebase_admin.App, c
         ({}, "unregistered-1", messaging.UnregisteredError),
         ({}, "invalid-1", exceptions.InvalidArgumentError),
         ({}, "quota-1", messaging.QuotaExceededError),
+        ({}, "quota-bare-1", messaging.QuotaExceededError),
+        ({}, "sender-mismatch-1", messaging.SenderIdMismatchError),
+        ({}, "auth-error-1", messaging.ThirdPartyAuthError),
         ({}, "flaky-1", exceptions.UnavailableError),
         ({429: 1.0}, "device-1", messaging.QuotaExceededError),
         ({503: 1.0}, "device-1", exceptions.UnavailableError),

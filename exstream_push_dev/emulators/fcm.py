@@ -1,5 +1,6 @@
 """A local FCM HTTP v1 endpoint, so senders and the firebase-admin SDK can be exercised without Google.
 
+Requests are checked as FCM v1 checks them (``fcm_validation``, from Google's own description of the API).
 Failures are reproducible on purpose: device tokens with a known prefix always fail the same way (like a
 payment provider's test cards), and random faults are drawn from a seeded generator.
 """
@@ -11,9 +12,8 @@ import itertools
 import math
 import os
 import random
-import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-MAX_MESSAGE_BYTES = 4096
+from exstream_push_dev.emulators.fcm_validation import DEVICE_TARGETS, Violation, canonical_message, violations
+
 FAULT_CODES = (429, 500, 503)
 RETRY_AFTER = {"Retry-After": "1"}
 
@@ -30,33 +31,38 @@ UNREGISTERED_PREFIX = "unregistered-"
 INVALID_PREFIX = "invalid-"
 FLAKY_PREFIX = "flaky-"
 QUOTA_PREFIX = "quota-"
+QUOTA_BARE_PREFIX = "quota-bare-"
+SENDER_MISMATCH_PREFIX = "sender-mismatch-"
+AUTH_ERROR_PREFIX = "auth-error-"
+ONCE_PREFIXES = (FLAKY_PREFIX, QUOTA_PREFIX)
+"""Tokens that fail their first attempt only (``quota-bare-`` is a ``quota-`` token)."""
 
-DEVICE_TARGETS = ("token", "fid")
-TARGET_FIELDS = (*DEVICE_TARGETS, "topic", "condition")
-KNOWN_BODY_FIELDS = frozenset({"message", "validate_only"})
-KNOWN_MESSAGE_FIELDS = frozenset(
-    {"name", "data", "notification", "android", "webpush", "apns", "fcm_options", *TARGET_FIELDS}
-)
-TOPIC_PATTERN = re.compile(r"(?:/topics/)?[a-zA-Z0-9\-_.~%]+")
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
 
-def _error_body(code: int, status: str, message: str, fcm_error_code: str) -> bytes:
-    """FCM's error shape; firebase-admin picks its exception class from `details[].errorCode`."""
-    return orjson.dumps(
-        {
-            "error": {
-                "code": code,
-                "message": message,
-                "status": status,
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
-                        "errorCode": fcm_error_code,
-                    }
-                ],
-            }
-        }
-    )
+def _error_body(
+    code: int,
+    status: str,
+    message: str,
+    fcm_error_code: str | None = None,
+    field_violations: Sequence[Violation] = (),
+) -> bytes:
+    """FCM's error shape: backend errors carry an ``FcmError`` detail (firebase-admin picks its exception class
+    from ``details[].errorCode``), field errors a ``google.rpc.BadRequest`` with ``fieldViolations``."""
+    details: list[dict[str, Any]] = []
+    if fcm_error_code is not None:
+        details.append({"@type": FCM_ERROR_TYPE, "errorCode": fcm_error_code})
+    if field_violations:
+        entries = [
+            {"field": violation.field, "description": violation.description}
+            if violation.field
+            # proto3 JSON leaves out an empty string: a body that is not JSON names no field.
+            else {"description": violation.description}
+            for violation in field_violations
+        ]
+        details.append({"@type": BAD_REQUEST_TYPE, "fieldViolations": entries})
+    return orjson.dumps({"error": {"code": code, "message": message, "status": status, "details": details}})
 
 
 class Reply(NamedTuple):
@@ -66,20 +72,30 @@ class Reply(NamedTuple):
 
 
 UNREGISTERED = Reply(404, _error_body(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"))
-INVALID_TOKEN = Reply(
-    400,
-    _error_body(
+_INVALID_TOKEN_TEXT = "The registration token is not a valid FCM registration token"
+INVALID_TOKENS = {
+    field: Reply(
         400,
-        "INVALID_ARGUMENT",
-        "The registration token is not a valid FCM registration token",
-        "INVALID_ARGUMENT",
-    ),
+        _error_body(
+            400,
+            "INVALID_ARGUMENT",
+            _INVALID_TOKEN_TEXT,
+            "INVALID_ARGUMENT",
+            [Violation(f"message.{field}", _INVALID_TOKEN_TEXT)],
+        ),
+    )
+    for field in DEVICE_TARGETS
+}
+SENDER_ID_MISMATCH = Reply(403, _error_body(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH"))
+THIRD_PARTY_AUTH_ERROR = Reply(
+    401,
+    _error_body(401, "UNAUTHENTICATED", "Auth error from APNS or Web Push Service", "THIRD_PARTY_AUTH_ERROR"),
 )
-QUOTA_EXCEEDED = Reply(
-    429,
-    _error_body(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Send messages'.", "QUOTA_EXCEEDED"),
-    RETRY_AFTER,
+_QUOTA_BODY = _error_body(
+    429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Send messages'.", "QUOTA_EXCEEDED"
 )
+QUOTA_EXCEEDED = Reply(429, _QUOTA_BODY, RETRY_AFTER)
+QUOTA_EXCEEDED_BARE = Reply(429, _QUOTA_BODY)
 UNAVAILABLE = Reply(
     503, _error_body(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE"), RETRY_AFTER
 )
@@ -87,8 +103,9 @@ INTERNAL = Reply(500, _error_body(500, "INTERNAL", "Internal error encountered."
 RANDOM_FAULT_REPLIES = {429: QUOTA_EXCEEDED, 503: UNAVAILABLE, 500: INTERNAL}
 
 
-def invalid_argument(message: str) -> Reply:
-    return Reply(400, _error_body(400, "INVALID_ARGUMENT", message, "INVALID_ARGUMENT"))
+def invalid_argument(found: Sequence[Violation]) -> Reply:
+    """FCM's answer to a request it cannot take: the first violation is the message, all are details."""
+    return Reply(400, _error_body(400, "INVALID_ARGUMENT", found[0].description, field_violations=found))
 
 
 def check_faults(faults: Mapping[int, float]) -> dict[int, float]:
@@ -124,43 +141,6 @@ def parse_fault_spec(spec: str) -> dict[int, float]:
             raise ValueError(f"fault code {code} appears twice in {spec!r}")
         faults[code] = rate
     return check_faults(faults)
-
-
-def _validation_error(body: Any) -> str | None:
-    """The first reason FCM would refuse this request body, or None when it would take it."""
-    if not isinstance(body, dict):
-        return "Invalid JSON payload received. The request body must be a JSON object."
-    unknown_fields = body.keys() - KNOWN_BODY_FIELDS
-    if unknown_fields:
-        return f"Invalid JSON payload received. Unknown name {sorted(unknown_fields)[0]!r}: Cannot find field."
-    message = body.get("message")
-    if not isinstance(message, dict):
-        return "Invalid JSON payload received. 'message' must be a JSON object."
-    if not isinstance(body.get("validate_only", False), bool):
-        return "Invalid value at 'validate_only': it must be a boolean."
-    unknown_fields = message.keys() - KNOWN_MESSAGE_FIELDS
-    if unknown_fields:
-        name = sorted(unknown_fields)[0]
-        return f"Invalid JSON payload received. Unknown name {name!r} at 'message': Cannot find field."
-    targets = [field for field in TARGET_FIELDS if field in message]
-    if len(targets) != 1:
-        return f"Exactly one of {', '.join(TARGET_FIELDS)} must be specified; got {len(targets)}."
-    target = message[targets[0]]
-    if not isinstance(target, str) or not target:
-        return f"Invalid value at 'message.{targets[0]}': it must be a non-empty string."
-    if targets[0] == "topic" and not TOPIC_PATTERN.fullmatch(target):
-        return f"Invalid value at 'message.topic': {target!r} is not a valid topic name."
-    data = message.get("data")
-    if data is not None:
-        if not isinstance(data, dict):
-            return "Invalid value at 'message.data': it must be a map of strings."
-        for key, value in data.items():
-            if not isinstance(value, str):
-                return f"Invalid value at 'message.data[{key}]': data values must be strings."
-    size = len(orjson.dumps(message))
-    if size > MAX_MESSAGE_BYTES:
-        return f"Message is too big: {size} bytes serialized, the limit is {MAX_MESSAGE_BYTES} bytes."
-    return None
 
 
 class FcmEmulatorState:
@@ -217,14 +197,14 @@ class FcmEmulatorState:
         try:
             body = orjson.loads(raw_body)
         except orjson.JSONDecodeError as error:
-            return invalid_argument(f"Invalid JSON payload received. {error}")
-        reason = _validation_error(body)
-        if reason is not None:
-            return invalid_argument(reason)
-        message = body["message"]
-        device = next((message[field] for field in DEVICE_TARGETS if field in message), None)
-        if device is not None:
-            fault = self._device_fault(device)
+            return invalid_argument([Violation("", f"Invalid JSON payload received. {error}")])
+        found = violations(body)
+        if found:
+            return invalid_argument(found)
+        message, validate_only = canonical_message(body)
+        field = next((field for field in DEVICE_TARGETS if field in message), None)
+        if field is not None:
+            fault = self._device_fault(field, message[field])
             if fault is not None:
                 return fault
         if self._fault_thresholds:
@@ -232,22 +212,28 @@ class FcmEmulatorState:
             for threshold, code in self._fault_thresholds:
                 if draw < threshold:
                     return RANDOM_FAULT_REPLIES[code]
-        if body.get("validate_only"):
+        if validate_only:
             self.validated += 1
         else:
             self.accepted += 1
             if self.keep_messages:
-                self.messages.append(message)
+                self.messages.append(body["message"])
         return None
 
-    def _device_fault(self, device: str) -> Reply | None:
+    def _device_fault(self, field: str, device: str) -> Reply | None:
         if device.startswith(UNREGISTERED_PREFIX):
             return UNREGISTERED
         if device.startswith(INVALID_PREFIX):
-            return INVALID_TOKEN
-        if device.startswith((FLAKY_PREFIX, QUOTA_PREFIX)) and device not in self._attempted_tokens:
+            return INVALID_TOKENS[field]
+        if device.startswith(SENDER_MISMATCH_PREFIX):
+            return SENDER_ID_MISMATCH
+        if device.startswith(AUTH_ERROR_PREFIX):
+            return THIRD_PARTY_AUTH_ERROR
+        if device.startswith(ONCE_PREFIXES) and device not in self._attempted_tokens:
             self._attempted_tokens.add(device)
-            return UNAVAILABLE if device.startswith(FLAKY_PREFIX) else QUOTA_EXCEEDED
+            if device.startswith(FLAKY_PREFIX):
+                return UNAVAILABLE
+            return QUOTA_EXCEEDED_BARE if device.startswith(QUOTA_BARE_PREFIX) else QUOTA_EXCEEDED
         return None
 
     def _next_message_id(self) -> str:
