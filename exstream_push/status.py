@@ -10,7 +10,8 @@ class Status(StrEnum):
 
     PENDING = "pending"  # claimed in the ledger, not yet confirmed by the provider
     SENT = "sent"
-    FAILED = "failed"  # permanent; reason holds the provider's error code
+    FAILED = "failed"  # permanent; reason holds the provider's error code, ":" and the fields it refused if it
+    # named them ("INVALID_ARGUMENT:message.android.ttl"), or payload_too_large (over the target's size limit)
     SKIPPED = "skipped"
     QUARANTINED = "quarantined"
     DEFERRED = "deferred"  # inside the device's quiet hours; not_before says when it may go

@@ -26,7 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.connectors.fcm import (
     MAX_PAYLOAD_BYTES,
+    MAX_TOPIC_PAYLOAD_BYTES,
     FcmSender,
+    PayloadTooLargeError,
     PushRequest,
     build_message,
     encode,
@@ -223,17 +225,36 @@ def test_token_deprecation_warning_is_silenced_for_the_whole_process() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_oversize_payload_is_detectable_before_sending_and_refused_by_fcm(
-    emulator: tuple[ServerThread, Exchanges],
-) -> None:
-    server, _ = emulator
-    small = notice("t-small")
-    big = notice("t-big", body="x" * MAX_PAYLOAD_BYTES)
-    assert len(encode(small)) <= MAX_PAYLOAD_BYTES < len(encode(big))
+def test_encode_holds_each_message_to_its_targets_size_limit() -> None:
+    """FCM takes 4,096 bytes to one device but only 2,048 to a topic (operations alerts go to one)."""
+    body = "x" * (MAX_TOPIC_PAYLOAD_BYTES + 100)
+    assert MAX_TOPIC_PAYLOAD_BYTES < len(encode(notice("t-1", body=body))) <= MAX_PAYLOAD_BYTES
+    with pytest.raises(PayloadTooLargeError, match=r"^payload_too_large: \d+ bytes, over FCM's 2048-byte limit"):
+        encode(notice(None, topic="ops-alerts", body=body))
+    with pytest.raises(PayloadTooLargeError, match=r"^payload_too_large: \d+ bytes, over FCM's 4096-byte limit"):
+        encode(notice("t-1", body="x" * MAX_PAYLOAD_BYTES))
+    assert len(encode(notice(None, topic="ops-alerts"))) <= MAX_TOPIC_PAYLOAD_BYTES
+
+
+def test_an_oversize_topic_message_fails_without_a_request(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    small = notice(None, topic="ops-small")
+    big = notice(None, topic="ops-big", body="x" * MAX_TOPIC_PAYLOAD_BYTES)
     small_result, big_result = sender_for(server).send([PushRequest("small", small), PushRequest("big", big)])
     assert small_result.ok
-    assert isinstance(big_result.error, exceptions.InvalidArgumentError)
+    assert isinstance(big_result.error, exceptions.InvalidArgumentError) and big_result.attempts == 0
     assert big_result.error_class is not None and big_result.error_class.kind is PushErrorKind.PERMANENT
+    assert big_result.reason == "payload_too_large"
+    assert exchanges.log == [("ops-small", 200)]
+
+
+def test_fcm_refuses_an_oversize_message_that_reaches_it(emulator: tuple[ServerThread, Exchanges]) -> None:
+    """Bytes are posted as given (render encoded them): FCM's own limit is the last check, per target."""
+    server, _ = emulator
+    topic_at_device_size = orjson.dumps({"topic": "ops", "data": {"x": "y" * (MAX_TOPIC_PAYLOAD_BYTES + 1)}})
+    [result] = sender_for(server).send([PushRequest("big", topic_at_device_size)])
+    assert isinstance(result.error, exceptions.InvalidArgumentError) and result.attempts == 1
+    assert result.reason == "INVALID_ARGUMENT:message"
 
 
 def test_what_we_encode_is_what_fcm_receives(emulator: tuple[ServerThread, Exchanges]) -> None:
@@ -300,6 +321,75 @@ def test_without_retry_after_429_waits_a_minute_and_503_backs_off() -> None:
     quota_wait, flaky_wait = sleep.requested
     assert 60.0 <= quota_wait <= 60.25
     assert 0.25 <= flaky_wait <= 0.5
+
+
+def test_sender_id_mismatch_is_a_permanent_failure_of_that_device_alone(
+    emulator: tuple[ServerThread, Exchanges],
+) -> None:
+    server, exchanges = emulator
+    sleep = RecordingSleep()
+    mismatch, fine = sender_for(server, sleep=sleep).send(requests_for("sender-mismatch-a", "fine-a"))
+    assert isinstance(mismatch.error, messaging.SenderIdMismatchError)
+    assert mismatch.error_code == "SENDER_ID_MISMATCH" and mismatch.reason == "SENDER_ID_MISMATCH"
+    assert mismatch.error_class is not None and mismatch.error_class.kind is PushErrorKind.PERMANENT
+    assert not mismatch.error_class.deactivate_device
+    assert fine.ok
+    assert exchanges.of("sender-mismatch-a") == [403] and sleep.requested == []
+
+
+def test_third_party_auth_error_alerts_an_operator_without_a_retry(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    sleep = RecordingSleep()
+    [result] = sender_for(server, sleep=sleep).send(requests_for("auth-error-a"))
+    assert isinstance(result.error, messaging.ThirdPartyAuthError)
+    assert result.error_code == "THIRD_PARTY_AUTH_ERROR" and result.attempts == 1
+    assert result.error_class is not None and result.error_class.alert_operator
+    assert not result.error_class.deactivate_device
+    assert exchanges.of("auth-error-a") == [401] and sleep.requested == []
+
+
+def test_a_bare_429_from_the_emulator_waits_at_least_a_minute(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    sleep = RecordingSleep()
+    [result] = sender_for(server, sleep=sleep).send(requests_for("quota-bare-a"))
+    assert result.ok and result.attempts == 2
+    assert exchanges.of("quota-bare-a") == [429, 200]
+    [wait] = sleep.requested
+    assert 60.0 <= wait <= 60.25
+
+
+def test_a_field_fcm_refuses_ends_failed_with_its_path_and_no_value(emulator: tuple[ServerThread, Exchanges]) -> None:
+    server, exchanges = emulator
+    bad_ttl = orjson.dumps({"token": "t-ttl", "android": {"ttl": "ACCT-12345"}})
+    [result] = sender_for(server).send([PushRequest("bad", bad_ttl)])
+    assert isinstance(result.error, exceptions.InvalidArgumentError) and result.attempts == 1
+    assert result.error_class is not None and result.error_class.kind is PushErrorKind.PERMANENT
+    assert result.reason == "INVALID_ARGUMENT:message.android.ttl"
+    assert exchanges.of("t-ttl") == [400]
+
+
+def test_the_reason_keeps_field_paths_only_even_when_fcm_quotes_the_value() -> None:
+    """Real FCM's descriptions quote the refused value; the reason keeps the path, and drops a path that is not one."""
+    description = (
+        "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), \"ACCT-12345\""
+    )
+    error = {
+        "code": 400,
+        "status": "INVALID_ARGUMENT",
+        "message": description,
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [
+                    {"field": "message.android.ttl", "description": description},
+                    {"field": "message.data ACCT-12345 jane@example.com", "description": description},
+                ],
+            }
+        ],
+    }
+    with ServerThread(answering(400, error)) as server:
+        [result] = sender_for(server).send(requests_for("device-1"))
+    assert result.reason == "INVALID_ARGUMENT:message.android.ttl"
 
 
 def test_retry_after_as_seconds_or_http_date() -> None:

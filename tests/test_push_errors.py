@@ -9,9 +9,12 @@ import pytest
 from firebase_admin import exceptions, messaging
 
 from exstream_push.connectors.exstream import ExstreamError
+from exstream_push.connectors.fcm import PushResult
 from exstream_push.connectors.push_errors import (
+    BAD_REQUEST_TYPE,
     CONFIGURATION,
     DEAD_DEVICE,
+    MAX_REASON_FIELDS,
     PERMANENT,
     PUSH_ERRORS,
     RETRY,
@@ -22,7 +25,11 @@ from exstream_push.connectors.push_errors import (
     classify_fcm_exception,
     classify_http_status,
     fcm_error_code,
+    fcm_failure_reason,
+    fcm_violated_fields,
 )
+from exstream_push.status import Status
+from exstream_push.tasks.send import _classify as send_outcome
 
 
 @pytest.mark.parametrize(
@@ -123,3 +130,30 @@ def test_an_oauth_token_we_cannot_get_is_a_configuration_error() -> None:
 def test_exstream_and_otds_answers_classify_by_the_same_rules(status: int | None, expected: object) -> None:
     assert classify_exception(ExstreamError("GET", "/jobs/J", status, "x")) == expected
     assert classify_exception(ValueError("not ours to read")) is None
+
+
+def _bad_request(fields: list[object]) -> exceptions.FirebaseError:
+    details = [{"@type": BAD_REQUEST_TYPE, "fieldViolations": [{"field": f, "description": "x"} for f in fields]}]
+    body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "x", "details": details}}
+    response = httpx.Response(400, json=body, request=httpx.Request("POST", "http://127.0.0.1/"))
+    return exceptions.InvalidArgumentError("refused", http_response=response)
+
+
+def test_a_field_rejection_is_recorded_failed_with_the_fields_named() -> None:
+    refused = _bad_request(["message.android.ttl", "message.data[from]", "message.android.ttl", 7, "a b"])
+    assert fcm_violated_fields(refused) == ["message.android.ttl", "message.data[from]"]
+    assert fcm_failure_reason(refused) == "INVALID_ARGUMENT:message.android.ttl,message.data[from]"
+    assert fcm_failure_reason(_bad_request([f"message.f{n}" for n in range(9)])).count(",") == MAX_REASON_FIELDS - 1
+    assert fcm_failure_reason(_http_error(messaging.UnregisteredError, 404)) == "UNREGISTERED"
+    assert fcm_failure_reason(exceptions.UnavailableError("connection refused")) == exceptions.UNAVAILABLE
+
+    result = PushResult(
+        key="k",
+        message_id=None,
+        error=refused,
+        error_code=fcm_error_code(refused),
+        error_class=classify_fcm_exception(refused),
+        attempts=1,
+        reason=fcm_failure_reason(refused),
+    )
+    assert send_outcome(result) == (Status.FAILED, "INVALID_ARGUMENT:message.android.ttl,message.data[from]", "failed")

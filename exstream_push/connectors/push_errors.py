@@ -9,6 +9,7 @@ of their own: their HTTP status is classified by the same rules (``classify_http
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -124,6 +125,42 @@ def fcm_error_code(exc: exceptions.FirebaseError) -> str:
         if isinstance(exc, exception_type):
             return code
     return exc.code
+
+
+BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+"""The detail FCM adds to a 400 naming the request fields it refused (``fieldViolations``)."""
+MAX_REASON_FIELDS = 3
+# A field path as FCM names it (message.android.ttl, message.data[from], message.apns.headers[apns-priority]);
+# anything else an answer puts there is left out of the reason rather than stored.
+_FIELD_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]{1,120}")
+
+
+def fcm_violated_fields(exc: exceptions.FirebaseError) -> list[str]:
+    """The request fields FCM's ``google.rpc.BadRequest`` detail names: paths only, never the descriptions,
+    which may quote the value refused."""
+    response = exc.http_response
+    if response is None:
+        return []
+    try:
+        details = response.json()["error"]["details"]
+        violations = [
+            violation.get("field")
+            for detail in details
+            if detail.get("@type") == BAD_REQUEST_TYPE
+            for violation in detail.get("fieldViolations", [])
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+    fields = [field for field in violations if isinstance(field, str) and _FIELD_PATH.fullmatch(field)]
+    return list(dict.fromkeys(fields))[:MAX_REASON_FIELDS]
+
+
+def fcm_failure_reason(exc: exceptions.FirebaseError) -> str:
+    """What the ledger keeps for a failed send: the FCM error code, and the fields FCM refused when it named
+    them (``INVALID_ARGUMENT:message.android.ttl``), so a field rejection says where without quoting a value."""
+    code = fcm_error_code(exc)
+    fields = fcm_violated_fields(exc)
+    return f"{code}:{','.join(fields)}" if fields else code
 
 
 def classify_fcm_exception(exc: exceptions.FirebaseError) -> PushErrorClass:

@@ -47,7 +47,8 @@ def pattern_leak(title: str, body: str) -> str | None:
 
 
 def oversized(texts: Iterable[str]) -> bool:
-    """Whether the texts, UTF-8 encoded, exceed what one message may carry (FCM refuses any larger message)."""
+    """Whether the texts, UTF-8 encoded, exceed what one message to a device may carry (FCM refuses any larger
+    message); ``encode`` holds every message to its target's limit, the smaller one for topics included."""
     total = 0
     for text in texts:
         total += len(text) if len(text) > MAX_PAYLOAD_BYTES else len(text.encode())

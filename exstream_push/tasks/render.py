@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from exstream_push.connectors.fcm import MAX_PAYLOAD_BYTES, build_message, encode
+from exstream_push.connectors.fcm import PayloadTooLargeError, build_message, encode
 from exstream_push.content.guard import find_leak
 from exstream_push.content.links import signed_link
 from exstream_push.content.templates import TemplateRenderer
@@ -73,11 +73,11 @@ def render_messages(
             "deep_link": signed_link(link_key, settings.portal_url, ref, expires_at),
         }
         leak = find_leak(title, body, data, values)
-        payload = encode(
-            build_message(token=token, title=title, body=body, data=data, collapse_key=key, priority=row_priority)
-        )
-        if leak is None and len(payload) > MAX_PAYLOAD_BYTES:
-            leak = f"{QuarantineReason.PAYLOAD_TOO_LARGE}: over FCM's {MAX_PAYLOAD_BYTES}-byte limit"
+        message = build_message(token=token, title=title, body=body, data=data, collapse_key=key, priority=row_priority)
+        try:
+            payload = encode(message)
+        except PayloadTooLargeError as error:
+            payload, leak = b"", leak or str(error)
         payloads.append(payload)
         problems.append(leak)
 

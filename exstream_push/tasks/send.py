@@ -30,7 +30,7 @@ def _classify(result: PushResult) -> tuple[Status, str | None, str]:
         return Status.PENDING, f"retry_exhausted:{result.error_code}", "retry_exhausted"
     if result.error_class is not None and result.error_class.alert_operator:
         return Status.PENDING, f"configuration:{result.error_code}", "configuration_error"
-    return Status.FAILED, result.error_code, "failed"
+    return Status.FAILED, result.reason, "failed"
 
 
 @task(

@@ -20,12 +20,15 @@ from exstream_push.connectors.fcm.errors import parse_retry_after
 from exstream_push.connectors.fcm.message import (
     APNS_COLLAPSE_ID_MAX_BYTES,
     MAX_PAYLOAD_BYTES,
+    MAX_TOPIC_PAYLOAD_BYTES,
     MAX_TTL,
     WEBPUSH_TOPIC_MAX_CHARS,
+    PayloadTooLargeError,
     Priority,
     apns_collapse_id,
     build_message,
     encode,
+    payload_limit,
     webpush_topic,
 )
 from exstream_push.connectors.fcm.sender import (
@@ -50,11 +53,13 @@ __all__ = [
     "FLUSH_INTERVAL_SECONDS",
     "MAX_PAYLOAD_BYTES",
     "MAX_RETRY_WAIT_SECONDS",
+    "MAX_TOPIC_PAYLOAD_BYTES",
     "MAX_TTL",
     "QUOTA_RETRY_FLOOR_SECONDS",
     "REFRESH_RETRY_SECONDS",
     "WEBPUSH_TOPIC_MAX_CHARS",
     "FcmSender",
+    "PayloadTooLargeError",
     "Priority",
     "PushRequest",
     "PushResult",
@@ -65,6 +70,7 @@ __all__ = [
     "fcm_send_url",
     "firebase_app_at",
     "parse_retry_after",
+    "payload_limit",
     "resolve_credentials",
     "webpush_topic",
 ]

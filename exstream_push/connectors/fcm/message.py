@@ -14,7 +14,12 @@ from typing import Literal
 import orjson
 from firebase_admin import messaging
 
+from exstream_push.status import QuarantineReason
+
 MAX_PAYLOAD_BYTES = 4096
+"""FCM's limit for a message to one device (a registration token or an installation id)."""
+MAX_TOPIC_PAYLOAD_BYTES = 2048
+"""FCM's limit for a message to a topic or a condition (operations alerts go to a topic)."""
 MAX_TTL = timedelta(days=28)
 APNS_COLLAPSE_ID_MAX_BYTES = 64
 WEBPUSH_TOPIC_MAX_CHARS = 32
@@ -100,13 +105,30 @@ def build_message(
     return messaging.Message(token=token, **content)
 
 
-def encode(message: messaging.Message) -> bytes:
-    """The message as FCM receives it (the ``message`` object of the request), validated by firebase-admin.
+class PayloadTooLargeError(ValueError):
+    """The encoded message exceeds FCM's limit for its target; its text starts with ``payload_too_large``."""
 
-    Its length, target and platform options included, is at least what FCM counts against its 4096-byte limit,
-    so a message within ``MAX_PAYLOAD_BYTES`` here is within it there."""
+
+def payload_limit(message: messaging.Message) -> int:
+    """FCM's size limit for this message: 2,048 bytes to a topic or a condition, 4,096 to one device."""
+    return MAX_TOPIC_PAYLOAD_BYTES if message.topic or message.condition else MAX_PAYLOAD_BYTES
+
+
+def encode(message: messaging.Message) -> bytes:
+    """The message as FCM receives it (the ``message`` object of the request), validated by firebase-admin and
+    within FCM's size limit for its target (``payload_limit``), else ``PayloadTooLargeError``.
+
+    Its length, target and platform options included, is at least what FCM counts against its limit, so a message
+    encoded here is within it there."""
     # _MessagingService.encode_message is the SDK's own validate-and-encode step (a classmethod, no app
     # needed); the public API only reaches it from inside its send functions.
     encoded = orjson.dumps(messaging._MessagingService.encode_message(message))
+    limit = payload_limit(message)
+    if len(encoded) > limit:
+        target = "topic or condition" if limit == MAX_TOPIC_PAYLOAD_BYTES else "device"
+        raise PayloadTooLargeError(
+            f"{QuarantineReason.PAYLOAD_TOO_LARGE}: {len(encoded)} bytes, over FCM's {limit}-byte limit for a "
+            f"{target} message"
+        )
     # orjson's result keeps its 4 KB write buffer; an exact copy keeps a batch's payloads at their real size.
     return memoryview(encoded).tobytes()

@@ -24,9 +24,15 @@ from firebase_admin import exceptions, messaging
 
 from exstream_push.connectors.fcm.auth import EMULATOR_HEADERS, fcm_send_url, resolve_credentials
 from exstream_push.connectors.fcm.errors import firebase_error, parse_retry_after, transport_error
-from exstream_push.connectors.fcm.message import encode
-from exstream_push.connectors.push_errors import PushErrorClass, classify_fcm_exception, fcm_error_code
+from exstream_push.connectors.fcm.message import PayloadTooLargeError, encode
+from exstream_push.connectors.push_errors import (
+    PushErrorClass,
+    classify_fcm_exception,
+    fcm_error_code,
+    fcm_failure_reason,
+)
 from exstream_push.quota import NoQuota, PermitPool, SendQuota
+from exstream_push.status import QuarantineReason
 
 if TYPE_CHECKING:
     pass
@@ -72,6 +78,9 @@ class PushResult:
     """The FCM error code (UNREGISTERED, QUOTA_EXCEEDED…) if FCM gave one, else firebase-admin's code."""
     error_class: PushErrorClass | None = None
     attempts: int = 0
+    reason: str | None = None
+    """What the ledger records for a failure: the error code, with the fields FCM refused
+    (``INVALID_ARGUMENT:message.android.ttl``), or ``payload_too_large`` for a message over its target's limit."""
 
     @property
     def ok(self) -> bool:
@@ -251,7 +260,8 @@ class _Batch:
                 self._bodies[index] = b'{"message":' + encoded + b"}"
             except ValueError as error:
                 invalid = exceptions.InvalidArgumentError(str(error), cause=error)
-                self._resolve(index, _failure(request.key, invalid, attempts=0))
+                reason = QuarantineReason.PAYLOAD_TOO_LARGE.value if isinstance(error, PayloadTooLargeError) else None
+                self._resolve(index, _failure(request.key, invalid, attempts=0, reason=reason))
             else:
                 self._queue.put_nowait((index, 1))
         workers = [
@@ -318,7 +328,7 @@ class _Batch:
             self._flush()
 
 
-def _failure(key: str, error: exceptions.FirebaseError, attempts: int) -> PushResult:
+def _failure(key: str, error: exceptions.FirebaseError, attempts: int, reason: str | None = None) -> PushResult:
     return PushResult(
         key=key,
         message_id=None,
@@ -326,6 +336,7 @@ def _failure(key: str, error: exceptions.FirebaseError, attempts: int) -> PushRe
         error_code=fcm_error_code(error),
         error_class=classify_fcm_exception(error),
         attempts=attempts,
+        reason=reason or fcm_failure_reason(error),
     )
 
 
