@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import google.auth.credentials
+import google.auth.transport
 import httpx
 import pytest
 
@@ -75,6 +77,25 @@ def fcm(fcm_server: ServerThread) -> Iterator[ServerThread]:
     state.reset()
     state.latency = 0.0
     yield fcm_server
+
+
+class StaticTokenCredentials(google.auth.credentials.Credentials):
+    """A bearer token that never expires and is never refreshed."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def refresh(self, request: google.auth.transport.Request) -> None:
+        """Nothing to refresh: there is no expiry."""
+
+
+@pytest.fixture
+def fcm_google_credentials() -> google.auth.credentials.Credentials:
+    """What clients of the FCM emulator authenticate with, e.g. Google's discovery client in the conformance test.
+
+    For now the fixed "owner" token the emulator takes; it becomes the OAuth2 emulator's service-account flow."""
+    return StaticTokenCredentials("owner")
 
 
 @pytest.fixture
