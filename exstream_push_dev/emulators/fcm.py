@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from exstream_push_dev.emulators.fcm_validation import DEVICE_TARGETS, Violation, canonical_message, violations
+from exstream_push_dev.emulators.fcm_validation import DEVICE_TARGETS, Violation, validate_only, violations
 
 FAULT_CODES = (429, 500, 503)
 RETRY_AFTER = {"Retry-After": "1"}
@@ -201,8 +201,8 @@ class FcmEmulatorState:
         found = violations(body)
         if found:
             return invalid_argument(found)
-        message, validate_only = canonical_message(body)
-        field = next((field for field in DEVICE_TARGETS if field in message), None)
+        message = body["message"]
+        field = next((field for field in DEVICE_TARGETS if message.get(field) is not None), None)
         if field is not None:
             fault = self._device_fault(field, message[field])
             if fault is not None:
@@ -212,12 +212,12 @@ class FcmEmulatorState:
             for threshold, code in self._fault_thresholds:
                 if draw < threshold:
                     return RANDOM_FAULT_REPLIES[code]
-        if validate_only:
+        if validate_only(body):
             self.validated += 1
         else:
             self.accepted += 1
             if self.keep_messages:
-                self.messages.append(body["message"])
+                self.messages.append(message)
         return None
 
     def _device_fault(self, field: str, device: str) -> Reply | None:

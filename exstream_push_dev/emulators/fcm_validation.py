@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -64,6 +64,7 @@ def discovery_schemas() -> dict[str, Any]:
     return json.loads(document)["schemas"]
 
 
+@cache
 def snake_case(json_name: str) -> str:
     """The proto field name behind a proto3 JSON name: ``collapseKey`` → ``collapse_key``, ``androidV2`` →
     ``android_v2``."""
@@ -77,12 +78,6 @@ def _fields(schema_name: str) -> dict[str, tuple[str, dict[str, Any]]]:
     for json_name, description in discovery_schemas()[schema_name].get("properties", {}).items():
         names[json_name] = names[snake_case(json_name)] = (json_name, description)
     return names
-
-
-def _canonical(fields: Mapping[str, Any], schema_name: str) -> dict[str, Any]:
-    """An object's fields under their JSON names (unknown names left out); nulls count as absent, as in proto3."""
-    known = _fields(schema_name)
-    return {known[name][0]: value for name, value in fields.items() if name in known and value is not None}
 
 
 def _check_value(value: Any, description: Mapping[str, Any], path: str) -> Iterator[Violation]:
@@ -173,6 +168,60 @@ def _check_object(value: Any, schema_name: str, path: str) -> Iterator[Violation
             yield from _check_value(field_value, description, f"{path}.{name}" if path else name)
 
 
+# --- the same schema checks compiled, for the common case of a valid request ---------------------------------------
+
+
+Checker = Callable[[Any], bool]
+
+
+@cache
+def _object_checker(schema_name: str) -> Checker:
+    """Whether a value is a valid object of this type, without saying why: ~10x faster than ``_check_object``,
+    which runs only on a request this refuses. Both read the same descriptions."""
+    fields = {
+        name: (json_name, _value_checker(description))
+        for name, (json_name, description) in _fields(schema_name).items()
+    }
+
+    def check(value: Any) -> bool:
+        if type(value) is not dict:
+            return False
+        seen: set[str] = set()
+        for name, field_value in value.items():
+            entry = fields.get(name)
+            if entry is None or entry[0] in seen:
+                return False
+            seen.add(entry[0])
+            if field_value is not None and not entry[1](field_value):
+                return False
+        return True
+
+    return check
+
+
+def _value_checker(description: Mapping[str, Any]) -> Checker:
+    if "$ref" in description:
+        name = description["$ref"]
+        return lambda value: _object_checker(name)(value)
+    kind = description.get("type")
+    if kind == "any":
+        return lambda value: True
+    if kind == "object":
+        entries = description.get("additionalProperties", {"type": "any"})
+        if entries.get("type") == "any":
+            return lambda value: type(value) is dict
+        entry_ok = _value_checker(entries)
+        return lambda value: type(value) is dict and all(v is not None and entry_ok(v) for v in value.values())
+    if kind == "array":
+        item_ok = _value_checker(description.get("items", {"type": "any"}))
+        return lambda value: type(value) is list and all(item_ok(item) for item in value)
+    if kind == "string" and "enum" not in description and "format" not in description:
+        return lambda value: type(value) is str
+    if kind == "boolean":
+        return lambda value: type(value) is bool
+    return lambda value: _scalar_problem(value, kind, description) is None
+
+
 # --- rules the schema does not express ---------------------------------------------------------------------------
 
 
@@ -235,7 +284,7 @@ def _parse_unary(tokens: list[tuple[str, str]], at: int) -> int | None:
 
 
 def _check_targets(message: Mapping[str, Any]) -> Iterator[Violation]:
-    targets = [field for field in TARGET_FIELDS if field in message]
+    targets = [field for field in TARGET_FIELDS if message.get(field) is not None]  # null is absent in proto3
     if len(targets) != 1:
         yield Violation("message", f"Exactly one of {', '.join(TARGET_FIELDS)} must be specified; got {len(targets)}.")
         return
@@ -263,65 +312,56 @@ def _check_data_keys(data: Any, path: str) -> Iterator[Violation]:
             yield Violation(f"{path}[{key}]", f"Invalid data payload key: {key!r} is reserved.")
 
 
-def _check_platforms(message: Mapping[str, Any], spelled: Mapping[str, str]) -> Iterator[Violation]:
-    """The semantic rules, on the canonical (JSON-named) fields; paths use the names the client sent."""
-    yield from _check_data_keys(message.get("data"), f"message.{spelled.get('data', 'data')}")
+def _field(fields: Mapping[str, Any], json_name: str) -> tuple[str, Any]:
+    """(the name the client used, the value) of one field that may be spelled either way; the value None if
+    absent. The schema walk has already refused a field given in both spellings."""
+    if json_name in fields:
+        return json_name, fields[json_name]
+    name = snake_case(json_name)
+    return name, fields.get(name)
+
+
+def _check_platforms(message: Mapping[str, Any]) -> Iterator[Violation]:
+    """The semantic rules on the platform blocks; paths use the names the client sent."""
+    yield from _check_data_keys(message.get("data"), "message.data")
     android = message.get("android")
     if isinstance(android, dict):
-        android_names = _spellings(android, "AndroidConfig")
-        android = _canonical(android, "AndroidConfig")
-        yield from _check_data_keys(android.get("data"), f"message.{spelled['android']}.{android_names.get('data')}")
+        yield from _check_data_keys(android.get("data"), "message.android.data")
         notification = android.get("notification")
         if isinstance(notification, dict):
-            color = _canonical(notification, "AndroidNotification").get("color")
+            color = notification.get("color")
             if isinstance(color, str) and not COLOR_PATTERN.fullmatch(color):
-                path = f"message.{spelled['android']}.{android_names['notification']}.color"
-                yield Violation(path, "Color must be in the form #RRGGBB.")
+                yield Violation("message.android.notification.color", "Color must be in the form #RRGGBB.")
     apns = message.get("apns")
-    if isinstance(apns, dict):
-        apns_names = _spellings(apns, "ApnsConfig")
-        headers = _canonical(apns, "ApnsConfig").get("headers")
-        if isinstance(headers, dict):
-            for name, header in headers.items():
-                if name.lower() == "apns-priority" and isinstance(header, str) and header not in APNS_PRIORITIES:
-                    path = f"message.{spelled['apns']}.{apns_names['headers']}[{name}]"
-                    yield Violation(path, "apns-priority must be 5 or 10.")
+    headers = apns.get("headers") if isinstance(apns, dict) else None
+    if isinstance(headers, dict):
+        for name, header in headers.items():
+            if name.lower() == "apns-priority" and header not in APNS_PRIORITIES:
+                yield Violation(f"message.apns.headers[{name}]", "apns-priority must be 5 or 10.")
     webpush = message.get("webpush")
     if isinstance(webpush, dict):
-        webpush_names = _spellings(webpush, "WebpushConfig")
-        webpush = _canonical(webpush, "WebpushConfig")
-        yield from _check_data_keys(webpush.get("data"), f"message.{spelled['webpush']}.{webpush_names.get('data')}")
-        options = webpush.get("fcmOptions")
-        if isinstance(options, dict):
-            link = _canonical(options, "WebpushFcmOptions").get("link")
-            if isinstance(link, str) and not link.lower().startswith("https://"):
-                path = f"message.{spelled['webpush']}.{webpush_names['fcmOptions']}.link"
-                yield Violation(path, "The link must be an HTTPS URL.")
-
-
-def _spellings(fields: Mapping[str, Any], schema_name: str) -> dict[str, str]:
-    """JSON name → the name the client used for it."""
-    known = _fields(schema_name)
-    return {known[name][0]: name for name in fields if name in known}
+        yield from _check_data_keys(webpush.get("data"), "message.webpush.data")
+        options_name, options = _field(webpush, "fcmOptions")
+        link = options.get("link") if isinstance(options, dict) else None
+        if isinstance(link, str) and not link.lower().startswith("https://"):
+            yield Violation(f"message.webpush.{options_name}.link", "The link must be an HTTPS URL.")
 
 
 def violations(body: Any) -> list[Violation]:
     """Every reason FCM would refuse this request body (parsed JSON), or an empty list when it would take it."""
     if not isinstance(body, dict):
         return [Violation("", "Invalid JSON payload received. The request body must be a JSON object.")]
-    found = list(_check_object(body, REQUEST_SCHEMA, ""))
-    if found:
-        return found
-    request = _canonical(body, REQUEST_SCHEMA)
-    message = request.get("message")
+    if not _object_checker(REQUEST_SCHEMA)(body):
+        found = list(_check_object(body, REQUEST_SCHEMA, ""))
+        if found:
+            return found
+    message = body.get("message")
     if message is None:
         return [Violation("message", "'message' must be a JSON object.")]
-    spelled = _spellings(message, "Message")
-    canonical_message = _canonical(message, "Message")
-    found = [*_check_targets(canonical_message), *_check_platforms(canonical_message, spelled)]
+    found = [*_check_targets(message), *_check_platforms(message)]
     if found:
         return found
-    limit = message_limit(canonical_message)
+    limit = message_limit(message)
     size = len(orjson.dumps(message))
     if size > limit:
         return [Violation("message", f"Message is too big: {size} bytes serialized, the limit is {limit} bytes.")]
@@ -329,11 +369,11 @@ def violations(body: Any) -> list[Violation]:
 
 
 def message_limit(message: Mapping[str, Any]) -> int:
-    """FCM's size limit for a message (canonical field names): smaller for topic and condition messages."""
-    return MAX_FANOUT_MESSAGE_BYTES if any(field in message for field in FANOUT_TARGETS) else MAX_MESSAGE_BYTES
+    """FCM's size limit for a message: smaller for topic and condition messages."""
+    fanout = any(message.get(field) is not None for field in FANOUT_TARGETS)
+    return MAX_FANOUT_MESSAGE_BYTES if fanout else MAX_MESSAGE_BYTES
 
 
-def canonical_message(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """A valid request's message with top-level fields under their JSON names, and whether it is validate-only."""
-    request = _canonical(body, REQUEST_SCHEMA)
-    return _canonical(request["message"], "Message"), bool(request.get("validateOnly", False))
+def validate_only(body: Mapping[str, Any]) -> bool:
+    """Whether a valid request only asks FCM to check the message (``validateOnly`` or ``validate_only``)."""
+    return bool(_field(body, "validateOnly")[1])
