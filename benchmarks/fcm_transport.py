@@ -1,7 +1,8 @@
 """How fast do messages leave: our aiohttp ``FcmSender`` against firebase-admin's own ``send_each_async``.
 
 Both send the same firebase-admin messages to the FCM emulator, which runs in a process of its own so the server
-does not compete with the client for one GIL. Run from the repository root:
+does not compete with the client for one GIL, and both sign in with one service account at the token emulator.
+Run from the repository root:
 
     .venv/bin/python benchmarks/fcm_transport.py --messages 20000
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,13 +22,14 @@ from pathlib import Path
 
 import httpx
 from firebase_admin import messaging
+from google.oauth2 import service_account
 
-from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message, firebase_app_at
-from exstream_push_dev.emulators.server import free_port
+from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender, PushRequest, build_message, firebase_app_at
+from exstream_push_dev.emulators.google_oauth import fcm_process_env, oauth_emulator
+from exstream_push_dev.emulators.server import EmulatorProcess
 
 PROJECT = "benchmark-project"
 SDK_BATCH = 500  # send_each_async takes at most 500 messages per call
-REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -43,30 +45,14 @@ class Run:
 
 
 @contextmanager
-def emulator_process() -> Iterator[str]:
-    """The FCM emulator under uvicorn in a child process; yields its URL once it answers."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "exstream_push_dev.emulators.fcm:create_fcm_app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-        "--lifespan", "off",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, cwd=REPOSITORY)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/_emulator/stats").raise_for_status()
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the FCM emulator did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def emulators(work: Path) -> Iterator[tuple[str, service_account.Credentials]]:
+    """The FCM emulator under uvicorn in a child process, and the token endpoint both clients sign in at."""
+    key_file = work / "service-account.json"
+    with (
+        oauth_emulator(key_file, PROJECT) as oauth,
+        EmulatorProcess("exstream_push_dev.emulators.fcm:create_fcm_app_from_env", env=fcm_process_env(oauth)) as url,
+    ):
+        yield url, service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
 
 
 def notices(count: int, run: str) -> list[messaging.Message]:
@@ -95,9 +81,9 @@ def reset(url: str) -> None:
     httpx.delete(f"{url}/_emulator/messages").raise_for_status()
 
 
-def run_fcm_sender(url: str, count: int, concurrency: int) -> Run:
+def run_fcm_sender(url: str, credentials: service_account.Credentials, count: int, concurrency: int) -> Run:
     requests = [PushRequest(key=str(n), message=message) for n, message in enumerate(notices(count, "ours"))]
-    sender = FcmSender(base_url=url, project_id=PROJECT, concurrency=concurrency)
+    sender = FcmSender(base_url=url, project_id=PROJECT, concurrency=concurrency, credentials=credentials)
     reset(url)
     started = time.perf_counter()
     results = sender.send(requests)
@@ -108,14 +94,14 @@ def run_fcm_sender(url: str, count: int, concurrency: int) -> Run:
     return Run(f"FcmSender (aiohttp, {concurrency} concurrent)", count, accepted_since_reset(url), seconds)
 
 
-def run_firebase_admin(url: str, count: int) -> tuple[Run, Run | None]:
+def run_firebase_admin(url: str, credentials: service_account.Credentials, count: int) -> tuple[Run, Run | None]:
     """The whole run, and the run without its first call, which pays alone for opening the connections."""
     messages = notices(count, "sdk")
     call_seconds: list[float] = []
 
     async def send_all() -> int:
         succeeded = 0
-        async with firebase_app_at(url, PROJECT, name="benchmark-baseline") as app:
+        async with firebase_app_at(url, PROJECT, name="benchmark-baseline", credentials=credentials) as app:
             for start in range(0, count, SDK_BATCH):
                 call_started = time.perf_counter()
                 batch = await messaging.send_each_async(messages[start : start + SDK_BATCH], app=app)
@@ -143,9 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="FcmSender requests in flight (default 64)")
     args = parser.parse_args(argv)
 
-    with emulator_process() as url:
-        ours = run_fcm_sender(url, args.messages, args.concurrency)
-        sdk, sdk_warm = run_firebase_admin(url, args.messages)
+    with tempfile.TemporaryDirectory() as work, emulators(Path(work)) as (url, credentials):
+        ours = run_fcm_sender(url, credentials, args.messages, args.concurrency)
+        sdk, sdk_warm = run_firebase_admin(url, credentials, args.messages)
     for run in (ours, sdk):
         if run.accepted != run.messages:
             raise RuntimeError(f"{run.name}: the emulator accepted {run.accepted} of {run.messages}")

@@ -20,8 +20,9 @@ _DEFAULTS = Settings.model_fields
 
 class FcmConnection(Block):
     """Where FCM lives, which project sends, and the service account to send as (like prefect-gcp's
-    GcpCredentials: the key's contents or a path to it; neither means ``GOOGLE_APPLICATION_CREDENTIALS`` or,
-    against an emulator, no credentials at all)."""
+    GcpCredentials: the key's contents or a path to it; neither means Google's application-default credentials).
+    The key's ``token_uri`` says where google-auth exchanges its signed JWT for access tokens: Google's own, or a
+    local token emulator's."""
 
     _block_type_name = "FCM Connection"
     _description = "Firebase Cloud Messaging endpoint, project and service account for exstream-push."
@@ -78,6 +79,7 @@ class FcmConnection(Block):
         return cls(
             url=settings.fcm_url,
             project_id=settings.fcm_project,
+            service_account_file=settings.fcm_service_account_file,
             concurrency=settings.fcm_concurrency,
             max_attempts=settings.fcm_max_attempts,
         )

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     fcm_url: str = "https://fcm.googleapis.com"
     fcm_project: str = "exstream-push"
+    # The service account's JSON key (google-auth signs in with it, at the token_uri it names); unset, Google's
+    # application-default credentials (GOOGLE_APPLICATION_CREDENTIALS, a metadata server) are used.
+    fcm_service_account_file: Path | None = None
     fcm_concurrency: int = Field(64, ge=1, le=1000)
     fcm_max_attempts: int = Field(5, ge=1)
 

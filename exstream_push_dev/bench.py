@@ -27,12 +27,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from exstream_push.settings import PROJECT_ROOT, Settings, configure_settings, get_settings
+
+if TYPE_CHECKING:
+    from google.oauth2 import service_account
 
 BENCH_JOB = "BENCH"
 BASELINE_MESSAGES = 20_000
@@ -57,11 +60,19 @@ def _notice_body(number: int) -> bytes:
     return orjson.dumps({"message": message})
 
 
-async def _ceiling(url: str, project: str, count: int, concurrency: int) -> float:
+def _credentials(key_file: Path) -> service_account.Credentials:
+    from google.oauth2 import service_account
+
+    from exstream_push.connectors.fcm import FCM_SCOPE
+
+    return service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
+
+
+async def _ceiling(url: str, project: str, count: int, concurrency: int, access_token: str) -> float:
     """Messages per second accepted by a bare aiohttp client with pre-encoded bodies: no model, no ledger."""
     bodies = [_notice_body(n) for n in range(count)]
     endpoint = f"{url}/v1/projects/{project}/messages:send"
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer owner"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {access_token}"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     next_index = 0
     accepted = 0
@@ -84,7 +95,7 @@ async def _ceiling(url: str, project: str, count: int, concurrency: int) -> floa
     return count / seconds
 
 
-async def _baseline(url: str, project: str, count: int) -> float:
+async def _baseline(url: str, project: str, count: int, key_file: Path) -> float:
     """firebase-admin's own send path, 500 messages per ``send_each_async`` call."""
     from firebase_admin import messaging
 
@@ -101,7 +112,8 @@ async def _baseline(url: str, project: str, count: int) -> float:
         for n in range(count)
     ]
     succeeded = 0
-    async with firebase_app_at(url, project, name="exstream-push-bench-baseline") as app:
+    credentials = _credentials(key_file)
+    async with firebase_app_at(url, project, name="exstream-push-bench-baseline", credentials=credentials) as app:
         started = time.perf_counter()
         for start in range(0, count, 500):
             succeeded += (await messaging.send_each_async(messages[start : start + 500], app=app)).success_count
@@ -111,17 +123,21 @@ async def _baseline(url: str, project: str, count: int) -> float:
     return count / seconds
 
 
-def _transport_rates(url: str, project: str, ceiling_messages: int) -> tuple[float, int, float]:
+def _transport_rates(url: str, project: str, ceiling_messages: int, key_file: Path) -> tuple[float, int, float]:
     """The ceiling is the best of a sweep of concurrencies, on the event loop the product sends on; the baseline
-    runs on asyncio's own loop, as firebase-admin users do."""
+    runs on asyncio's own loop, as firebase-admin users do. Both sign in with the run's service account."""
+    from google.auth.transport.requests import Request
+
     from exstream_push.connectors.fcm import event_loop_factory
 
+    credentials = _credentials(key_file)
+    credentials.refresh(Request())  # an hour-long token: one sign-in covers the sweep
     rates = {}
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         for concurrency in CEILING_CONCURRENCY:
-            rates[concurrency] = runner.run(_ceiling(url, project, ceiling_messages, concurrency))
+            rates[concurrency] = runner.run(_ceiling(url, project, ceiling_messages, concurrency, credentials.token))
     best = max(rates, key=rates.__getitem__)
-    return rates[best], best, asyncio.run(_baseline(url, project, BASELINE_MESSAGES))
+    return rates[best], best, asyncio.run(_baseline(url, project, BASELINE_MESSAGES, key_file))
 
 
 def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
@@ -225,10 +241,12 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     from exstream_push_dev.emulators.exstream import create_exstream_app
+    from exstream_push_dev.emulators.google_oauth import fcm_process_env, oauth_emulator
     from exstream_push_dev.emulators.server import EmulatorProcess, ServerThread
     from exstream_push_dev.stack import ChildProcess, port_or_free, prefect_env, wait_for_http
 
-    fcm_env = {"FCM_EMULATOR_KEEP_MESSAGES": "0"}
+    key_file = run_home / "service-account.json"
+    project = Settings().fcm_project
     prefect_port = str(port_or_free(4210))
     prefect_url = f"http://127.0.0.1:{prefect_port}/api"
     os.environ.update(prefect_env(os.environ, run_home / "prefect", prefect_url))
@@ -240,21 +258,27 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         log_file=logs / "prefect-server.log",
     )
     with (
+        oauth_emulator(key_file, project) as oauth,
         EmulatorProcess(
-            "exstream_push_dev.emulators.fcm:create_fcm_app_from_env", workers=emulator_workers, env=fcm_env
+            "exstream_push_dev.emulators.fcm:create_fcm_app_from_env",
+            workers=emulator_workers,
+            env={"FCM_EMULATOR_KEEP_MESSAGES": "0", **fcm_process_env(oauth)},
         ) as fcm_url,
         ServerThread(create_exstream_app(None)) as exstream,
     ):
         # The bench's own run: given to the product in this process, and to the worker processes as variables.
+        # Every sender signs in as production does: the service account's JWT, exchanged at the token emulator.
         exstream_url = f"{exstream.url}/orchestration"
-        settings = Settings(home=run_home, fcm_url=fcm_url, exstream_url=exstream_url)
+        settings = Settings(
+            home=run_home, fcm_url=fcm_url, exstream_url=exstream_url, fcm_service_account_file=key_file
+        )
         configure_settings(settings)
         run_env = {
             "EXSTREAM_PUSH_HOME": str(run_home),
             "EXSTREAM_PUSH_FCM_URL": fcm_url,
             "EXSTREAM_PUSH_EXSTREAM_URL": exstream_url,
+            "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE": str(key_file),
         }
-        project = settings.fcm_project
 
         print(
             f"bench: {customers:,} customers, {workers} worker process(es); FCM emulator {fcm_url} "
@@ -263,7 +287,7 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         ceiling_messages = min(CEILING_MESSAGES, max(customers, 10_000))
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             ceiling, ceiling_concurrency, baseline = pool.submit(
-                _transport_rates, fcm_url, project, ceiling_messages
+                _transport_rates, fcm_url, project, ceiling_messages, key_file
             ).result()
         print(f"  ceiling (bare aiohttp, best at {ceiling_concurrency} concurrent): {ceiling:,.0f} msg/s")
         print(f"  baseline (firebase-admin send_each_async): {baseline:,.0f} msg/s")

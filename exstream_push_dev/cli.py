@@ -25,24 +25,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     from exstream_push_dev.emulators.exstream import create_exstream_app
     from exstream_push_dev.emulators.fcm import create_fcm_app, parse_fault_spec
+    from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
     from exstream_push_dev.emulators.server import ServerThread
 
+    settings = get_settings()
     faults = parse_fault_spec(args.faults) if args.faults else None
-    data_dir = Path(args.exstream_data) if args.exstream_data else get_settings().data_dir / "exstream"
-    fcm = ServerThread(create_fcm_app(faults=faults, latency=args.latency), port=args.fcm_port).start()
+    data_dir = Path(args.exstream_data) if args.exstream_data else settings.data_dir / "exstream"
+    key_file = (settings.home / "emulators" / "service-account.json").resolve()
+    oauth = start_oauth_emulator(
+        key_file, settings.fcm_project, port=args.oauth_port, token_lifetime=args.token_lifetime
+    )
+    fcm = ServerThread(
+        create_fcm_app(faults=faults, latency=args.latency, tokens=oauth.app.state.oauth.tokens), port=args.fcm_port
+    ).start()
     exstream = ServerThread(create_exstream_app(data_dir), port=args.exstream_port).start()
     print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
+    print(f"Google OAuth2      {oauth.url}/token   (tokens live {args.token_lifetime:g} s)")
     print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
     print("point exstream-push at them with:")
     print(f"  export EXSTREAM_PUSH_FCM_URL={fcm.url}")
+    print(f"  export EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}")
     print(f"  export EXSTREAM_PUSH_EXSTREAM_URL={exstream.url}/orchestration")
     print("Ctrl-C stops them.", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
-    fcm.stop()
-    exstream.stop()
+    for server in (fcm, oauth, exstream):
+        server.stop()
     return 0
 
 
@@ -67,6 +77,10 @@ def add_commands(commands: Any) -> None:
     emulate = commands.add_parser("emulate", help="run the FCM and Exstream emulators until Ctrl-C")
     emulate.add_argument("--fcm-port", type=int, default=8090, help="port of the FCM HTTP v1 emulator")
     emulate.add_argument("--exstream-port", type=int, default=8091, help="port of the Exstream Orchestration emulator")
+    emulate.add_argument("--oauth-port", type=int, default=8092, help="port of the Google OAuth2 token emulator")
+    emulate.add_argument(
+        "--token-lifetime", type=float, default=3600, help="seconds an access token from the OAuth2 emulator lives"
+    )
     emulate.add_argument("--exstream-data", help="folder holding jobs/{jobId}/ (default: data/exstream)")
     emulate.add_argument("--faults", help="random FCM faults by rate, e.g. 429=0.05,503=0.05,500=0.01")
     emulate.add_argument("--latency", type=float, default=0.0, help="seconds added to every FCM send")

@@ -25,21 +25,32 @@ def run_demo() -> int:
     home.mkdir(parents=True)
 
     from exstream_push_dev.emulators.exstream import create_exstream_app
-    from exstream_push_dev.emulators.fcm import create_fcm_app
+    from exstream_push_dev.emulators.google_oauth import google_emulators
     from exstream_push_dev.emulators.server import ServerThread
 
     data_dir = base.data_dir
     with (
-        ServerThread(create_fcm_app()) as fcm,
+        google_emulators(home / "service-account.json", base.fcm_project) as google,
         ServerThread(create_exstream_app(data_dir / "exstream")) as exstream,
     ):
-        # The demo's own settings, given to the product directly: its sandbox, its emulators, its SQLite ledger.
-        settings = Settings(home=home, database_url=None, fcm_url=fcm.url, exstream_url=f"{exstream.url}/orchestration")
+        fcm = google.fcm
+        # The demo's own settings, given to the product directly: its sandbox, its emulators, its SQLite ledger,
+        # and a service-account key of its own, which google-auth signs in with at the token emulator.
+        settings = Settings(
+            home=home,
+            database_url=None,
+            fcm_url=fcm.url,
+            fcm_service_account_file=google.service_account_file,
+            exstream_url=f"{exstream.url}/orchestration",
+        )
         configure_settings(settings)
         from exstream_push.cli import configure_prefect
 
         configure_prefect(settings)
-        print(f"FCM emulator on {fcm.url}, Exstream emulator on {exstream.url}; ledger in {home}")
+        print(
+            f"FCM emulator on {fcm.url} (signed in through the OAuth2 emulator on {google.oauth.url}), "
+            f"Exstream emulator on {exstream.url}; ledger in {home}"
+        )
 
         from exstream_push.devices import import_devices
         from exstream_push.runtime import ledger_for

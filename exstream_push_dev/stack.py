@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 WORK_POOL = "exstream-push"
 WORKER_NAME = "exstream-push-local"
 FCM_PORT = 8090
+OAUTH_PORT = 8092
 EXSTREAM_PORT = 8091
 INGRESS_PORT = 8095
 STARTUP_TIMEOUT = 180.0
@@ -256,10 +257,14 @@ class Stack:
     def start(self) -> None:
         from exstream_push_dev.emulators.exstream import create_exstream_app
         from exstream_push_dev.emulators.fcm import create_fcm_app
+        from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
         from exstream_push_dev.emulators.server import ServerThread
 
         self.logs.mkdir(parents=True, exist_ok=True)
-        fcm = ServerThread(create_fcm_app(), port=port_or_free(FCM_PORT)).start()
+        key_file = self.state / "service-account.json"
+        oauth = start_oauth_emulator(key_file, self.settings.fcm_project, port=port_or_free(OAUTH_PORT))
+        self.emulators.append(oauth)
+        fcm = ServerThread(create_fcm_app(tokens=oauth.app.state.oauth.tokens), port=port_or_free(FCM_PORT)).start()
         self.emulators.append(fcm)
         exstream = ServerThread(
             create_exstream_app(self.settings.data_dir / "exstream"), port=port_or_free(EXSTREAM_PORT)
@@ -271,6 +276,7 @@ class Stack:
             "PREFECT_API_URL": api_url,
             "EXSTREAM_PUSH_HOME": str(self.settings.home.resolve()),
             "EXSTREAM_PUSH_FCM_URL": fcm.url,
+            "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE": str(key_file),
             "EXSTREAM_PUSH_EXSTREAM_URL": f"{exstream.url}/orchestration",
             "EXSTREAM_PUSH_OTDS_URL": f"{exstream.url}/otdsws",
             "EXSTREAM_PUSH_INGRESS_SECRET": self.secret,
@@ -315,6 +321,7 @@ class Stack:
             "Prefect API": api_url,
             "ingress API": ingress_url,
             "FCM emulator": f"{fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)",
+            "Google OAuth2 emulator": f"{oauth.url}/token   (service-account key: {key_file})",
             "Exstream emulator": f"{exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)",
             "logs": str(self.logs),
         }

@@ -8,16 +8,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import google.auth.credentials
-import google.auth.transport
 import httpx
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+from google.oauth2 import service_account
+
+from exstream_push.connectors.fcm import FCM_SCOPE
 from exstream_push_dev.emulators.exstream import create_exstream_app
-from exstream_push_dev.emulators.fcm import create_fcm_app
+from exstream_push_dev.emulators.google_oauth import DEFAULT_TOKEN_LIFETIME, GoogleEmulators, google_emulators
 from exstream_push_dev.emulators.server import ServerThread
 
 REQUIRE_SERVICES = os.environ.get("EXSTREAM_PUSH_REQUIRE_SERVICES") == "1"
@@ -28,9 +29,14 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 # A test that asks for any of these runs against a server, an emulator or a database: ``make test-fast`` leaves it
 # out (``-m "not e2e"``), as it does the modules below; ``make test`` runs everything.
+# fmt: off
 END_TO_END_FIXTURES = frozenset(
-    {"prefect_harness", "fcm_server", "fcm", "exstream", "env", "database_url", "postgres_url"}
+    {
+        "prefect_harness", "google", "fcm_server", "fcm", "fcm_google_credentials", "exstream", "env",
+        "database_url", "postgres_url",
+    }
 )
+# fmt: on
 
 
 # Modules whose tests start servers, emulators or processes of their own (the CLI, workers, the stack, Dask).
@@ -64,38 +70,37 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+GOOGLE_PROJECT = "test-project"
+
+
 @pytest.fixture(scope="session")
-def fcm_server() -> Iterator[ServerThread]:
-    with ServerThread(create_fcm_app()) as server:
-        yield server
+def google(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoogleEmulators]:
+    """The FCM emulator and Google's token endpoint, and a service-account key whose token_uri points there:
+    every test that sends signs in as production does (google-auth, a signed JWT, short-lived access tokens)."""
+    key_file = tmp_path_factory.mktemp("google") / "service-account.json"
+    with google_emulators(key_file, GOOGLE_PROJECT) as emulators:
+        yield emulators
+
+
+@pytest.fixture(scope="session")
+def fcm_server(google: GoogleEmulators) -> ServerThread:
+    return google.fcm
 
 
 @pytest.fixture
-def fcm(fcm_server: ServerThread) -> Iterator[ServerThread]:
-    """The session's FCM emulator, emptied before each test."""
-    state = fcm_server.app.state.fcm
+def fcm(google: GoogleEmulators) -> Iterator[ServerThread]:
+    """The session's FCM emulator, emptied before each test, its tokens living an hour again."""
+    state = google.fcm.app.state.fcm
     state.reset()
     state.latency = 0.0
-    yield fcm_server
-
-
-class StaticTokenCredentials(google.auth.credentials.Credentials):
-    """A bearer token that never expires and is never refreshed."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.token = token
-
-    def refresh(self, request: google.auth.transport.Request) -> None:
-        """Nothing to refresh: there is no expiry."""
+    google.oauth.app.state.oauth.token_lifetime = DEFAULT_TOKEN_LIFETIME
+    yield google.fcm
 
 
 @pytest.fixture
-def fcm_google_credentials() -> google.auth.credentials.Credentials:
-    """What clients of the FCM emulator authenticate with, e.g. Google's discovery client in the conformance test.
-
-    For now the fixed "owner" token the emulator takes; it becomes the OAuth2 emulator's service-account flow."""
-    return StaticTokenCredentials("owner")
+def fcm_google_credentials(google: GoogleEmulators) -> service_account.Credentials:
+    """Fresh (not yet signed-in) credentials of the session's service account, for clients built by hand."""
+    return service_account.Credentials.from_service_account_file(str(google.service_account_file), scopes=[FCM_SCOPE])
 
 
 @pytest.fixture
@@ -153,13 +158,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fcm: ServerThread, exstream: ServerThread) -> dict[str, str]:
+def env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    google: GoogleEmulators,
+    fcm: ServerThread,
+    exstream: ServerThread,
+) -> dict[str, str]:
     """Settings pointing at the emulators, with a state folder and SQLite ledger of the test's own."""
     values = {
         "EXSTREAM_PUSH_HOME": str(tmp_path / "home"),
         "EXSTREAM_PUSH_DATABASE_URL": f"sqlite:///{tmp_path / 'home' / 'ledger.db'}",
         "EXSTREAM_PUSH_FCM_URL": fcm.url,
-        "EXSTREAM_PUSH_FCM_PROJECT": "test-project",
+        "EXSTREAM_PUSH_FCM_PROJECT": GOOGLE_PROJECT,
+        "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE": str(google.service_account_file),
         "EXSTREAM_PUSH_EXSTREAM_URL": f"{exstream.url}/orchestration",
         "EXSTREAM_PUSH_LINK_SECRET": "test-link-secret",
     }

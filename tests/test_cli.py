@@ -62,9 +62,13 @@ def test_missing_manifest_is_a_clear_error(env: dict[str, str], capsys: pytest.C
 
 
 def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
+    from google.auth.transport.requests import Request
+    from google.oauth2 import service_account
+
+    from exstream_push.connectors.fcm import FCM_SCOPE
     from exstream_push_dev.emulators.server import free_port
 
-    fcm_port, exstream_port = free_port(), free_port()
+    fcm_port, exstream_port, oauth_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -75,6 +79,8 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             str(fcm_port),
             "--exstream-port",
             str(exstream_port),
+            "--oauth-port",
+            str(oauth_port),
             "--faults",
             "503=1",
         ],
@@ -92,13 +98,21 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.1)
+        send_url = f"http://127.0.0.1:{fcm_port}/v1/projects/p/messages:send"
+        assert httpx.post(send_url, json={"message": {"token": "t"}}).status_code == 401  # no token, no entry
+        key_file = tmp_path / "emulators" / "service-account.json"
+        credentials = service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
+        credentials.refresh(Request())  # the key file's token_uri is the OAuth2 emulator on --oauth-port
+        assert f":{oauth_port}/token" in credentials._token_uri
         answer = httpx.post(
-            f"http://127.0.0.1:{fcm_port}/v1/projects/p/messages:send", json={"message": {"token": "t"}}
+            send_url, json={"message": {"token": "t"}}, headers={"Authorization": f"Bearer {credentials.token}"}
         )
         assert answer.status_code == 503  # --faults reached the FCM emulator
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        assert f"EXSTREAM_PUSH_FCM_URL=http://127.0.0.1:{fcm_port}" in process.stdout.read()
+        printed = process.stdout.read()
+        assert f"EXSTREAM_PUSH_FCM_URL=http://127.0.0.1:{fcm_port}" in printed
+        assert f"EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}" in printed
     finally:
         if process.poll() is None:
             process.kill()

@@ -22,7 +22,7 @@ import yaml
 from exstream_push.devices import import_devices
 from exstream_push.ledger import Ledger
 from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app
-from exstream_push_dev.emulators.fcm import create_fcm_app
+from exstream_push_dev.emulators.google_oauth import google_emulators
 from exstream_push_dev.emulators.samples import customer_id, write_devices, write_exstream_job
 from exstream_push_dev.emulators.server import ServerThread, free_port
 from exstream_push_dev.stack import LOOPBACK, PROJECT_ROOT, ChildProcess, wait_for_http
@@ -61,9 +61,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventDrivenSyst
     home = tmp_path_factory.mktemp("event-driven")
     with (
         prefect_postgres_database() as prefect_database,
-        ServerThread(create_fcm_app()) as fcm,
+        google_emulators(home / "service-account.json", "test-project") as google,
         ServerThread(create_exstream_app(home / "exstream-data")) as exstream,
     ):
+        fcm = google.fcm
         ledger_url = f"sqlite:///{home / 'ledger.db'}"
         devices = home / "devices.csv"
         write_devices(devices, CUSTOMERS, seed=5)
@@ -75,6 +76,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventDrivenSyst
             "EXSTREAM_PUSH_DATABASE_URL": ledger_url,
             "EXSTREAM_PUSH_FCM_URL": fcm.url,
             "EXSTREAM_PUSH_FCM_PROJECT": "test-project",
+            "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE": str(google.service_account_file),
             "EXSTREAM_PUSH_EXSTREAM_URL": f"{exstream.url}/orchestration",
             "EXSTREAM_PUSH_OTDS_URL": f"{exstream.url}/otdsws",
             "EXSTREAM_PUSH_LINK_SECRET": "event-driven-link-secret",

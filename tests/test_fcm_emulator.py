@@ -13,7 +13,9 @@ import httpx
 import orjson
 import pytest
 from firebase_admin import _utils, credentials, exceptions, messaging
+from starlette.applications import Starlette
 
+from exstream_push.connectors.fcm import FCM_SCOPE
 from exstream_push_dev.emulators.fcm import FcmEmulatorState, create_fcm_app, parse_fault_spec
 from exstream_push_dev.emulators.server import ServerThread
 
@@ -29,9 +31,19 @@ def server() -> Iterator[ServerThread]:
         yield running
 
 
+def access_token(app: Starlette) -> str:
+    """A token as the OAuth2 emulator would issue it for this FCM emulator (``tests/test_google_oauth.py`` signs
+    in for real; these tests are about what comes after)."""
+    return app.state.tokens.issue("tests@demo-project.iam.gserviceaccount.com", [FCM_SCOPE], 3600)
+
+
+def signed_in(app: Starlette) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token(app)}"}
+
+
 @pytest.fixture
 def client(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url) as http:
+    with httpx.Client(base_url=server.url, headers=signed_in(server.app)) as http:
         http.delete("/_emulator/messages")
         yield http
 
@@ -124,12 +136,6 @@ def test_send_accepts_every_target_and_lists_messages_as_received(client: httpx.
         "rejected": {},
         "requests": 6,
     }
-
-
-def test_authorization_header_is_optional(client: httpx.Client) -> None:
-    body = {"message": {"token": "device-1"}}
-    assert client.post(SEND_PATH, json=body, headers={"Authorization": "Bearer ya29.anything"}).status_code == 200
-    assert client.post(SEND_PATH, json=body).status_code == 200
 
 
 def test_validate_only_checks_without_listing(client: httpx.Client) -> None:
@@ -283,7 +289,7 @@ def test_prefix_faults_do_not_apply_to_topics(client: httpx.Client) -> None:
 def test_random_fault_at_rate_one_hits_every_send(code: int, error_code: str, retry_after: str | None) -> None:
     with (
         ServerThread(create_fcm_app(faults={code: 1.0})) as server,
-        httpx.Client(base_url=server.url) as http,
+        httpx.Client(base_url=server.url, headers=signed_in(server.app)) as http,
     ):
         responses = [send(http, {"token": f"device-{n}"}) for n in range(3)]
         listed = http.get("/_emulator/messages").json()
@@ -342,8 +348,9 @@ def test_latency_is_added_to_every_send(monkeypatch: pytest.MonkeyPatch) -> None
         delays.append(delay)
 
     async def post_twice() -> list[int]:
-        transport = httpx.ASGITransport(app=create_fcm_app(latency=0.25))
-        async with httpx.AsyncClient(transport=transport, base_url="http://fcm.test") as http:
+        app = create_fcm_app(latency=0.25)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fcm.test", headers=signed_in(app)) as http:
             monkeypatch.setattr(asyncio, "sleep", record_sleep)
             ok = await http.post(SEND_PATH, json={"message": {"token": "d"}})
             bad = await http.post(SEND_PATH, content=b"nope")
@@ -358,19 +365,22 @@ def test_latency_is_added_to_every_send(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 class StaticTokenCredentials(google.auth.credentials.Credentials):
-    """Sends `Authorization: Bearer test-token` and never asks Google for a token."""
+    """Sends a token already issued and never asks Google for one."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str) -> None:
         super().__init__()
-        self.token = "test-token"
+        self.token = token
 
     def refresh(self, request: Any) -> None:
         return None
 
 
 class StaticCredential(credentials.Base):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
     def get_credential(self) -> google.auth.credentials.Credentials:
-        return StaticTokenCredentials()
+        return StaticTokenCredentials(self._token)
 
 
 _app_names = itertools.count()
@@ -380,7 +390,9 @@ _app_names = itertools.count()
 def sdk_app(server: ServerThread, client: httpx.Client) -> Iterator[firebase_admin.App]:
     """A firebase-admin app whose messaging service posts to the emulator instead of fcm.googleapis.com."""
     app = firebase_admin.initialize_app(
-        StaticCredential(), options={"projectId": PROJECT}, name=f"fcm-emulator-test-{next(_app_names)}"
+        StaticCredential(access_token(server.app)),
+        options={"projectId": PROJECT},
+        name=f"fcm-emulator-test-{next(_app_names)}",
     )
     service = messaging._get_messaging_service(app)
     service._fcm_url = server.url + SEND_PATH
@@ -466,10 +478,11 @@ def test_sdk_error_parser_maps_every_fault(
     faults: dict[int, float], fid: str, exception_type: type[exceptions.FirebaseError]
 ) -> None:
     """The SDK retries 500/503 with back-off, so its parser is fed the emulator's responses directly."""
-    transport = httpx.ASGITransport(app=create_fcm_app(faults=faults))
+    app = create_fcm_app(faults=faults)
+    transport = httpx.ASGITransport(app=app)
 
     async def post() -> httpx.Response:
-        async with httpx.AsyncClient(transport=transport, base_url="http://fcm.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://fcm.test", headers=signed_in(app)) as http:
             return await http.post(SEND_PATH, json={"message": {"fid": fid}})
 
     response = asyncio.run(post())

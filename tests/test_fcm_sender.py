@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -15,8 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from firebase_admin import exceptions, messaging
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -25,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.connectors.fcm import (
+    FCM_SCOPE,
     MAX_PAYLOAD_BYTES,
     MAX_TOPIC_PAYLOAD_BYTES,
     FcmSender,
@@ -39,15 +39,29 @@ from exstream_push.connectors.push_errors import PushErrorKind
 from exstream_push.quota import NoQuota
 from exstream_push.settings import Settings
 from exstream_push_dev.emulators.fcm import FcmEmulatorState, create_fcm_app
+from exstream_push_dev.emulators.google_oauth import GoogleEmulators
 from exstream_push_dev.emulators.server import ServerThread
 
 PROJECT = "test-project"
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_google_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A key file in the environment would make the sender fetch real OAuth tokens from Google."""
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+def signed_in_as_the_session_service_account(monkeypatch: pytest.MonkeyPatch, google: GoogleEmulators) -> None:
+    """Senders find the session's service-account key as application-default credentials do, and sign in at the
+    OAuth2 emulator its token_uri names (never at Google)."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.service_account_file))
+
+
+@pytest.fixture(scope="module")
+def new_fcm_app(google: GoogleEmulators) -> Callable[..., Starlette]:
+    """``create_fcm_app`` taking the tokens the session's OAuth2 emulator issues."""
+    return functools.partial(create_fcm_app, tokens=google.oauth.app.state.oauth.tokens)
+
+
+def issued_by(google: GoogleEmulators, authorization: str) -> bool:
+    """Whether an Authorization header carries a token the session's OAuth2 emulator issued for FCM."""
+    token = authorization.removeprefix("Bearer ")
+    return google.oauth.app.state.oauth.tokens.problem(token, FCM_SCOPE) is None
 
 
 class Exchanges:
@@ -122,8 +136,8 @@ class RecordingSleep:
 
 
 @pytest.fixture(scope="module")
-def logged_fcm() -> Iterator[tuple[ServerThread, Exchanges]]:
-    exchanges = Exchanges(create_fcm_app())
+def logged_fcm(new_fcm_app: Callable[..., Starlette]) -> Iterator[tuple[ServerThread, Exchanges]]:
+    exchanges = Exchanges(new_fcm_app())
     with ServerThread(exchanges) as server:
         yield server, exchanges
 
@@ -268,7 +282,9 @@ def test_what_we_encode_is_what_fcm_receives(emulator: tuple[ServerThread, Excha
 # --- the transport ------------------------------------------------------------------------------------------------
 
 
-def test_results_come_back_in_request_order_with_keys_and_ids(emulator: tuple[ServerThread, Exchanges]) -> None:
+def test_results_come_back_in_request_order_with_keys_and_ids(
+    emulator: tuple[ServerThread, Exchanges], google: GoogleEmulators
+) -> None:
     server, exchanges = emulator
     tokens = [f"ok-{n}" for n in range(300)]
     results = sender_for(server, concurrency=16).send(requests_for(*tokens))
@@ -276,7 +292,8 @@ def test_results_come_back_in_request_order_with_keys_and_ids(emulator: tuple[Se
     assert all(result.ok and result.attempts == 1 for result in results)
     assert len({result.message_id for result in results}) == 300
     assert sorted(exchanges.log) == sorted((token, 200) for token in tokens)
-    assert set(exchanges.authorizations) == {"Bearer owner"}
+    [authorization] = set(exchanges.authorizations)  # one token, fetched once, for every message
+    assert issued_by(google, authorization)
 
 
 def test_each_fault_prefix_is_classified_and_only_transient_ones_retried(
@@ -311,8 +328,8 @@ def test_each_fault_prefix_is_classified_and_only_transient_ones_retried(
     assert all(1.0 <= seconds <= 1.25 for seconds in sleep.requested)
 
 
-def test_without_retry_after_429_waits_a_minute_and_503_backs_off() -> None:
-    exchanges = Exchanges(create_fcm_app(), drop_retry_after=True)
+def test_without_retry_after_429_waits_a_minute_and_503_backs_off(new_fcm_app: Callable[..., Starlette]) -> None:
+    exchanges = Exchanges(new_fcm_app(), drop_retry_after=True)
     sleep = RecordingSleep()
     with ServerThread(exchanges) as server:
         quota, flaky = sender_for(server, sleep=sleep, concurrency=1).send(requests_for("quota-b", "flaky-b"))
@@ -402,8 +419,8 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert parse_retry_after(None) is None
 
 
-def test_random_faults_are_all_retried_to_success_or_classified() -> None:
-    app = create_fcm_app(faults={429: 0.1, 503: 0.1, 500: 0.1}, seed=7)
+def test_random_faults_are_all_retried_to_success_or_classified(new_fcm_app: Callable[..., Starlette]) -> None:
+    app = new_fcm_app(faults={429: 0.1, 503: 0.1, 500: 0.1}, seed=7)
     exchanges = Exchanges(app)
     sleep = RecordingSleep()
     tokens = [f"device-{n}" for n in range(400)]
@@ -464,8 +481,8 @@ def test_configuration_errors_are_not_retried(
     assert sleep.requested == []
 
 
-def test_connection_errors_are_retried_then_reported() -> None:
-    with ServerThread(create_fcm_app()) as server:
+def test_connection_errors_are_retried_then_reported(new_fcm_app: Callable[..., Starlette]) -> None:
+    with ServerThread(new_fcm_app()) as server:
         closed_url = server.url  # nothing listens here once the server has stopped
     sleep = RecordingSleep()
     sender = FcmSender(base_url=closed_url, project_id=PROJECT, max_attempts=3, sleep=sleep)
@@ -501,11 +518,11 @@ def test_outcomes_are_handed_over_in_groups_while_others_are_in_flight(
     assert any(len(group) < 50 for group in groups[:-1])
 
 
-def test_a_failing_recorder_stops_the_send() -> None:
+def test_a_failing_recorder_stops_the_send(new_fcm_app: Callable[..., Starlette]) -> None:
     def broken_ledger(results: Any) -> None:
         raise RuntimeError("ledger unavailable")
 
-    exchanges = Exchanges(create_fcm_app())
+    exchanges = Exchanges(new_fcm_app())
     with ServerThread(exchanges) as server, pytest.raises(RuntimeError, match="ledger unavailable"):
         sender_for(server, concurrency=2).send(
             requests_for(*(f"ok-{n}" for n in range(200))), on_results=broken_ledger, flush_size=1
@@ -549,65 +566,45 @@ def test_errors_match_what_firebase_admin_itself_reports(emulator: tuple[ServerT
 
 
 @pytest.fixture(scope="module")
-def token_server() -> Iterator[tuple[ServerThread, list[str]]]:
-    """A loopback OAuth token endpoint standing in for oauth2.googleapis.com; /refused rejects every key."""
+def refusing_token_server() -> Iterator[tuple[ServerThread, list[str]]]:
+    """A token endpoint that rejects every key, as Google does a deleted one."""
     requested: list[str] = []
 
-    async def issue(request: Any) -> JSONResponse:
+    async def refuse(request: Any) -> JSONResponse:
         await request.body()
         requested.append(request.url.path)
-        if request.url.path == "/refused":
-            return JSONResponse({"error": "invalid_grant", "error_description": "Invalid JWT."}, 400)
-        return JSONResponse({"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"})
+        return JSONResponse({"error": "invalid_grant", "error_description": "Invalid JWT."}, 400)
 
-    routes = [Route("/token", issue, methods=["POST"]), Route("/refused", issue, methods=["POST"])]
-    with ServerThread(Starlette(routes=routes)) as server:
+    with ServerThread(Starlette(routes=[Route("/refused", refuse, methods=["POST"])])) as server:
         yield server, requested
 
 
-@pytest.fixture(scope="module")
-def service_account_info(token_server: tuple[ServerThread, list[str]]) -> dict[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "test-key",
-        "private_key": pem,
-        "client_email": f"sender@{PROJECT}.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": f"{token_server[0].url}/token",
-    }
-
-
 def test_a_service_account_token_is_fetched_once_and_sent_with_every_message(
-    emulator: tuple[ServerThread, Exchanges],
-    token_server: tuple[ServerThread, list[str]],
-    service_account_info: dict[str, str],
+    emulator: tuple[ServerThread, Exchanges], google: GoogleEmulators
 ) -> None:
     server, exchanges = emulator
-    _, requested = token_server
-    requested.clear()
-    connection = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=service_account_info)
+    info = json.loads(google.service_account_file.read_text())
+    tokens = google.oauth.app.state.oauth.tokens
+    issued_before = tokens.issued
+    connection = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=info)
     sender = connection.get_sender(quota=NoQuota())
     first = sender.send(requests_for(*(f"ok-{n}" for n in range(100))))
     second = sender.send(requests_for("ok-again"))
     assert all(result.ok for result in [*first, *second])
-    assert requested == ["/token"]
-    assert set(exchanges.authorizations) == {"Bearer ya29.test-token"}
+    assert tokens.issued == issued_before + 1
+    [authorization] = set(exchanges.authorizations)
+    assert issued_by(google, authorization)
 
 
 def test_a_refused_service_account_is_a_configuration_error_asked_once(
     emulator: tuple[ServerThread, Exchanges],
-    token_server: tuple[ServerThread, list[str]],
-    service_account_info: dict[str, str],
+    refusing_token_server: tuple[ServerThread, list[str]],
+    google: GoogleEmulators,
 ) -> None:
     server, exchanges = emulator
-    token_url, requested = token_server
+    token_url, requested = refusing_token_server
     requested.clear()
-    refused_key = service_account_info | {"token_uri": f"{token_url.url}/refused"}
+    refused_key = json.loads(google.service_account_file.read_text()) | {"token_uri": f"{token_url.url}/refused"}
     connection = FcmConnection(url=server.url, project_id=PROJECT, service_account_info=refused_key)
     sender = connection.get_sender(quota=NoQuota())  # no shared quota: this test needs no Prefect server
     results = sender.send(requests_for(*(f"ok-{n}" for n in range(50))))
@@ -620,18 +617,18 @@ def test_a_refused_service_account_is_a_configuration_error_asked_once(
 
 def test_google_application_credentials_is_honoured(
     emulator: tuple[ServerThread, Exchanges],
-    token_server: tuple[ServerThread, list[str]],
-    service_account_info: dict[str, str],
+    google: GoogleEmulators,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server, exchanges = emulator
     key_file = tmp_path / "key.json"
-    key_file.write_text(json.dumps(service_account_info))
+    key_file.write_text(google.service_account_file.read_text())
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     [result] = sender_for(server).send(requests_for("ok-1"))
     assert result.ok
-    assert exchanges.authorizations == ["Bearer ya29.test-token"]
+    [authorization] = exchanges.authorizations
+    assert issued_by(google, authorization)
 
 
 def test_settings_and_block_configure_the_same_sender() -> None:

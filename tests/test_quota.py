@@ -22,6 +22,7 @@ import pytest
 from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message
 from exstream_push.quota import NoQuota, PermitPool, PrefectQuota, RedisQuota, SendQuota, send_quota
 from exstream_push.settings import Settings
+from exstream_push_dev.emulators.google_oauth import GoogleEmulators
 from exstream_push_dev.emulators.server import ServerThread
 
 REQUIRE_SERVICES = os.environ.get("EXSTREAM_PUSH_REQUIRE_SERVICES") == "1"
@@ -30,6 +31,12 @@ PROJECT = "test-project"
 PER_MINUTE = 3_000  # 50 a second: 80 messages from a burst of 10 must wait for about 70 refilled permits
 BURST = 10
 GROUP = 5
+
+
+@pytest.fixture(autouse=True)
+def signed_in_by_application_default_credentials(monkeypatch: pytest.MonkeyPatch, google: GoogleEmulators) -> None:
+    """These senders find their service account as google-auth's application-default credentials do."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.service_account_file))
 
 
 @pytest.fixture

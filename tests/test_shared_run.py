@@ -15,6 +15,7 @@ from exstream_push.ledger import Notification, PostBack
 from exstream_push.ledger.models import WorkBatch, WorkRun
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.google_oauth import GoogleEmulators, fcm_process_env
 from exstream_push_dev.emulators.samples import write_devices, write_manifest
 from exstream_push_dev.emulators.server import EmulatorProcess
 from tests.conftest import exstream_inbox
@@ -33,6 +34,7 @@ def _cli(*args: str) -> list[str]:
 
 def test_two_workers_share_one_run_and_send_each_message_once(
     prefect_harness: None,
+    google: GoogleEmulators,
     env: dict[str, str],
     exstream,
     postgres_url: str,
@@ -47,8 +49,10 @@ def test_two_workers_share_one_run_and_send_each_message_once(
     expected = read_scenario(manifest, devices, JOB_ID)
 
     # One emulator process (its counters are per process), counting rather than keeping 100,000 messages.
+    # Its tokens are the session's token emulator's, which the env's service-account key signs in at.
     with EmulatorProcess(
-        "exstream_push_dev.emulators.fcm:create_fcm_app_from_env", env={"FCM_EMULATOR_KEEP_MESSAGES": "0"}
+        "exstream_push_dev.emulators.fcm:create_fcm_app_from_env",
+        env={"FCM_EMULATOR_KEEP_MESSAGES": "0", **fcm_process_env(google.oauth)},
     ) as fcm_url:
         child_env = {
             **os.environ,

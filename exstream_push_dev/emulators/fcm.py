@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from exstream_push_dev.emulators.fcm_validation import DEVICE_TARGETS, Violation, validate_only, violations
+from exstream_push_dev.emulators.google_oauth import TOKEN_SECRET_ENV, AccessTokens
 
 FAULT_CODES = (429, 500, 503)
 RETRY_AFTER = {"Retry-After": "1"}
@@ -244,9 +245,66 @@ def _json(content: bytes, status_code: int = 200, headers: Mapping[str, str] | N
     return Response(content, status_code=status_code, headers=headers, media_type="application/json")
 
 
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+UNAUTHENTICATED = Reply(
+    401,
+    orjson.dumps(
+        {
+            "error": {
+                "code": 401,
+                "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                "cookie or other valid authentication credential.",
+                "status": "UNAUTHENTICATED",
+            }
+        }
+    ),
+    {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+)
+INSUFFICIENT_SCOPE = Reply(
+    403,
+    orjson.dumps(
+        {
+            "error": {
+                "code": 403,
+                "message": "Request had insufficient authentication scopes.",
+                "status": "PERMISSION_DENIED",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                        "domain": "googleapis.com",
+                    }
+                ],
+            }
+        }
+    ),
+    {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="insufficient_scope"'},
+)
+
+
+def authorization_problem(tokens: AccessTokens, authorization: str | None) -> Reply | None:
+    """FCM checks who is calling before it reads the message: a bearer token the OAuth2 emulator issued, unexpired,
+    with the messaging (or cloud-platform) scope."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return UNAUTHENTICATED
+    problem = tokens.problem(token, FCM_SCOPE)
+    if problem == "insufficient_scope" and tokens.problem(token, CLOUD_PLATFORM_SCOPE) is None:
+        return None
+    if problem is None:
+        return None
+    return INSUFFICIENT_SCOPE if problem == "insufficient_scope" else UNAUTHENTICATED
+
+
 async def send_message(request: Request) -> Response:
     state: FcmEmulatorState = request.app.state.fcm
     raw_body = await request.body()
+    refusal = authorization_problem(request.app.state.tokens, request.headers.get("authorization"))
+    if refusal is not None:
+        state.requests += 1
+        state.rejected[refusal.status] = state.rejected.get(refusal.status, 0) + 1
+        return _json(refusal.body, refusal.status, refusal.headers)
     if state.latency:
         await asyncio.sleep(state.latency)
     reply = state.handle_send(request.path_params["project"], raw_body)
@@ -267,9 +325,17 @@ async def show_stats(request: Request) -> Response:
 
 
 def create_fcm_app(
-    faults: dict[int, float] | None = None, latency: float = 0.0, seed: int | None = None, keep_messages: bool = True
+    faults: dict[int, float] | None = None,
+    latency: float = 0.0,
+    seed: int | None = None,
+    keep_messages: bool = True,
+    *,
+    tokens: AccessTokens | None = None,
 ) -> Starlette:
-    """The emulator as an ASGI app; run it with `exstream_push_dev.emulators.server.ServerThread` or uvicorn."""
+    """The emulator as an ASGI app; run it with `exstream_push_dev.emulators.server.ServerThread` or uvicorn.
+
+    Every send needs a bearer token from ``tokens``: the OAuth2 emulator's (``google_oauth.google_emulators``
+    starts both). Without one given, only tokens minted from ``app.state.tokens`` get in."""
     app = Starlette(
         routes=[
             Route("/v1/projects/{project}/messages:send", send_message, methods=["POST"]),
@@ -279,13 +345,16 @@ def create_fcm_app(
         ]
     )
     app.state.fcm = FcmEmulatorState(faults=faults, latency=latency, seed=seed, keep_messages=keep_messages)
+    app.state.tokens = tokens or AccessTokens()
     return app
 
 
 def create_fcm_app_from_env() -> Starlette:
-    """Factory for ``uvicorn --factory`` (several worker processes): options come from the environment."""
+    """Factory for ``uvicorn --factory`` (several worker processes): options come from the environment, the
+    OAuth2 emulator's token secret (hex) in ``FCM_EMULATOR_TOKEN_SECRET``."""
     faults = os.environ.get("FCM_EMULATOR_FAULTS")
     return create_fcm_app(
         faults=parse_fault_spec(faults) if faults else None,
         keep_messages=os.environ.get("FCM_EMULATOR_KEEP_MESSAGES", "1") != "0",
+        tokens=AccessTokens(bytes.fromhex(os.environ[TOKEN_SECRET_ENV])),
     )

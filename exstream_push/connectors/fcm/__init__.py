@@ -10,8 +10,8 @@ exceptions) and ``sender`` (the aiohttp transport).
 """
 
 from exstream_push.connectors.fcm.auth import (
-    EMULATOR_AUTHORIZATION,
     FCM_SCOPE,
+    FcmCredentialsMissing,
     fcm_send_url,
     firebase_app_at,
     resolve_credentials,
@@ -48,7 +48,6 @@ __all__ = [
     "APNS_COLLAPSE_ID_MAX_BYTES",
     "BACKOFF_BASE_SECONDS",
     "BACKOFF_CAP_SECONDS",
-    "EMULATOR_AUTHORIZATION",
     "FCM_SCOPE",
     "FLUSH_INTERVAL_SECONDS",
     "MAX_PAYLOAD_BYTES",
@@ -58,6 +57,7 @@ __all__ = [
     "QUOTA_RETRY_FLOOR_SECONDS",
     "REFRESH_RETRY_SECONDS",
     "WEBPUSH_TOPIC_MAX_CHARS",
+    "FcmCredentialsMissing",
     "FcmSender",
     "PayloadTooLargeError",
     "Priority",

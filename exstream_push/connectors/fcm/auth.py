@@ -1,5 +1,8 @@
-"""Where FCM is and who we are to it: the send URL, OAuth credentials or an emulator's fixed token, and a
-firebase-admin app pointed at the same place."""
+"""Where FCM is and who we are to it: the send URL, the service account's OAuth credentials, and a firebase-admin
+app pointed at the same place.
+
+There is one way in, emulator or not: google-auth's credentials (a service-account key, whose ``token_uri`` may
+point at a local token endpoint, or application-default credentials), refreshed before their tokens expire."""
 
 from __future__ import annotations
 
@@ -12,13 +15,25 @@ from urllib.parse import urlsplit
 import firebase_admin
 import google.auth
 import google.auth.credentials
-import google.auth.transport
 from firebase_admin import credentials as firebase_credentials
 from firebase_admin import messaging
 
+from exstream_push.errors import ExstreamPushError
+
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-EMULATOR_AUTHORIZATION = "Bearer owner"  # what Firebase's own emulators accept in place of an OAuth token
-EMULATOR_HEADERS = {"Authorization": EMULATOR_AUTHORIZATION}
+SERVICE_ACCOUNT_SETTING = "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE"
+
+
+class FcmCredentialsMissing(ExstreamPushError):
+    """Nothing to sign in to FCM with: the run cannot send, and retrying will not change that."""
+
+    exit_code = 78  # sysexits' EX_CONFIG
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(
+            f"no FCM service account for {urlsplit(base_url).netloc or base_url}: set {SERVICE_ACCOUNT_SETTING} "
+            "(or GOOGLE_APPLICATION_CREDENTIALS) to the service account's JSON key file"
+        )
 
 
 def fcm_send_url(base_url: str, project_id: str) -> str:
@@ -32,9 +47,9 @@ def _is_google_host(base_url: str) -> bool:
 
 def resolve_credentials(
     base_url: str, credentials: google.auth.credentials.Credentials | None = None
-) -> google.auth.credentials.Credentials | None:
-    """Given credentials, scoped for FCM; else ``GOOGLE_APPLICATION_CREDENTIALS``; else, for Google's own
-    host, application-default credentials. ``None`` means an emulator, which takes ``Bearer owner``."""
+) -> google.auth.credentials.Credentials:
+    """Given credentials, scoped for FCM; else ``GOOGLE_APPLICATION_CREDENTIALS``; else, for Google's own host,
+    application-default credentials (a metadata server, workload identity). Anything else has no way in."""
     if credentials is not None:
         return google.auth.credentials.with_scopes_if_required(credentials, [FCM_SCOPE])
     if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or _is_google_host(base_url):
@@ -42,18 +57,7 @@ def resolve_credentials(
         # there is used without probing a metadata server.
         found, _ = google.auth.default(scopes=[FCM_SCOPE])
         return found
-    return None
-
-
-class _EmulatorCredentials(google.auth.credentials.Credentials):
-    """The fixed token Firebase's emulators accept; nothing to refresh."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.token = "owner"
-
-    def refresh(self, request: google.auth.transport.Request) -> None:
-        """Nothing to do: the token never expires."""
+    raise FcmCredentialsMissing(base_url)
 
 
 class _GoogleCredential(firebase_credentials.Base):
@@ -78,7 +82,7 @@ async def firebase_app_at(
     benchmark and parity tests: ``async with firebase_app_at(url, project) as app: await
     messaging.send_each_async(messages, app=app)``. It is deleted on exit; use it within one event loop.
     """
-    credential = resolve_credentials(base_url, credentials) or _EmulatorCredentials()
+    credential = resolve_credentials(base_url, credentials)
     app = firebase_admin.initialize_app(_GoogleCredential(credential), {"projectId": project_id}, name=name)
     # The SDK builds its endpoint from the class constant FCM_URL when the service is created and offers
     # no override (there is no official FCM emulator); rewriting this attribute of our app's service does.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 import threading
@@ -22,7 +23,7 @@ import google.auth.transport.requests
 import orjson
 from firebase_admin import exceptions, messaging
 
-from exstream_push.connectors.fcm.auth import EMULATOR_HEADERS, fcm_send_url, resolve_credentials
+from exstream_push.connectors.fcm.auth import fcm_send_url, resolve_credentials
 from exstream_push.connectors.fcm.errors import firebase_error, parse_retry_after, transport_error
 from exstream_push.connectors.fcm.message import PayloadTooLargeError, encode
 from exstream_push.connectors.push_errors import (
@@ -49,6 +50,11 @@ MAX_RETRY_WAIT_SECONDS = 120.0
 caller, instead of one batch sleeping on it."""
 FLUSH_INTERVAL_SECONDS = 0.2
 REFRESH_RETRY_SECONDS = 30.0
+REFRESH_AHEAD_SECONDS = 225.0
+"""An access token is renewed this long before it expires (google-auth's own margin for hour-long tokens)..."""
+REFRESH_AHEAD_FRACTION = 0.5
+"""...or at half its life when it is shorter than twice that, so a short-lived token is not renewed per request."""
+THIRD_PARTY_AUTH_ERROR = "THIRD_PARTY_AUTH_ERROR"
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -94,6 +100,8 @@ class _Attempt:
     message_id: str | None = None
     error: exceptions.FirebaseError | None = None
     retry_after: float | None = None
+    rejected_token: str | None = None
+    """The access token FCM answered 401 UNAUTHENTICATED to (expired early, revoked): renew it and send again."""
 
 
 class FcmSender:
@@ -124,6 +132,9 @@ class FcmSender:
         self._credentials = resolve_credentials(base_url, credentials)
         self._refresh_lock = threading.Lock()
         self._refresh_failure: tuple[float, google.auth.exceptions.GoogleAuthError] | None = None
+        self._refresh_ahead = REFRESH_AHEAD_SECONDS
+        self._rejected_token: str | None = None
+        self.token_refreshes = 0
         self._static_headers = {
             "Content-Type": "application/json; charset=UTF-8",
             # What firebase-admin sends: FCM picks its error format by it and counts SDK traffic with it.
@@ -173,16 +184,27 @@ class FcmSender:
         _log_summary(results)
         return results
 
+    def _token_is_fresh(self) -> bool:
+        """google-auth's own ``valid`` renews 3 min 45 s ahead, which would renew a short-lived token on every
+        request; this renews that far ahead or at half the token's life, whichever comes first."""
+        credentials = self._credentials
+        if credentials.token is None or credentials.token == self._rejected_token:
+            return False
+        if credentials.expiry is None:
+            return True
+        remaining = (credentials.expiry - _utcnow()).total_seconds()
+        return remaining > self._refresh_ahead
+
     async def _ensure_fresh_token(self) -> None:
-        """Refresh the OAuth token before it expires: once for everyone waiting, in a thread (it blocks)."""
-        if self._credentials is not None and not self._credentials.valid:
+        """Renew the OAuth token before it expires: once for everyone waiting, in a thread (it blocks)."""
+        if not self._token_is_fresh():
             await asyncio.to_thread(self._refresh_token)
 
     def _refresh_token(self) -> None:
         """A failed refresh is remembered for a while, so a bad key costs one token request, not one per
         message."""
         with self._refresh_lock:
-            if self._credentials.valid:
+            if self._token_is_fresh():
                 return
             if self._refresh_failure is not None and time.monotonic() < self._refresh_failure[0]:
                 raise self._refresh_failure[1]
@@ -192,10 +214,17 @@ class FcmSender:
                 self._refresh_failure = (time.monotonic() + REFRESH_RETRY_SECONDS, error)
                 raise
             self._refresh_failure = None
+            self.token_refreshes += 1
+            if self._credentials.expiry is not None:
+                lifetime = (self._credentials.expiry - _utcnow()).total_seconds()
+                self._refresh_ahead = min(REFRESH_AHEAD_SECONDS, lifetime * REFRESH_AHEAD_FRACTION)
+
+    def _token_rejected(self, token: str) -> None:
+        """FCM refused a token we thought good: the next request renews it (once, whoever noticed first)."""
+        if self._credentials.token == token:
+            self._rejected_token = token
 
     async def _authorization_headers(self) -> dict[str, str]:
-        if self._credentials is None:
-            return EMULATOR_HEADERS
         await self._ensure_fresh_token()
         headers: dict[str, str] = {}
         self._credentials.apply(headers)
@@ -214,9 +243,12 @@ class FcmSender:
                 return _Attempt(message_id=orjson.loads(content)["name"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass  # accepted but unreadable: an error that is not retried, lest the push arrive twice
+        error = firebase_error(self.url, response.status, list(response.headers.items()), content)
+        token_refused = response.status == 401 and fcm_error_code(error) != THIRD_PARTY_AUTH_ERROR
         return _Attempt(
-            error=firebase_error(self.url, response.status, list(response.headers.items()), content),
+            error=error,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            rejected_token=headers["authorization"].partition(" ")[2] if token_refused else None,
         )
 
     def _retry_delay(self, attempt: int, error: exceptions.FirebaseError, retry_after: float | None) -> float:
@@ -291,6 +323,10 @@ class _Batch:
             if outcome.error is None:
                 self._resolve(index, PushResult(key=key, message_id=outcome.message_id, attempts=attempt))
                 continue
+            if outcome.rejected_token is not None and attempt < sender.max_attempts:
+                sender._token_rejected(outcome.rejected_token)
+                self._queue.put_nowait((index, attempt + 1))
+                continue
             result = _failure(key, outcome.error, attempts=attempt)
             if result.error_class is not None and result.error_class.retryable and attempt < sender.max_attempts:
                 delay = sender._retry_delay(attempt, outcome.error, outcome.retry_after)
@@ -326,6 +362,11 @@ class _Batch:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
             self._flush()
+
+
+def _utcnow() -> datetime.datetime:
+    """google-auth keeps ``expiry`` as a naive UTC datetime."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 def _failure(key: str, error: exceptions.FirebaseError, attempts: int, reason: str | None = None) -> PushResult:
