@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.exstream import DEFAULT_PAGE_CAP, ERROR_SHAPES
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -30,7 +31,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     faults = parse_fault_spec(args.faults) if args.faults else None
     data_dir = Path(args.exstream_data) if args.exstream_data else get_settings().data_dir / "exstream"
     fcm = ServerThread(create_fcm_app(faults=faults, latency=args.latency), port=args.fcm_port).start()
-    exstream = ServerThread(create_exstream_app(data_dir), port=args.exstream_port).start()
+    exstream_app = create_exstream_app(
+        data_dir, token_ttl=args.otds_token_ttl, page_cap=args.exstream_page_cap, error_shape=args.exstream_errors
+    )
+    exstream = ServerThread(exstream_app, port=args.exstream_port).start()
     print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
     print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
     print("point exstream-push at them with:")
@@ -68,6 +72,16 @@ def add_commands(commands: Any) -> None:
     emulate.add_argument("--fcm-port", type=int, default=8090, help="port of the FCM HTTP v1 emulator")
     emulate.add_argument("--exstream-port", type=int, default=8091, help="port of the Exstream Orchestration emulator")
     emulate.add_argument("--exstream-data", help="folder holding jobs/{jobId}/ (default: data/exstream)")
+    emulate.add_argument(
+        "--exstream-page-cap", type=int, default=DEFAULT_PAGE_CAP, help="most items an Exstream list page serves"
+    )
+    emulate.add_argument("--otds-token-ttl", type=int, default=3600, help="seconds an OTDS access token lives")
+    emulate.add_argument(
+        "--exstream-errors",
+        choices=ERROR_SHAPES,
+        default="generic",
+        help="Exstream error bodies: the spec's GenericResponse, or Spring Boot's {timestamp, status, error, ...}",
+    )
     emulate.add_argument("--faults", help="random FCM faults by rate, e.g. 429=0.05,503=0.05,500=0.01")
     emulate.add_argument("--latency", type=float, default=0.0, help="seconds added to every FCM send")
     emulate.set_defaults(handler=cmd_emulate)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +16,14 @@ from starlette.applications import Starlette
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamClient, ExstreamError
 from exstream_push.settings import BatchInputChannels, Settings
-from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app, docgen_step_id
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app, docgen_step_id, job_uuid
 from exstream_push_dev.emulators.server import ServerThread
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exstream"
-FIXTURE_JOB = "JOB-FIXTURE-1"
-FIXTURE_MANIFEST = FIXTURES / "jobs" / FIXTURE_JOB / "_STDDELIVERYFILE.xml"
+FIXTURE_FOLDER = FIXTURES / "jobs" / "JOB-FIXTURE-1"
+FIXTURE_JOB = job_uuid(FIXTURE_FOLDER.name)
+MISSING_JOB = job_uuid("NO-SUCH-JOB")
+FIXTURE_MANIFEST = FIXTURE_FOLDER / "_STDDELIVERYFILE.xml"
 SECRET = "client-s3cret"
 
 
@@ -81,10 +85,23 @@ def test_token_is_fetched_once_and_reused(client: ExstreamClient, emulator: Exst
     assert token_requests(emulator) == 1
 
 
-def test_token_close_to_expiry_is_not_reused(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
-    emulator.token_ttl = int(ExstreamClient.TOKEN_REFRESH_MARGIN) - 1
+def test_a_short_lived_token_is_renewed_before_it_expires(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
+    emulator.token_ttl = 2
+    started = time.monotonic()
+    while time.monotonic() - started < 5:
+        assert client.get_job(FIXTURE_JOB).id == FIXTURE_JOB
+        time.sleep(0.25)
+    assert token_requests(emulator) >= 3
+    assert emulator.auth_failures == Counter()
+
+
+def test_a_401_for_an_expired_token_renews_it_once_and_retries(
+    client: ExstreamClient, emulator: ExstreamEmulator
+) -> None:
     client.get_job(FIXTURE_JOB)
-    client.get_job(FIXTURE_JOB)
+    emulator.expire_tokens()  # the server's clock is ahead of ours: the token is dead before we think it is
+    assert client.get_job(FIXTURE_JOB).id == FIXTURE_JOB
+    assert emulator.auth_failures == Counter({"expired": 1})
     assert token_requests(emulator) == 2
 
 
@@ -115,13 +132,14 @@ def test_wrong_credentials_name_the_failure_not_the_secret(server: ServerThread)
 
 
 def test_list_jobs_filters_by_mode_and_status(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
-    emulator.put_job({"id": "J-ERR", "status": "error"})
-    emulator.put_job({"id": "J-RUN", "status": "started"})
-    emulator.put_job({"id": "J-OD", "status": "complete", "mode": "ONDEMAND"})
+    emulator.put_job({"id": job_uuid("J-ERR"), "status": "error"})
+    emulator.put_job({"id": job_uuid("J-RUN"), "status": "started"})
+    emulator.put_job({"id": job_uuid("J-OD"), "status": "complete", "mode": "ONDEMAND"})
 
-    assert {j.id for j in client.list_jobs(statuses=["complete", "error"])} == {FIXTURE_JOB, "J-ERR"}
-    assert {j.id for j in client.list_jobs(mode=None, statuses=["complete"])} == {FIXTURE_JOB, "J-OD"}
-    assert {j.id for j in client.list_jobs()} == {FIXTURE_JOB, "J-ERR", "J-RUN"}
+    err, run, ondemand = (job_uuid(name) for name in ("J-ERR", "J-RUN", "J-OD"))
+    assert {j.id for j in client.list_jobs(statuses=["complete", "error"])} == {FIXTURE_JOB, err}
+    assert {j.id for j in client.list_jobs(mode=None, statuses=["complete"])} == {FIXTURE_JOB, ondemand}
+    assert {j.id for j in client.list_jobs()} == {FIXTURE_JOB, err, run}
     [job] = client.list_jobs(channel="MonthlyStatements")
     assert job.status == "complete" and job.mode == "BATCH" and job.external_id == "stmt-2024-04"
     assert job.end_date is not None and job.end_date.isoformat() == "2024-04-15T02:00:06+00:00"
@@ -133,10 +151,10 @@ def test_list_jobs_follows_every_page(
     client: ExstreamClient, emulator: ExstreamEmulator, transport: CountingTransport
 ) -> None:
     for n in range(6):
-        emulator.put_job({"id": f"J-{n}", "startDate": f"2024-05-0{n + 1}T00:00:00Z"})
+        emulator.put_job({"id": job_uuid(f"J-{n}"), "startDate": f"2024-05-0{n + 1}T00:00:00Z"})
     client.PAGE_SIZE = 3
     jobs = client.list_jobs()
-    assert [job.id for job in jobs] == [FIXTURE_JOB] + [f"J-{n}" for n in range(6)]
+    assert [job.id for job in jobs] == [FIXTURE_JOB] + [job_uuid(f"J-{n}") for n in range(6)]
     offsets = [r.url.params["offset"] for r in transport.requests if r.url.path.endswith("/jobs")]
     assert offsets == ["0", "3", "6"]
 
@@ -152,23 +170,23 @@ def test_flow_steps_and_streamed_downloads(client: ExstreamClient, tmp_path: Pat
     manifest = client.download_delivery_file(docgen.id, tmp_path / "out" / "manifest.xml")
     assert manifest.read_bytes() == FIXTURE_MANIFEST.read_bytes()
     messages = client.download_message_file(docgen.id, tmp_path / "messages.dat")
-    assert messages.read_bytes() == (FIXTURES / "jobs" / FIXTURE_JOB / "ExstreamMessages.dat").read_bytes()
+    assert messages.read_bytes() == (FIXTURE_FOLDER / "ExstreamMessages.dat").read_bytes()
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["manifest.xml", "messages.dat"]
 
 
 def test_not_found_is_a_clear_error(client: ExstreamClient, tmp_path: Path) -> None:
     with pytest.raises(ExstreamError) as caught:
-        client.get_job("NO-SUCH-JOB")
+        client.get_job(MISSING_JOB)
     assert caught.value.status_code == 404
     assert str(caught.value) == (
-        "Exstream GET /orchestration/api/v1/runtime/default/jobs/NO-SUCH-JOB failed: "
-        "HTTP 404: Not Found: Job NO-SUCH-JOB not found in domain default"
+        f"Exstream GET /orchestration/api/v1/runtime/default/jobs/{MISSING_JOB} failed: "
+        f"HTTP 404: Not Found: Job {MISSING_JOB} not found in domain default"
     )
     [input_step] = [step for step in client.flow_steps(FIXTURE_JOB) if not step.delivery_file_retrievable]
     with pytest.raises(ExstreamError, match="has no delivery file"):
         client.download_delivery_file(input_step.id, tmp_path / "manifest.xml")
     assert list(tmp_path.iterdir()) == []
-    assert client.flow_steps("NO-SUCH-JOB") == []
+    assert client.flow_steps(MISSING_JOB) == []
 
 
 def test_batch_input_is_posted_and_recorded_redacted(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
@@ -202,18 +220,18 @@ def test_a_file_body_is_streamed_and_resent_after_a_401(
 
 
 def test_reprocess_job(client: ExstreamClient, emulator: ExstreamEmulator) -> None:
-    assert client.reprocess_job(FIXTURE_JOB)["status"] == "success"
+    assert client.reprocess_job(FIXTURE_JOB) == {"data": FIXTURE_JOB}
     assert client.get_job(FIXTURE_JOB).status == "started"
     assert emulator.inbox[-1]["path"].endswith(f"/jobs/{FIXTURE_JOB}/reprocessing")
     with pytest.raises(ExstreamError) as caught:
-        client.reprocess_job("NO-SUCH-JOB")
+        client.reprocess_job(MISSING_JOB)
     assert (caught.value.method, caught.value.status_code) == ("POST", 404)
 
 
 def test_a_job_completed_at_run_time_is_found_and_fetched(
     client: ExstreamClient, server: ServerThread, tmp_path: Path
 ) -> None:
-    [started] = client.post_batch_input("statements", b"driver")
+    [started] = client.post_batch_input("push-status", b"CustomerId\nC42\n")
     job_id = started["jobId"]
     assert job_id not in {job.id for job in client.list_jobs(statuses=["complete"])}
 
