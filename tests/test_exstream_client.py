@@ -281,3 +281,113 @@ def test_connection_block_round_trips_through_prefect(prefect_harness: None, ser
     assert SECRET not in repr(loaded)
     with loaded.get_client() as exstream:
         assert exstream.get_job(FIXTURE_JOB).id == FIXTURE_JOB
+
+
+def capped_client(server: ServerThread, transport: httpx.BaseTransport | None = None) -> ExstreamClient:
+    return ExstreamClient(
+        f"{server.url}/orchestration",
+        "default",
+        otds_url=f"{server.url}/otdsws",
+        client_id="push",
+        client_secret=SECRET,
+        transport=transport,
+    )
+
+
+def test_a_server_capping_pages_at_50_yields_every_one_of_1000_jobs(transport: CountingTransport) -> None:
+    app = create_exstream_app(None, client_id="push", client_secret=SECRET, page_cap=50)
+    emulator: ExstreamEmulator = app.state.exstream
+    expected = [job_uuid(f"J-{n:04d}") for n in range(1000)]
+    for n, job_id in enumerate(expected):
+        emulator.put_job({"id": job_id, "startDate": f"2024-05-01T00:{n // 60:02d}:{n % 60:02d}Z"})
+    with ServerThread(app) as server, capped_client(server, transport) as exstream:
+        assert exstream.PAGE_SIZE > 50
+        assert [job.id for job in exstream.list_jobs()] == expected
+    offsets = [int(r.url.params["offset"]) for r in transport.requests if r.url.path.endswith("/jobs")]
+    assert offsets == list(range(0, 1000, 50))
+
+
+def paging_by_page_number(request: httpx.Request) -> httpx.Response:
+    """An Exstream that reads ``offset`` as a page number and serves 10 per page: not the emulator's reading."""
+    if request.url.path.endswith("/oauth2/token"):
+        return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 3600})
+    jobs = [{"id": job_uuid(f"P-{n}"), "status": "complete"} for n in range(25)]
+    size, page_number = 10, int(request.url.params["offset"])
+    served = jobs[page_number * size : (page_number + 1) * size]
+    page = {"pageSize": size, "pageOffset": page_number, "totalElements": 25, "totalPages": 3}
+    return httpx.Response(200, json={"status": "success", "data": served, "page": page})
+
+
+def test_an_empty_page_before_total_elements_is_an_error_not_a_short_list() -> None:
+    with (
+        ExstreamClient(
+            "http://exstream.test/orchestration",
+            "default",
+            otds_url="http://exstream.test/otdsws",
+            client_id="push",
+            client_secret=SECRET,
+            transport=httpx.MockTransport(paging_by_page_number),
+        ) as exstream,
+        pytest.raises(ExstreamError) as caught,
+    ):
+        exstream.list_jobs()
+    assert caught.value.path == "/orchestration/api/v1/runtime/default/jobs"
+    assert "page at offset 10 is empty although totalElements is 25" in str(caught.value)
+
+
+@pytest.mark.parametrize("shape", ["generic", "spring"])
+def test_both_error_shapes_are_reported_as_status_and_message(shape: str, tmp_path: Path) -> None:
+    app = create_exstream_app(FIXTURES, client_id="push", client_secret=SECRET, error_shape=shape)
+    emulator: ExstreamEmulator = app.state.exstream
+    step = docgen_step_id(FIXTURE_JOB)
+    emulator.file_faults[step] = [500]
+    with ServerThread(app) as server, capped_client(server) as exstream:
+        with pytest.raises(ExstreamError) as missing:
+            exstream.get_job(MISSING_JOB)
+        with pytest.raises(ExstreamError) as failed:
+            exstream.download_delivery_file(step, tmp_path / "m.xml")
+    assert str(missing.value).endswith(f"HTTP 404: Not Found: Job {MISSING_JOB} not found in domain default")
+    assert str(failed.value).endswith(f"HTTP 500: Internal Server Error: emulated fault on flow step {step}")
+    assert failed.value.exit_code == 69
+    for error in (missing.value, failed.value):
+        assert "timestamp" not in str(error) and "uri=" not in str(error) and "{" not in str(error)
+
+
+def test_a_spring_body_without_a_message_falls_back_to_the_reason() -> None:
+    def blank_message(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        body = {"timestamp": "2026-12-01T00:00:00Z", "status": 503, "error": "Service Unavailable", "message": ""}
+        return httpx.Response(503, json={**body, "path": request.url.path})
+
+    with (
+        ExstreamClient(
+            "http://exstream.test/orchestration",
+            "default",
+            otds_url="http://exstream.test/otdsws",
+            client_id="push",
+            client_secret=SECRET,
+            transport=httpx.MockTransport(blank_message),
+        ) as exstream,
+        pytest.raises(ExstreamError) as caught,
+    ):
+        exstream.get_job(FIXTURE_JOB)
+    assert str(caught.value).endswith("failed: HTTP 503: Service Unavailable")
+
+
+def test_batch_input_to_a_wrong_domain_channel_or_content_type_is_a_clear_error(
+    client: ExstreamClient, server: ServerThread, emulator: ExstreamEmulator
+) -> None:
+    with pytest.raises(ExstreamError) as channel:
+        client.post_batch_input("no-such-channel", b"a,b\n")
+    with pytest.raises(ExstreamError) as content_type:
+        client.post_batch_input("push-status", b"<x/>", content_type="application/xml")
+    with capped_client(server) as elsewhere:
+        elsewhere.domain = "other"
+        with pytest.raises(ExstreamError) as domain:
+            elsewhere.post_batch_input("push-status", b"a,b\n")
+    assert (channel.value.status_code, content_type.value.status_code, domain.value.status_code) == (404, 415, 404)
+    assert "Input channel no-such-channel not found in domain default" in str(channel.value)
+    assert "takes text/csv, not application/xml" in str(content_type.value)
+    assert "Domain other not found" in str(domain.value)
+    assert {job.channel for job in client.list_jobs(statuses=["started"])} == set()

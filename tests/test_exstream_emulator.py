@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +370,107 @@ def test_seed_files_are_not_written_by_run_time_changes(api: httpx.Client) -> No
     api.post("/_emulator/jobs", json={"id": FIXTURE_JOB, "deliveryFile": "<outputList/>"})
     assert api.get(f"{RUNTIME}/flow-steps/{docgen_step_id(FIXTURE_JOB)}/delivery-file").text == "<outputList/>"
     assert {p: p.read_bytes() for p in FIXTURE_FOLDER.iterdir()} == before
+
+
+def test_a_list_page_serves_at_most_the_cap_and_says_so(emulator: ExstreamEmulator, api: httpx.Client) -> None:
+    emulator.page_cap = 3
+    for n in range(6):
+        emulator.put_job({"id": job_uuid(f"J-{n}"), "startDate": f"2024-05-0{n + 1}T00:00:00Z"})
+    response = api.get(f"{RUNTIME}/jobs", params={"offset": 3, "count": 100})
+    assert len(data(response)) == 3
+    assert response.json()["page"] == {
+        "pageSize": 3,
+        "pageOffset": 3,
+        "totalElements": 7,
+        "totalPages": 3,
+        "currentPageNumber": 1,
+    }
+    small = api.get(f"{RUNTIME}/flow-steps", params={"count": 2}).json()
+    assert len(small["data"]) == 2 and small["page"]["pageSize"] == 2 and small["page"]["totalPages"] == 7
+    assert len(data(api.get(f"{RUNTIME}/flow-instances", params={"count": 50}))) == 3
+
+
+def test_the_default_page_cap_is_50() -> None:
+    app = create_exstream_app(None)
+    for n in range(60):
+        app.state.exstream.put_job({"id": job_uuid(f"J-{n}")})
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as other:
+        other.headers["Authorization"] = f"Bearer {token_for(other)}"
+        page = other.get(f"{RUNTIME}/jobs", params={"count": 1000}).json()
+    assert len(page["data"]) == 50 and page["page"]["pageSize"] == 50 and page["page"]["totalElements"] == 60
+
+
+def test_every_id_served_is_a_uuid(api: httpx.Client) -> None:
+    batch = api.post("/orchestration/api/v1/inputs/batch/default/push-status", content=b"a\n", headers=CSV)
+    [started] = data(batch)
+    jobs = data(api.get(f"{RUNTIME}/jobs"))
+    steps = data(api.get(f"{RUNTIME}/flow-steps"))
+    ids = [started["id"], started["jobId"], *(job["id"] for job in jobs), *(step["id"] for step in steps)]
+    assert FIXTURE_JOB in ids and len(ids) == 2 + 2 + 4
+    for value in ids:
+        assert str(uuid.UUID(value)) == value
+
+
+def test_an_expired_token_is_refused_with_an_invalid_token_challenge() -> None:
+    app = create_exstream_app(FIXTURES, token_ttl=1)
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as short:
+        token = token_for(short)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert short.get(f"{RUNTIME}/jobs", headers=headers).status_code == 200
+        time.sleep(1.1)
+        expired = short.get(f"{RUNTIME}/jobs", headers=headers)
+        missing = short.get(f"{RUNTIME}/jobs")
+    assert expired.status_code == 401
+    assert expired.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert "expired" in expired.headers["www-authenticate"]
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert app.state.exstream.auth_failures == {"expired": 1, "missing": 1}
+
+
+def test_batch_input_checks_domain_channel_and_content_type(api: httpx.Client, emulator: ExstreamEmulator) -> None:
+    batch = "/orchestration/api/v1/inputs/batch"
+    wrong_domain = api.post(f"{batch}/other/push-status", content=b"a\n", headers=CSV)
+    wrong_channel = api.post(f"{batch}/default/statements", content=b"a\n", headers=CSV)
+    no_type = api.post(f"{batch}/default/push-status", content=b"a\n")
+    xml = api.post(f"{batch}/default/push-status", content=b"<a/>", headers={"Content-Type": "application/xml"})
+    with_charset = api.post(
+        f"{batch}/default/push-status", content=b"a\n", headers={"Content-Type": "text/csv; charset=utf-8"}
+    )
+    assert (wrong_domain.status_code, wrong_channel.status_code) == (404, 404)
+    assert wrong_domain.json()["details"] == "Domain other not found"
+    assert wrong_channel.json()["details"] == "Input channel statements not found in domain default"
+    assert (no_type.status_code, xml.status_code) == (415, 415)
+    assert xml.json()["details"] == "Input channel push-status takes text/csv, not application/xml"
+    assert with_charset.status_code == 200
+    assert len([job for job in emulator.jobs.values() if job.fields["status"] == "started"]) == 1
+
+
+def test_batch_input_channels_follow_the_products_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXSTREAM_PUSH_CHANNEL_PUSH_STATUS", "bank-statuses")
+    channels = create_exstream_app(None).state.exstream.channels
+    assert channels["bank-statuses"] == {"text/csv"} and "push-status" not in channels
+    assert "reissue" in channels
+
+
+def test_unknown_domains_do_not_exist(api: httpx.Client) -> None:
+    response = api.get("/orchestration/api/v1/runtime/other/jobs")
+    assert response.status_code == 404
+    assert response.json()["details"] == "Domain other not found"
+
+
+def test_errors_can_be_answered_in_the_spring_boot_shape(emulator: ExstreamEmulator, api: httpx.Client) -> None:
+    emulator.error_shape = "spring"
+    missing = api.get(f"{RUNTIME}/jobs/{MISSING_JOB}")
+    emulator.file_faults[docgen_step_id(FIXTURE_JOB)] = [500]
+    failed = api.get(f"{RUNTIME}/flow-steps/{docgen_step_id(FIXTURE_JOB)}/delivery-file")
+    unauthenticated = httpx.get(f"{str(api.base_url).rstrip('/')}{RUNTIME}/jobs")
+    body = missing.json()
+    assert missing.status_code == 404
+    assert set(body) == {"timestamp", "status", "error", "message", "path", "details"}
+    assert (body["status"], body["error"]) == (404, "Not Found")
+    assert body["message"] == f"Job {MISSING_JOB} not found in domain default"
+    assert body["path"] == f"{RUNTIME}/jobs/{MISSING_JOB}" and body["details"] == f"uri={body['path']}"
+    assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+    assert failed.status_code == 500
+    assert (failed.json()["status"], failed.json()["error"]) == (500, "Internal Server Error")
+    assert unauthenticated.status_code == 401 and unauthenticated.json()["error"] == "Unauthorized"
