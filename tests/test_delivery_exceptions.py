@@ -166,7 +166,7 @@ def test_the_poll_neither_misses_nor_repeats_a_failed_job(
     assert run(10, 35) == []
 
     pushes = fcm_messages(fcm)
-    assert sorted(m["data"]["job_id"] for m in pushes) == ["A", "AFTER-AS-OF", "B", "C", "LISTED-LATE"]
+    assert sorted(m["data"]["job_id"] for m in pushes) == sorted(_ids("A", "AFTER-AS-OF", "B", "C", "LISTED-LATE"))
     assert {m["data"]["failure_class"] for m in pushes} == {"job_failed"}
 
 

@@ -214,3 +214,37 @@ def test_an_incomplete_run_prints_its_counts_and_exits_non_zero(
     counts = printed_json(capsys)
     assert counts["job_id"] == "J-CLI" and counts["unsettled"] == 1 and counts["sent"] == 1
     assert counts["post_back"]["rows"] == 1
+
+
+# -- a hand-back Exstream refuses is not lost -------------------------------------------------------------------
+
+
+def test_a_hand_back_to_an_unknown_domain_fails_the_run_and_is_posted_by_the_next_one(
+    prefect_harness: None, env, fcm, exstream, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_devices(tmp_path / "devices.csv", [("C1", "dev-1", "tok-1")])
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    manifest.write_text(manifest_text([record("C1", "D-1"), record("C2", "D-2")]))
+    accepted = "/orchestration/api/v1/inputs/batch/default/push-status"
+
+    monkeypatch.setenv("EXSTREAM_PUSH_EXSTREAM_DOMAIN", "no-such-domain")
+    first = statement_ready(manifest=str(manifest), job_id="J-DOMAIN", return_state=True)
+    assert first.is_failed()
+    assert "HTTP 404: Not Found: Domain no-such-domain not found" in first.message
+    refused = [p for p in exstream_inbox(exstream) if p["path"].endswith("/push-status")]
+    assert [p["path"] for p in refused] == ["/orchestration/api/v1/inputs/batch/no-such-domain/push-status"]
+    assert [m["token"] for m in fcm_messages(fcm)] == ["tok-1"]
+
+    monkeypatch.setenv("EXSTREAM_PUSH_EXSTREAM_DOMAIN", "default")
+    second = statement_ready(manifest=str(manifest), job_id="J-DOMAIN")
+    assert second["post_back"]["posted"] is True
+    [post] = [p for p in exstream_inbox(exstream) if p["path"] == accepted]
+    rows = list(csv.DictReader(io.StringIO(post["body"])))
+    assert [(row["document_id"], row["push_status"], row["correction"]) for row in rows] == [
+        ("D-1", "notified", "false"),
+        ("D-2", "not_notified", "false"),
+    ]
+    assert [m["token"] for m in fcm_messages(fcm)] == ["tok-1"]  # the push itself was not repeated
+
+    statement_ready(manifest=str(manifest), job_id="J-DOMAIN")
+    assert len([p for p in exstream_inbox(exstream) if p["path"] == accepted]) == 1

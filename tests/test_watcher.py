@@ -264,3 +264,15 @@ def test_new_ends_take_nothing_after_the_moment_the_run_stands_for() -> None:
     ended = [ExstreamJob(id=f"J-{n}", status="complete", end_date=NOW + timedelta(minutes=n)) for n in (-1, 0, 1)]
     taken = JobCursor().new_ends(ended, NOW - timedelta(hours=1), NOW)
     assert [job.id for job in taken] == ["J--1", "J-0"]
+
+
+def test_a_server_serving_50_jobs_a_page_has_every_one_of_1000_jobs_watched(
+    watcher: None, emulator: ExstreamEmulator, posted: list[dict[str, Any]]
+) -> None:
+    assert emulator.page_cap == 50
+    names = [f"PAGED-{n:04d}" for n in range(1000)]
+    for n, name in enumerate(names):
+        _end(emulator, name, "complete", NOW - timedelta(hours=2) + timedelta(seconds=n))
+    result = exstream_watcher(as_of=NOW)
+    assert (result["completed"], result["emitted"]) == (1000, 1000)
+    assert sorted(_job_ids(posted)) == sorted(_ids(*names))
