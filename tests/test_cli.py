@@ -80,6 +80,12 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             str(exstream_port),
             "--faults",
             "503=1",
+            "--exstream-page-cap",
+            "1",
+            "--otds-token-ttl",
+            "7",
+            "--exstream-errors",
+            "spring",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -99,6 +105,18 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             f"http://127.0.0.1:{fcm_port}/v1/projects/p/messages:send", json={"message": {"token": "t"}}
         )
         assert answer.status_code == 503  # --faults reached the FCM emulator
+        exstream = f"http://127.0.0.1:{exstream_port}"
+        refused = httpx.get(f"{exstream}/orchestration/api/v1/runtime/default/flow-steps")
+        assert refused.status_code == 401 and refused.json()["error"] == "Unauthorized"  # --exstream-errors spring
+        form = {"grant_type": "client_credentials", "client_id": "push"}
+        issued = httpx.post(f"{exstream}/otdsws/oauth2/token", data=form).json()
+        assert issued["expires_in"] == 7  # --otds-token-ttl
+        steps = httpx.get(
+            f"{exstream}/orchestration/api/v1/runtime/default/flow-steps",
+            params={"count": 10},
+            headers={"Authorization": f"Bearer {issued['access_token']}"},
+        ).json()
+        assert len(steps["data"]) == steps["page"]["pageSize"] == 1 < steps["page"]["totalElements"]  # page cap
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert f"EXSTREAM_PUSH_FCM_URL=http://127.0.0.1:{fcm_port}" in process.stdout.read()
