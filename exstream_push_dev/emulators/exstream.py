@@ -32,14 +32,16 @@ Routes::
     POST   /otdsws/oauth2/token                      client_credentials (form or HTTP basic)
     GET    {API}/runtime/{domain}/jobs                filter, offset, count, fetchDeleted
     GET    {API}/runtime/{domain}/jobs/{id}
-    POST   {API}/runtime/{domain}/jobs/{id}/reprocessing     the job goes back to "started"
+    POST   {API}/runtime/{domain}/jobs/{id}/reprocessing     the job goes back to "started"; answers its id
+                                                             as text (the spec's bare string)
     GET    {API}/runtime/{domain}/flow-instances      filter (jobId, ...), offset, count
     GET    {API}/runtime/{domain}/flow-instances/{id}
     GET    {API}/runtime/{domain}/flow-steps          filter (flowInstanceId, ...), offset, count
     GET    {API}/runtime/{domain}/flow-steps/{id}
     GET    {API}/runtime/{domain}/flow-steps/{id}/delivery-file
     GET    {API}/runtime/{domain}/flow-steps/{id}/message-file
-    POST   {API}/inputs/batch/{domain}/{channel}     starts a new job in status "started"
+    POST   {API}/inputs/batch/{domain}/{channel}     starts a new job in status "started" (404 for an
+                                                 unknown channel, 415 for a content type it does not take)
     GET    /_emulator/inbox      every POST received (secrets redacted); DELETE clears it
     POST   /_emulator/jobs       add or change a job: JSON job fields, plus "deliveryFile" / "messageFile"
                                  texts or "path" to a job folder; run-time files go to a scratch folder
