@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.exstream import DEFAULT_PAGE_CAP, ERROR_SHAPES
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -38,7 +39,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     fcm = ServerThread(
         create_fcm_app(faults=faults, latency=args.latency, tokens=oauth.app.state.oauth.tokens), port=args.fcm_port
     ).start()
-    exstream = ServerThread(create_exstream_app(data_dir), port=args.exstream_port).start()
+    exstream_app = create_exstream_app(
+        data_dir, token_ttl=args.otds_token_ttl, page_cap=args.exstream_page_cap, error_shape=args.exstream_errors
+    )
+    exstream = ServerThread(exstream_app, port=args.exstream_port).start()
     print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
     print(f"Google OAuth2      {oauth.url}/token   (tokens live {args.token_lifetime:g} s)")
     print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
@@ -82,6 +86,16 @@ def add_commands(commands: Any) -> None:
         "--token-lifetime", type=float, default=3600, help="seconds an access token from the OAuth2 emulator lives"
     )
     emulate.add_argument("--exstream-data", help="folder holding jobs/{jobId}/ (default: data/exstream)")
+    emulate.add_argument(
+        "--exstream-page-cap", type=int, default=DEFAULT_PAGE_CAP, help="most items an Exstream list page serves"
+    )
+    emulate.add_argument("--otds-token-ttl", type=int, default=3600, help="seconds an OTDS access token lives")
+    emulate.add_argument(
+        "--exstream-errors",
+        choices=ERROR_SHAPES,
+        default="generic",
+        help="Exstream error bodies: the spec's GenericResponse, or Spring Boot's {timestamp, status, error, ...}",
+    )
     emulate.add_argument("--faults", help="random FCM faults by rate, e.g. 429=0.05,503=0.05,500=0.01")
     emulate.add_argument("--latency", type=float, default=0.0, help="seconds added to every FCM send")
     emulate.set_defaults(handler=cmd_emulate)

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import httpx
 
 from exstream_push.settings import Settings, configure_settings, get_settings
+from exstream_push_dev.emulators.exstream import job_uuid
 
-DEMO_JOB_ID = "STMT-2026-11-DEMO"
+DEMO_JOB_ID = job_uuid("STMT-2026-11-DEMO")
 
 
 def run_demo() -> int:

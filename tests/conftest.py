@@ -43,7 +43,8 @@ END_TO_END_FIXTURES = frozenset(
 END_TO_END_MODULES = frozenset(
     {
         "test_cli", "test_crash_resume", "test_demo", "test_event_driven", "test_exstream_client",
-        "test_exstream_emulator", "test_fcm_emulator", "test_fcm_sender", "test_ingress", "test_memory",
+        "test_exstream_conformance", "test_exstream_emulator", "test_fcm_emulator", "test_fcm_sender", "test_ingress",
+        "test_memory",
         "test_migrations", "test_prefect_events", "test_quota", "test_shared_run", "test_stack",
         "test_task_runners", "test_work_queue", "test_zombie_runs",
     }

@@ -22,6 +22,7 @@ from exstream_push.flows.action_required import action_required
 from exstream_push.ledger import Document
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.exstream import job_uuid
 from tests.conftest import fcm_messages
 from tests.test_policy_change import (
     customer_devices,
@@ -37,7 +38,7 @@ from tests.test_policy_change import (
 USE_CASE = "action-required"
 CHANNEL = "action-print-fallback"
 DEADLINE = "2026-12-20"
-JOB, LATE_JOB = "ACT-2026-12", "ACT-2026-12-LATE"
+JOB, LATE_JOB = job_uuid("ACT-2026-12"), "ACT-2026-12-LATE"
 DOCUMENTS = 200
 ACTION_TYPES = ("SIGN_DOCUMENT", "VERIFY_IDENTITY", "UPDATE_DETAILS")
 LATE, EXPIRED_ON_ARRIVAL = 9001, 9002

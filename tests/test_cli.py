@@ -14,8 +14,11 @@ import httpx
 import pytest
 
 from exstream_push.cli import main
+from exstream_push_dev.emulators.exstream import job_uuid
 from exstream_push_dev.emulators.samples import write_devices, write_exstream_job
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
+
+CLI_JOB = job_uuid("JOB-CLI-1")
 
 
 def test_run_by_job_id_through_the_orchestration_api(
@@ -27,14 +30,14 @@ def test_run_by_job_id_through_the_orchestration_api(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    exstream.app.state.exstream.load_job_folder(write_exstream_job(exstream_data / "jobs", "JOB-CLI-1", 300, seed=5))
+    exstream.app.state.exstream.load_job_folder(write_exstream_job(exstream_data / "jobs", CLI_JOB, 300, seed=5))
     write_devices(tmp_path / "devices.csv", 300, seed=6)
     assert main(["devices", "import", str(tmp_path / "devices.csv")]) == 0
     capsys.readouterr()
 
-    assert main(["run", "statement-ready", "--job", "JOB-CLI-1", "--as-of", "2026-11-29T08:00:00+00:00"]) == 0
+    assert main(["run", "statement-ready", "--job", CLI_JOB, "--as-of", "2026-11-29T08:00:00+00:00"]) == 0
     result = printed_json(capsys)
-    assert result["job_id"] == "JOB-CLI-1" and result["customers"] == 300
+    assert result["job_id"] == CLI_JOB and result["customers"] == 300
     assert len(fcm_messages(fcm)) == result["sent"] > 0
     assert result["post_back"]["posted"] is True
 
@@ -83,6 +86,12 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             str(oauth_port),
             "--faults",
             "503=1",
+            "--exstream-page-cap",
+            "1",
+            "--otds-token-ttl",
+            "7",
+            "--exstream-errors",
+            "spring",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -108,6 +117,18 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             send_url, json={"message": {"token": "t"}}, headers={"Authorization": f"Bearer {credentials.token}"}
         )
         assert answer.status_code == 503  # --faults reached the FCM emulator
+        exstream = f"http://127.0.0.1:{exstream_port}"
+        refused = httpx.get(f"{exstream}/orchestration/api/v1/runtime/default/flow-steps")
+        assert refused.status_code == 401 and refused.json()["error"] == "Unauthorized"  # --exstream-errors spring
+        form = {"grant_type": "client_credentials", "client_id": "push"}
+        issued = httpx.post(f"{exstream}/otdsws/oauth2/token", data=form).json()
+        assert issued["expires_in"] == 7  # --otds-token-ttl
+        steps = httpx.get(
+            f"{exstream}/orchestration/api/v1/runtime/default/flow-steps",
+            params={"count": 10},
+            headers={"Authorization": f"Bearer {issued['access_token']}"},
+        ).json()
+        assert len(steps["data"]) == steps["page"]["pageSize"] == 1 < steps["page"]["totalElements"]  # page cap
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         printed = process.stdout.read()

@@ -29,10 +29,12 @@ from exstream_push.usecases.delivery_exceptions.rules import (
     exception_from_message,
     mask_reference,
 )
+from exstream_push_dev.emulators.exstream import job_uuid
 from exstream_push_dev.emulators.failures import failure_events, write_failed_job
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
-JOB_ID = "STMT-2026-11-ERR"
+JOB_ID = job_uuid("STMT-2026-11-ERR")
+DOCS_JOB, WHOLE_JOB = job_uuid("JOB-DOCS"), job_uuid("JOB-WHOLE")
 AS_OF = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
 FAILED = 3_000
 TOPIC = "ops-delivery-exceptions"
@@ -128,9 +130,13 @@ def test_thousands_of_failures_make_one_operations_push_per_group(
     assert not [value for value in more.values() if value in json.dumps(update)]
 
 
-def _error_job(exstream, job_id: str, ended: str) -> None:
+def _ids(*names: str) -> list[str]:
+    return [job_uuid(name) for name in names]
+
+
+def _error_job(exstream, name: str, ended: str) -> None:
     exstream.app.state.exstream.put_job(
-        {"id": job_id, "status": "error", "msg": "Engine aborted", "endDate": ended},
+        {"id": job_uuid(name), "status": "error", "msg": "Engine aborted", "endDate": ended},
         message_text="11/29/2026 09:00:00 SEVERE E0101 License check failed: engine aborted\n",
     )
 
@@ -149,17 +155,18 @@ def test_the_poll_neither_misses_nor_repeats_a_failed_job(
     _error_job(exstream, "A", "2026-11-29T09:00:00.000Z")
     _error_job(exstream, "B", "2026-11-29T10:05:00.000Z")
     _error_job(exstream, "AFTER-AS-OF", "2026-11-29T10:20:00.000Z")
-    exstream.app.state.exstream.put_job({"id": "FINE", "status": "complete", "endDate": "2026-11-29T10:01:00.000Z"})
-    assert run(10, 6) == ["A", "B"]
+    fine = {"id": job_uuid("FINE"), "status": "complete", "endDate": "2026-11-29T10:01:00.000Z"}
+    exstream.app.state.exstream.put_job(fine)
+    assert run(10, 6) == _ids("A", "B")
 
     _error_job(exstream, "C", "2026-11-29T10:05:00.000Z")  # same instant as B, listed only now
     _error_job(exstream, "LISTED-LATE", "2026-11-29T10:01:00.000Z")  # behind the watermark, within its settle window
-    assert run(10, 10) == ["LISTED-LATE", "C"]
-    assert run(10, 30) == ["AFTER-AS-OF"]
+    assert run(10, 10) == _ids("LISTED-LATE", "C")
+    assert run(10, 30) == _ids("AFTER-AS-OF")
     assert run(10, 35) == []
 
     pushes = fcm_messages(fcm)
-    assert sorted(m["data"]["job_id"] for m in pushes) == ["A", "AFTER-AS-OF", "B", "C", "LISTED-LATE"]
+    assert sorted(m["data"]["job_id"] for m in pushes) == sorted(_ids("A", "AFTER-AS-OF", "B", "C", "LISTED-LATE"))
     assert {m["data"]["failure_class"] for m in pushes} == {"job_failed"}
 
 
@@ -172,8 +179,8 @@ def test_cli_lists_and_reissues_to_exstream(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    documents = write_failed_job(exstream_data / "jobs", "JOB-DOCS", 400, events_path=tmp_path / "events.jsonl")
-    whole = write_failed_job(exstream_data / "jobs", "JOB-WHOLE", 0, ended_at="2026-11-29T06:55:00.000Z")
+    documents = write_failed_job(exstream_data / "jobs", DOCS_JOB, 400, events_path=tmp_path / "events.jsonl")
+    whole = write_failed_job(exstream_data / "jobs", WHOLE_JOB, 0, ended_at="2026-11-29T06:55:00.000Z")
     for scenario in (documents, whole):
         exstream.app.state.exstream.load_job_folder(scenario.folder)
 
@@ -181,7 +188,7 @@ def test_cli_lists_and_reissues_to_exstream(
     exstream_watcher(as_of=datetime.fromisoformat(as_of))  # records the failed job ends the run then takes
     assert main(["run", "delivery-exceptions", "--events", str(documents.events), "--as-of", as_of]) == 0
     result = printed_json(capsys)
-    assert result["jobs"] == ["JOB-DOCS", "JOB-WHOLE"] and result["exceptions_new"] == 401
+    assert result["jobs"] == [DOCS_JOB, WHOLE_JOB] and result["exceptions_new"] == 401
     assert {m["data"]["failure_class"] for m in fcm_messages(fcm)} == {
         "print_failure",
         "email_not_delivered",
@@ -189,7 +196,7 @@ def test_cli_lists_and_reissues_to_exstream(
         "job_failed",
     }
 
-    assert main(["exceptions", "list", "--json", "--job", "JOB-WHOLE"]) == 0
+    assert main(["exceptions", "list", "--json", "--job", WHOLE_JOB]) == 0
     [job_record] = printed_json(capsys)
     assert (job_record["channel"], job_record["failure_class"], job_record["document_id"]) == (
         "job",
@@ -202,15 +209,15 @@ def test_cli_lists_and_reissues_to_exstream(
     assert len(lines) == 401 and sum("print_failure" in line for line in lines) == len(documents.print_failed)
 
     # A job that failed as a whole is reprocessed through the Orchestration API.
-    assert main(["exceptions", "reissue", "--job", "JOB-WHOLE"]) == 0
+    assert main(["exceptions", "reissue", "--job", WHOLE_JOB]) == 0
     assert printed_json(capsys).items() >= {"action": "reprocess_job", "requested": True, "marked": 1}.items()
     inbox = exstream_inbox(exstream)
     assert [p["path"] for p in inbox if p["path"].endswith("/reprocessing")] == [
-        "/orchestration/api/v1/runtime/default/jobs/JOB-WHOLE/reprocessing"
+        f"/orchestration/api/v1/runtime/default/jobs/{WHOLE_JOB}/reprocessing"
     ]
 
     # A job whose failed documents are known gets exactly those posted to the reissue channel.
-    assert main(["exceptions", "reissue", "--job", "JOB-DOCS"]) == 0
+    assert main(["exceptions", "reissue", "--job", DOCS_JOB]) == 0
     reissued = printed_json(capsys)
     assert reissued["action"] == "reissue_documents" and reissued["documents"] == reissued["marked"] == 400
     [post] = [p for p in exstream_inbox(exstream) if p["path"].endswith("/reissue")]
@@ -225,7 +232,7 @@ def test_cli_lists_and_reissues_to_exstream(
 
     # Asked again, nothing is left to reissue and nothing reaches Exstream twice.
     posts = len(exstream_inbox(exstream))
-    assert main(["exceptions", "reissue", "--job", "JOB-DOCS"]) == 0
+    assert main(["exceptions", "reissue", "--job", DOCS_JOB]) == 0
     assert printed_json(capsys)["action"] == "none"
     assert len(exstream_inbox(exstream)) == posts
 

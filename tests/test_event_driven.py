@@ -21,7 +21,7 @@ import yaml
 
 from exstream_push.devices import import_devices
 from exstream_push.ledger import Ledger
-from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, create_exstream_app, job_uuid
 from exstream_push_dev.emulators.google_oauth import google_emulators
 from exstream_push_dev.emulators.samples import customer_id, write_devices, write_exstream_job
 from exstream_push_dev.emulators.server import ServerThread, free_port
@@ -31,8 +31,8 @@ from tests.prefect_server import PrefectServer, prefect_postgres_database
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(1200)]
 
-STATEMENT_JOB = "STMT-EVENT-1"
-FAILED_JOB = "FAIL-EVENT-1"
+STATEMENT_JOB = job_uuid("STMT-EVENT-1")
+FAILED_JOB = job_uuid("FAIL-EVENT-1")
 CUSTOMERS = 200
 INGRESS_SECRET = "event-driven-test-secret"
 DEPLOYMENTS = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]

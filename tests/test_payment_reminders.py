@@ -28,9 +28,11 @@ from exstream_push.flows.payment_reminders import payment_reminders
 from exstream_push.ledger import Document, Notification, RejectedRecord
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.exstream import job_uuid
 from tests.conftest import fcm_messages
 
 USE_CASE = "payment-reminders"
+REM_JOB = job_uuid("REM-JOB")
 T1 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 LADDER = [("due_soon", -3), ("due_today", 0), ("overdue", 1), ("seriously_overdue", 15), ("final_demand", 30)]
 TITLES = {
@@ -446,11 +448,11 @@ def test_cli_manifest_job_and_daily_run(
     job_folder = tmp_path / "job"
     job_folder.mkdir()
     job_manifest, _, _ = Scenario([Doc("B-1", "C2", "2026-11-29", "10.00", None, "en")], [], []).write(job_folder)
-    exstream.app.state.exstream.put_job({"id": "REM-JOB"}, delivery_text=job_manifest.read_text())
-    assert main(["run", "payment-reminders", "--job", "REM-JOB", "--as-of", as_of]) == 0
+    exstream.app.state.exstream.put_job({"id": REM_JOB}, delivery_text=job_manifest.read_text())
+    assert main(["run", "payment-reminders", "--job", REM_JOB, "--as-of", as_of]) == 0
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{") :])
-    assert result["job_id"] == "REM-JOB" and result["registered"] == 1 and result["sent"] == 1
+    assert result["job_id"] == REM_JOB and result["registered"] == 1 and result["sent"] == 1
     assert fcm_messages(fcm)[3]["notification"]["title"] == "Payment due today"
 
     # A daily run with neither: are overdue; C2 has had two reminders in 7 days, so its two are capped;

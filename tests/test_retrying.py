@@ -15,11 +15,11 @@ from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.errors import ExstreamPushError, JobOutputUnavailable, RunIncomplete
 from exstream_push.retrying import can_succeed_again
 from exstream_push.tasks.extract import ManifestSource, fetch_job_manifests
-from exstream_push_dev.emulators.exstream import ExstreamEmulator, docgen_step_id
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, docgen_step_id, job_uuid
 from exstream_push_dev.emulators.samples import write_exstream_job
 from exstream_push_dev.emulators.server import ServerThread
 
-JOB_ID = "JOB-RETRY-1"
+JOB_ID = job_uuid("JOB-RETRY-1")
 
 
 def _exstream_error(status: int | None) -> ExstreamError:

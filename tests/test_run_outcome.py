@@ -17,9 +17,11 @@ from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.completeness import ensure_complete
+from exstream_push_dev.emulators.exstream import job_uuid
 from tests.conftest import exstream_inbox, fcm_messages, printed_json
 
 USE_CASE = "statement-ready"
+NOFILE_JOB, EMPTY_JOB = job_uuid("J-NOFILE"), job_uuid("J-EMPTY")
 DEVICES_HEADER = "customer_id,device_id,platform,token,push_opt_in,locale,timezone,categories\n"
 
 
@@ -86,14 +88,15 @@ def test_an_unknown_job_fails_the_run_and_is_not_remembered(
 ) -> None:
     import_devices(tmp_path / "devices.csv", [("C1", "dev-1", "tok-1")])
 
-    state = statement_ready(job_id="NOPE-123", return_state=True)
+    missing = job_uuid("NOPE-123")
+    state = statement_ready(job_id=missing, return_state=True)
     assert state.is_failed()
-    assert "Exstream job NOPE-123 not found" in state.message
+    assert f"Exstream job {missing} not found" in state.message
     assert fcm_messages(fcm) == [] and status_posts(exstream) == []
 
     # The job turns out to exist after all: the next run processes it instead of answering "up to date".
-    exstream.app.state.exstream.put_job({"id": "NOPE-123"}, delivery_text=manifest_text([record("C1", "D-1")]))
-    result = statement_ready(job_id="NOPE-123")
+    exstream.app.state.exstream.put_job({"id": missing}, delivery_text=manifest_text([record("C1", "D-1")]))
+    result = statement_ready(job_id=missing)
     assert not result["up_to_date"] and result["customers"] == 1 and result["sent"] == 1
     assert [m["token"] for m in fcm_messages(fcm)] == ["tok-1"]
 
@@ -103,22 +106,22 @@ def test_a_job_without_a_delivery_file_fails_until_the_file_appears(
 ) -> None:
     import_devices(tmp_path / "devices.csv", [("C1", "dev-1", "tok-1")])
     emulator = exstream.app.state.exstream
-    emulator.put_job({"id": "J-NOFILE", "status": "complete"})
+    emulator.put_job({"id": NOFILE_JOB, "status": "complete"})
 
     for _ in range(2):  # failing does not make it "done": it fails again, the same way
-        state = statement_ready(job_id="J-NOFILE", return_state=True)
+        state = statement_ready(job_id=NOFILE_JOB, return_state=True)
         assert state.is_failed()
-        assert "Exstream job J-NOFILE (status complete) has no delivery file to fetch" in state.message
+        assert f"Exstream job {NOFILE_JOB} (status complete) has no delivery file to fetch" in state.message
 
-    emulator.put_job({"id": "J-NOFILE"}, delivery_text=manifest_text([record("C1", "D-1")]))
-    result = statement_ready(job_id="J-NOFILE")
+    emulator.put_job({"id": NOFILE_JOB}, delivery_text=manifest_text([record("C1", "D-1")]))
+    result = statement_ready(job_id=NOFILE_JOB)
     assert not result["up_to_date"] and result["customers"] == 1 and result["sent"] == 1
     assert [row["document_id"] for row in status_posts(exstream)[0]] == ["D-1"]
 
 
 def test_a_delivery_file_without_customers_completes(prefect_harness: None, env, fcm, exstream) -> None:
-    exstream.app.state.exstream.put_job({"id": "J-EMPTY"}, delivery_text=manifest_text([]))
-    state = statement_ready(job_id="J-EMPTY", return_state=True)
+    exstream.app.state.exstream.put_job({"id": EMPTY_JOB}, delivery_text=manifest_text([]))
+    state = statement_ready(job_id=EMPTY_JOB, return_state=True)
     assert state.is_completed()
     assert state.result()["customers"] == 0
 
@@ -211,3 +214,37 @@ def test_an_incomplete_run_prints_its_counts_and_exits_non_zero(
     counts = printed_json(capsys)
     assert counts["job_id"] == "J-CLI" and counts["unsettled"] == 1 and counts["sent"] == 1
     assert counts["post_back"]["rows"] == 1
+
+
+# -- a hand-back Exstream refuses is not lost -------------------------------------------------------------------
+
+
+def test_a_hand_back_to_an_unknown_domain_fails_the_run_and_is_posted_by_the_next_one(
+    prefect_harness: None, env, fcm, exstream, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_devices(tmp_path / "devices.csv", [("C1", "dev-1", "tok-1")])
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    manifest.write_text(manifest_text([record("C1", "D-1"), record("C2", "D-2")]))
+    accepted = "/orchestration/api/v1/inputs/batch/default/push-status"
+
+    monkeypatch.setenv("EXSTREAM_PUSH_EXSTREAM_DOMAIN", "no-such-domain")
+    first = statement_ready(manifest=str(manifest), job_id="J-DOMAIN", return_state=True)
+    assert first.is_failed()
+    assert "HTTP 404: Not Found: Domain no-such-domain not found" in first.message
+    refused = [p for p in exstream_inbox(exstream) if p["path"].endswith("/push-status")]
+    assert [p["path"] for p in refused] == ["/orchestration/api/v1/inputs/batch/no-such-domain/push-status"]
+    assert [m["token"] for m in fcm_messages(fcm)] == ["tok-1"]
+
+    monkeypatch.setenv("EXSTREAM_PUSH_EXSTREAM_DOMAIN", "default")
+    second = statement_ready(manifest=str(manifest), job_id="J-DOMAIN")
+    assert second["post_back"]["posted"] is True
+    [post] = [p for p in exstream_inbox(exstream) if p["path"] == accepted]
+    rows = list(csv.DictReader(io.StringIO(post["body"])))
+    assert [(row["document_id"], row["push_status"], row["correction"]) for row in rows] == [
+        ("D-1", "notified", "false"),
+        ("D-2", "not_notified", "false"),
+    ]
+    assert [m["token"] for m in fcm_messages(fcm)] == ["tok-1"]  # the push itself was not repeated
+
+    statement_ready(manifest=str(manifest), job_id="J-DOMAIN")
+    assert len([p for p in exstream_inbox(exstream) if p["path"] == accepted]) == 1

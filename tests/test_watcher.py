@@ -31,7 +31,7 @@ from exstream_push.tasks.watch import (
     read_cursor,
     save_cursor,
 )
-from exstream_push_dev.emulators.exstream import ExstreamEmulator
+from exstream_push_dev.emulators.exstream import ExstreamEmulator, job_uuid
 from exstream_push_dev.emulators.server import ServerThread
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
@@ -61,8 +61,13 @@ def watcher(prefect_harness: None, env: dict[str, str], posted: list[dict[str, A
     _ledger.cache_clear()
 
 
-def _end(emulator: ExstreamEmulator, job_id: str, status: str, ended: datetime, channel: str = "statements") -> None:
-    emulator.put_job({"id": job_id, "channel": channel, "status": status, "endDate": _stamp(ended)})
+def _end(emulator: ExstreamEmulator, name: str, status: str, ended: datetime, channel: str = "statements") -> None:
+    emulator.put_job({"id": job_uuid(name), "channel": channel, "status": status, "endDate": _stamp(ended)})
+
+
+def _ids(*names: str) -> list[str]:
+    """The Exstream job ids (uuids) of the jobs a test names."""
+    return [job_uuid(name) for name in names]
 
 
 def _restart() -> None:
@@ -79,20 +84,20 @@ def test_a_restart_neither_misses_nor_repeats_a_job(
 ) -> None:
     _end(emulator, "STMT-1", "complete", NOW - timedelta(minutes=3))
     _end(emulator, "FAIL-1", "error", NOW - timedelta(minutes=2), channel="bills")
-    emulator.put_job({"id": "RUNNING-1", "channel": "statements", "status": "started"})
+    emulator.put_job({"id": job_uuid("RUNNING-1"), "channel": "statements", "status": "started"})
 
     first = exstream_watcher(as_of=NOW)
     assert (first["completed"], first["failed"], first["emitted"]) == (1, 1, 2)
     completed, failed = posted
     assert completed["event"] == "exstream.job.completed"
     assert completed["resource"] == {
-        "prefect.resource.id": "exstream.job.STMT-1",
-        "prefect.resource.name": "STMT-1",
+        "prefect.resource.id": f"exstream.job.{job_uuid('STMT-1')}",
+        "prefect.resource.name": job_uuid("STMT-1"),
         "exstream.channel": "statements",
         USE_CASE_LABEL: "statement-ready",
     }
     assert completed["payload"] == {
-        "job_id": "STMT-1",
+        "job_id": job_uuid("STMT-1"),
         "channel": "statements",
         "flow_model": "COMMUNICATION",
         "status": "complete",
@@ -104,12 +109,12 @@ def test_a_restart_neither_misses_nor_repeats_a_job(
 
     _restart()
     assert exstream_watcher(as_of=NOW + timedelta(minutes=1))["emitted"] == 0
-    assert _job_ids(posted) == ["STMT-1", "FAIL-1"]
+    assert _job_ids(posted) == _ids("STMT-1", "FAIL-1")
 
     _end(emulator, "RUNNING-1", "complete", NOW + timedelta(minutes=1))
     _restart()
     assert exstream_watcher(as_of=NOW + timedelta(minutes=2))["emitted"] == 1
-    assert _job_ids(posted) == ["STMT-1", "FAIL-1", "RUNNING-1"]
+    assert _job_ids(posted) == _ids("STMT-1", "FAIL-1", "RUNNING-1")
 
 
 def test_jobs_ending_in_the_same_second_or_surfacing_late_are_each_taken_once(
@@ -125,7 +130,7 @@ def test_jobs_ending_in_the_same_second_or_surfacing_late_are_each_taken_once(
     exstream_watcher(as_of=NOW + timedelta(minutes=1))
     exstream_watcher(as_of=NOW + timedelta(minutes=2))
 
-    assert sorted(_job_ids(posted)) == ["LATE-D", "SAME-A", "SAME-B", "SAME-C"]
+    assert sorted(_job_ids(posted)) == sorted(_ids("LATE-D", "SAME-A", "SAME-B", "SAME-C"))
     _, cursor = read_cursor(ledger_for(get_settings()))
     assert cursor.ended_at == same_second
     assert pending_count(ledger_for(get_settings())) == 0
@@ -155,7 +160,7 @@ def test_events_prefect_did_not_accept_are_sent_by_the_next_run(
     assert exstream_watcher(as_of=NOW, return_state=True).is_failed()
 
     unsent = ledger_for(get_settings()).outbox.unemitted(10)
-    assert [json.loads(event["payload"])["job_id"] for event in unsent] == ["OUTAGE-1"]
+    assert [json.loads(event["payload"])["job_id"] for event in unsent] == _ids("OUTAGE-1")
     unsent_id = unsent[0]["id"]
 
     monkeypatch.setattr(prefect_events, "post_events", lambda _client, _url, batch: posted.extend(batch))
@@ -171,7 +176,7 @@ def test_the_first_run_looks_back_only_as_far_as_configured(
     _end(emulator, "ANCIENT-1", "complete", NOW - timedelta(days=3))
     _end(emulator, "RECENT-1", "complete", NOW - timedelta(hours=2))
     exstream_watcher(as_of=NOW)
-    assert _job_ids(posted) == ["RECENT-1"]
+    assert _job_ids(posted) == _ids("RECENT-1")
 
 
 def test_two_runs_racing_for_the_watermark_cannot_both_save(env: dict[str, str]) -> None:
@@ -246,16 +251,28 @@ def test_failed_ends_are_recorded_with_the_cursor_and_ends_after_as_of_wait(
     _end(emulator, "FAIL-LATER", "error", NOW + timedelta(minutes=5))
     exstream_watcher(as_of=NOW)
     ledger = ledger_for(get_settings())
-    assert [job_id for job_id, _ in ledger.outbox.unprocessed_failed_jobs(NOW + timedelta(hours=1))] == ["FAIL-A"]
-    assert _job_ids(posted) == ["FAIL-A", "DONE-B"]
+    assert [job_id for job_id, _ in ledger.outbox.unprocessed_failed_jobs(NOW + timedelta(hours=1))] == _ids("FAIL-A")
+    assert _job_ids(posted) == _ids("FAIL-A", "DONE-B")
 
     exstream_watcher(as_of=NOW + timedelta(minutes=6))
     ends = ledger.outbox.unprocessed_failed_jobs(NOW + timedelta(hours=1))
-    assert [job_id for job_id, _ in ends] == ["FAIL-A", "FAIL-LATER"]
-    assert _job_ids(posted) == ["FAIL-A", "DONE-B", "FAIL-LATER"]
+    assert [job_id for job_id, _ in ends] == _ids("FAIL-A", "FAIL-LATER")
+    assert _job_ids(posted) == _ids("FAIL-A", "DONE-B", "FAIL-LATER")
 
 
 def test_new_ends_take_nothing_after_the_moment_the_run_stands_for() -> None:
     ended = [ExstreamJob(id=f"J-{n}", status="complete", end_date=NOW + timedelta(minutes=n)) for n in (-1, 0, 1)]
     taken = JobCursor().new_ends(ended, NOW - timedelta(hours=1), NOW)
     assert [job.id for job in taken] == ["J--1", "J-0"]
+
+
+def test_a_server_serving_50_jobs_a_page_has_every_one_of_1000_jobs_watched(
+    watcher: None, emulator: ExstreamEmulator, posted: list[dict[str, Any]]
+) -> None:
+    assert emulator.page_cap == 50
+    names = [f"PAGED-{n:04d}" for n in range(1000)]
+    for n, name in enumerate(names):
+        _end(emulator, name, "complete", NOW - timedelta(hours=2) + timedelta(seconds=n))
+    result = exstream_watcher(as_of=NOW)
+    assert (result["completed"], result["emitted"]) == (1000, 1000)
+    assert sorted(_job_ids(posted)) == sorted(_ids(*names))

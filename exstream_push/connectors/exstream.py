@@ -16,16 +16,13 @@ from datetime import date, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from exstream_push.errors import DependencyUnavailable, ExstreamPushError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +101,43 @@ def _filter(criteria: Mapping[str, str | Sequence[str] | None]) -> str | None:
 
 
 def _server_message(response: httpx.Response) -> str:
-    """The error text the server gave: Exstream's ``message``/``details``, OTDS's ``error_description``."""
+    """The reason and the server's own message, whichever error body it sends; never the body as a whole.
+
+    ``GenericResponse`` (the spec's): ``message`` is the reason, ``details`` the text. Spring Boot's error
+    controller: ``error`` is the reason, ``message`` the text (often blank in production), ``details`` what an
+    advice adds. OTDS (OAuth 2.0): ``error`` and ``error_description``.
+    """
     try:
         body = response.json()
     except ValueError:
         return response.text[:_MAX_ERROR_TEXT].strip() or response.reason_phrase
-    if isinstance(body, dict):
-        parts = [body.get(key) for key in ("message", "details", "error", "error_description")]
-        text = ": ".join(str(part) for part in parts if part)
-        if text:
-            return text[:_MAX_ERROR_TEXT]
-    return response.reason_phrase
+    if not isinstance(body, dict):
+        return response.reason_phrase
+    if "timestamp" in body and isinstance(body.get("status"), int):
+        text = _text(body.get("message")) or _text(body.get("details"))
+        parts = [_text(body.get("error")) or response.reason_phrase, text]
+    elif "error" in body:
+        parts = [_text(body.get("error")), _text(body.get("error_description"))]
+    else:
+        parts = [_text(body.get("message")) or response.reason_phrase, _text(body.get("details"))]
+    return ": ".join(part for part in parts if part)[:_MAX_ERROR_TEXT] or response.reason_phrase
+
+
+def _text(value: Any) -> str:
+    """A body field if it is text (Spring's placeholder for a hidden message counts as none); a structure, which
+    could hold anything, is never echoed."""
+    return value.strip() if isinstance(value, str) and value.strip() != "No message available" else ""
 
 
 class ExstreamClient:
-    """Orchestration API calls for one domain, with a cached OTDS client-credentials token."""
+    """Orchestration API calls for one domain, with a cached OTDS client-credentials token.
+
+    The token is renewed ``TOKEN_REFRESH_MARGIN`` seconds before it expires, or after ``1 - TOKEN_REFRESH_SHARE``
+    of its lifetime when that lifetime is short; a 401 all the same (clock skew, a revoked token) renews it once.
+    """
 
     TOKEN_REFRESH_MARGIN = 60.0
+    TOKEN_REFRESH_SHARE = 0.2
     PAGE_SIZE = 100
 
     def __init__(
@@ -243,18 +260,36 @@ class ExstreamClient:
         return f"/api/v1/runtime/{self.domain}"
 
     def _paged(self, resource: str, filter_value: str | None) -> list[dict[str, Any]]:
-        """Follow ``offset``/``count`` paging until a short page or ``totalElements`` is reached."""
+        """Every item, by what the server reports: ``offset`` advances by the items received (the server may
+        serve fewer than ``count`` per page), until ``page.totalElements`` are in.
+
+        A page that comes back empty before then (a server counting ``offset`` in pages, or a list shrinking
+        under us) is an ``ExstreamError``, never a silently shorter list. Without ``totalElements`` an empty
+        page is the end.
+        """
+        path = f"{self._runtime}/{resource}"
         items: list[dict[str, Any]] = []
         while True:
             params: dict[str, str | int] = {"offset": len(items), "count": self.PAGE_SIZE}
             if filter_value:
                 params["filter"] = filter_value
-            body = self._json("GET", f"{self._runtime}/{resource}", params=params)
+            body = self._json("GET", path, params=params)
             page = body.get("data") or []
-            items.extend(page)
             total = (body.get("page") or {}).get("totalElements")
-            if not page or len(page) < self.PAGE_SIZE or (total is not None and len(items) >= total):
+            if not isinstance(total, int):
+                total = None
+            if not page:
+                if total is not None and len(items) < total:
+                    message = f"page at offset {len(items)} is empty although totalElements is {total}"
+                    raise ExstreamError("GET", self._path(path), 200, message)
                 return items
+            items.extend(page)
+            if total is not None and len(items) >= total:
+                return items
+
+    def _path(self, path: str) -> str:
+        """The URL path a call went to, as errors name it."""
+        return httpx.URL(self.base_url + path).path
 
     def _data(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._json(method, path, **kwargs).get("data")
@@ -339,7 +374,8 @@ class ExstreamClient:
         with self._token_lock:
             if self._token is None or time.monotonic() >= self._token_expires:
                 self._token, lifetime = self._fetch_token()
-                self._token_expires = time.monotonic() + lifetime - self.TOKEN_REFRESH_MARGIN
+                margin = min(self.TOKEN_REFRESH_MARGIN, lifetime * self.TOKEN_REFRESH_SHARE)
+                self._token_expires = time.monotonic() + lifetime - margin
             return self._token
 
     def _forget_token(self) -> None:

@@ -2,16 +2,26 @@
 
 It implements the subset exstream-push uses, shaped after ``exstream-orchestration-v1.openapi.json``:
 responses wrapped as ``{status, data, page}``, the ``filter=key:value;key:v1,v2`` syntax, ``offset``/``count``
-paging (``offset`` counts items), and flow steps reached through flow instances: a ``FlowStep`` carries no
-job id, so a job's steps are ``flow-instances?filter=jobId:J`` then ``flow-steps?filter=flowInstanceId:I``.
+paging (``offset`` counts items; the spec does not say), and flow steps reached through flow instances: a
+``FlowStep`` carries no job id, so a job's steps are ``flow-instances?filter=jobId:J`` then
+``flow-steps?filter=flowInstanceId:I``.
+
+It is as strict as the real service where the product could otherwise get away with something: every list serves
+at most ``page_cap`` items per page whatever ``count`` asks (``page`` tells the truth about it); ids are uuids
+(``format: uuid`` in the spec); a domain other than the emulator's is a 404; batch input answers 404 for an
+unknown channel and 415 for a content type the channel does not take; OTDS tokens expire after ``token_ttl``
+seconds (401 ``invalid_token``); ``error_shape="spring"`` answers errors as Spring Boot's error controller does
+instead of ``GenericResponse``.
 
 Data folder layout (every part optional)::
 
-    DATA_DIR/jobs/{jobId}/job.json               Job fields (camelCase, as the API's Job schema); status
+    DATA_DIR/jobs/{name}/job.json                Job fields (camelCase, as the API's Job schema); status
                                                  defaults to "complete", mode to "BATCH", dates to the
                                                  manifest's mtime
-    DATA_DIR/jobs/{jobId}/_STDDELIVERYFILE.xml   the delivery manifest, streamed from disk on download
-    DATA_DIR/jobs/{jobId}/ExstreamMessages.dat   the engine message file
+    DATA_DIR/jobs/{name}/_STDDELIVERYFILE.xml    the delivery manifest, streamed from disk on download
+    DATA_DIR/jobs/{name}/ExstreamMessages.dat    the engine message file
+
+A folder's job id is its name when that is a uuid, else ``job_uuid(name)``, so fixtures keep readable names.
 
 Each job has one flow instance and two flow steps, with ids derived from the job id so they stay stable
 across restarts (see ``flow_instance_id``, ``input_step_id``, ``docgen_step_id``): an ``input`` step
@@ -22,14 +32,16 @@ Routes::
     POST   /otdsws/oauth2/token                      client_credentials (form or HTTP basic)
     GET    {API}/runtime/{domain}/jobs                filter, offset, count, fetchDeleted
     GET    {API}/runtime/{domain}/jobs/{id}
-    POST   {API}/runtime/{domain}/jobs/{id}/reprocessing     the job goes back to "started"
+    POST   {API}/runtime/{domain}/jobs/{id}/reprocessing     the job goes back to "started"; answers its id
+                                                             as text (the spec's bare string)
     GET    {API}/runtime/{domain}/flow-instances      filter (jobId, ...), offset, count
     GET    {API}/runtime/{domain}/flow-instances/{id}
     GET    {API}/runtime/{domain}/flow-steps          filter (flowInstanceId, ...), offset, count
     GET    {API}/runtime/{domain}/flow-steps/{id}
     GET    {API}/runtime/{domain}/flow-steps/{id}/delivery-file
     GET    {API}/runtime/{domain}/flow-steps/{id}/message-file
-    POST   {API}/inputs/batch/{domain}/{channel}     starts a new job in status "started"
+    POST   {API}/inputs/batch/{domain}/{channel}     starts a new job in status "started" (404 for an
+                                                 unknown channel, 415 for a content type it does not take)
     GET    /_emulator/inbox      every POST received (secrets redacted); DELETE clears it
     POST   /_emulator/jobs       add or change a job: JSON job fields, plus "deliveryFile" / "messageFile"
                                  texts or "path" to a job folder; run-time files go to a scratch folder
@@ -51,11 +63,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.applications import Starlette
@@ -63,12 +76,18 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from exstream_push.settings import BatchInputChannels
+
 API = "/orchestration/api/v1"
 TOKEN_PATH = "/otdsws/oauth2/token"
 DELIVERY_FILE = "_STDDELIVERYFILE.xml"
 MESSAGE_FILE = "ExstreamMessages.dat"
 INBOX_BODY_LIMIT = 8 << 20
 DEFAULT_PAGE_SIZE = 20
+DEFAULT_PAGE_CAP = 50
+HAND_BACK_CONTENT_TYPES = ("text/csv",)
+ErrorShape = Literal["generic", "spring"]
+ERROR_SHAPES: tuple[ErrorShape, ...] = ("generic", "spring")
 REDACTED = "[redacted]"
 
 JOB_STATUSES = frozenset({"canceled", "complete", "deleted", "started", "waiting", "holding", "error", "uninitialized"})
@@ -143,6 +162,18 @@ FLOW_STEP_FILTER = {
 }
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+def job_uuid(name: str) -> str:
+    """The job id for a readable name (a job folder's, a test's): the name itself if it is a uuid, else uuid5."""
+    return name.lower() if _is_uuid(name) else str(uuid.uuid5(_ID_NAMESPACE, f"job/{name}"))
+
+
 def _derived_id(job_id: str, part: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{job_id}/{part}"))
 
@@ -169,17 +200,32 @@ def _now() -> str:
 
 
 class ApiError(Exception):
-    """Turned into the API's ``GenericResponse`` error body."""
+    """Turned into an error body of the emulator's ``error_shape``."""
 
-    def __init__(self, status_code: int, details: str) -> None:
+    def __init__(self, status_code: int, details: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(details)
         self.status_code = status_code
         self.details = details
+        self.headers = headers
 
 
-def _error_response(status_code: int, details: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    reason = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status_code, "Error")
-    body = {"status": "failure", "message": reason, "details": details}
+def _error_response(
+    status_code: int, details: str, path: str, shape: ErrorShape, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """``GenericResponse`` as the spec has it, or what a Spring Boot service answers from its error controller
+    (``timestamp/status/error/message/path``, with the ``details`` a ``@ControllerAdvice`` commonly adds)."""
+    reason = HTTPStatus(status_code).phrase
+    if shape == "spring":
+        body: dict[str, Any] = {
+            "timestamp": _now(),
+            "status": status_code,
+            "error": reason,
+            "message": details,
+            "path": path,
+            "details": f"uri={path}",
+        }
+    else:
+        body = {"status": "failure", "message": reason, "details": details}
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
@@ -322,17 +368,23 @@ def _int_param(request: Request, name: str, default: int, minimum: int) -> int:
     return value
 
 
-def _page(request: Request, items: list[dict[str, Any]]) -> JSONResponse:
+def _page(request: Request, items: list[dict[str, Any]], cap: int) -> JSONResponse:
+    """``offset`` items skipped, then at most ``min(count, cap)``; ``page`` reports the size actually served."""
     offset = _int_param(request, "offset", 0, 0)
-    count = _int_param(request, "count", DEFAULT_PAGE_SIZE, 1)
+    size = min(_int_param(request, "count", DEFAULT_PAGE_SIZE, 1), cap)
     page = {
-        "pageSize": count,
+        "pageSize": size,
         "pageOffset": offset,
         "totalElements": len(items),
-        "totalPages": math.ceil(len(items) / count),
-        "currentPageNumber": offset // count,
+        "totalPages": math.ceil(len(items) / size),
+        "currentPageNumber": offset // size,
     }
-    return JSONResponse({"status": "success", "data": items[offset : offset + count], "page": page})
+    return JSONResponse({"status": "success", "data": items[offset : offset + size], "page": page})
+
+
+def hand_back_channels() -> dict[str, tuple[str, ...]]:
+    """The product's hand-back channels as configured (``EXSTREAM_PUSH_CHANNEL_*``), each taking CSV."""
+    return {name: HAND_BACK_CONTENT_TYPES for name in BatchInputChannels().model_dump().values()}
 
 
 def _redact_form(body: str) -> str:
@@ -355,6 +407,7 @@ class ExstreamEmulator:
     """The emulator's state: jobs, issued tokens and the inbox of received POSTs; safe to use from tests.
 
     Tests script a flaky or failing download with ``file_faults`` and count attempts with ``file_requests``.
+    ``channels`` maps each batch-input channel to the content types it takes (default: ``hand_back_channels()``).
     """
 
     def __init__(
@@ -365,11 +418,23 @@ class ExstreamEmulator:
         client_secret: str | None = None,
         domain: str = "default",
         token_ttl: int = 3600,
+        page_cap: int = DEFAULT_PAGE_CAP,
+        error_shape: ErrorShape = "generic",
+        channels: Mapping[str, Collection[str]] | None = None,
     ) -> None:
+        if page_cap < 1:
+            raise ValueError("page_cap must be at least 1")
+        if error_shape not in ERROR_SHAPES:
+            raise ValueError(f"error_shape must be one of {', '.join(ERROR_SHAPES)}")
         self.client_id = client_id
         self.client_secret = client_secret
         self.domain = domain
         self.token_ttl = token_ttl
+        self.page_cap = page_cap
+        self.error_shape: ErrorShape = error_shape
+        self.channels = {name: frozenset(types) for name, types in (channels or hand_back_channels()).items()}
+        self.auth_failures: Counter[str] = Counter()
+        """Requests refused for their bearer token, by reason: "missing", "unknown", "expired"."""
         self.jobs: dict[str, EmulatedJob] = {}
         self._inbox: list[dict[str, Any]] = []
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -387,12 +452,12 @@ class ExstreamEmulator:
     # jobs
 
     def load_job_folder(self, folder: Path, overrides: dict[str, Any] | None = None) -> EmulatedJob:
-        """Add a job from a ``jobs/{jobId}/`` folder (the folder's name is the job id), or merge it into one."""
+        """Add a job from a ``jobs/{name}/`` folder (its id is ``job_uuid(name)``), or merge it into one."""
         if not folder.is_dir():
             raise ValueError(f"no job folder at {folder}")
         job_json = folder / "job.json"
         fields = json.loads(job_json.read_text()) if job_json.exists() else {}
-        fields.setdefault("id", folder.name)
+        fields.setdefault("id", job_uuid(folder.name))
         fields.update(overrides or {})
         delivery = folder / DELIVERY_FILE
         messages = folder / MESSAGE_FILE
@@ -417,11 +482,16 @@ class ExstreamEmulator:
         delivery_text: str | None = None,
         message_text: str | None = None,
     ) -> EmulatedJob:
-        """Add a job, or merge ``fields`` into an existing one (e.g. ``{"id": j, "status": "complete"}``)."""
+        """Add a job, or merge ``fields`` into an existing one (e.g. ``{"id": j, "status": "complete"}``).
+
+        An id must be a uuid, as the API's are; ``job_uuid("readable-name")`` makes one.
+        """
         unknown = set(fields) - set(JOB_FIELDS)
         if unknown:
             raise ValueError(f"unknown job fields {sorted(unknown)}; known: {', '.join(JOB_FIELDS)}")
         job_id = str(fields.get("id") or uuid.uuid4())
+        if not _is_uuid(job_id):
+            raise ValueError(f"job id {job_id!r} is not a uuid; job_uuid({job_id!r}) gives {job_uuid(job_id)}")
         with self._lock:
             job = self.jobs.get(job_id)
             if job is None:
@@ -469,6 +539,9 @@ class ExstreamEmulator:
         return target
 
     def _domain_jobs(self, domain: str) -> list[EmulatedJob]:
+        """The domain's jobs in start order; a domain other than the emulator's does not exist (404)."""
+        if domain != self.domain:
+            raise ApiError(404, f"Domain {domain} not found")
         with self._lock:
             jobs = [job for job in self.jobs.values() if job.fields.get("domainId") == domain]
         return sorted(jobs, key=lambda job: (job.fields.get("startDate") or "", job.id))
@@ -499,12 +572,24 @@ class ExstreamEmulator:
         with self._lock:
             self._tokens.clear()
 
+    def expire_tokens(self) -> None:
+        """Make every issued token expired now, as a server whose clock runs ahead of the client's would."""
+        now = time.monotonic()
+        with self._lock:
+            self._tokens = {token: (client, now) for token, (client, _) in self._tokens.items()}
+
     def token_client(self, token: str) -> str | None:
+        """The client a live token was issued to; None for an unknown or expired one."""
         with self._lock:
             entry = self._tokens.get(token)
-        if entry is None or entry[1] < time.monotonic():
+        if entry is None or entry[1] <= time.monotonic():
             return None
         return entry[0]
+
+    def _token_refusal(self, token: str) -> str:
+        with self._lock:
+            entry = self._tokens.get(token)
+        return "unknown" if entry is None else "expired"
 
     # inbox
 
@@ -541,12 +626,26 @@ class ExstreamEmulator:
         return bytes(kept)
 
     def authorize(self, request: Request) -> str:
-        """The OAuth client behind the request's bearer token; 401 without a valid one."""
+        """The OAuth client behind the request's bearer token; 401 without a live one (RFC 6750 challenge)."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        client = self.token_client(token.strip()) if scheme.lower() == "bearer" else None
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            self._count_refusal("missing")
+            raise ApiError(401, "a valid OTDS bearer token is required", {"WWW-Authenticate": "Bearer"})
+        client = self.token_client(token)
         if client is None:
-            raise ApiError(401, "a valid OTDS bearer token is required")
+            reason = self._token_refusal(token)
+            self._count_refusal(reason)
+            described = "The access token expired" if reason == "expired" else "The access token is invalid"
+            challenge = f'Bearer error="invalid_token", error_description="{described}"'
+            raise ApiError(
+                401, f"a valid OTDS bearer token is required: {described.lower()}", {"WWW-Authenticate": challenge}
+            )
         return client
+
+    def _count_refusal(self, reason: str) -> None:
+        with self._lock:
+            self.auth_failures[reason] += 1
 
     # handlers
 
@@ -587,7 +686,7 @@ class ExstreamEmulator:
         jobs = [job for job in jobs if (job["status"] == "deleted") == fetch_deleted]
         if fetch_deleted:
             criteria.pop("statuses", None)
-        return _page(request, [job for job in jobs if _matches(job, criteria, JOB_FILTER)])
+        return _page(request, [job for job in jobs if _matches(job, criteria, JOB_FILTER)], self.page_cap)
 
     async def get_job(self, request: Request) -> Response:
         self.authorize(request)
@@ -595,17 +694,18 @@ class ExstreamEmulator:
         return JSONResponse({"status": "success", "data": job.as_job()})
 
     async def reprocess_job(self, request: Request) -> Response:
+        """The spec answers a bare string (``*/*``, ``type: string``): the job id, as plain text."""
         await self.record(request)
         self.authorize(request)
         job = self._job(request.path_params["domain"], request.path_params["id"])
         self.put_job({"id": job.id, "status": "started", "startDate": _now()})
-        return JSONResponse({"status": "success", "data": job.id})
+        return Response(job.id, media_type="text/plain")
 
     async def list_flow_instances(self, request: Request) -> Response:
         self.authorize(request)
         criteria = parse_filter(request.query_params.get("filter"), FLOW_INSTANCE_FILTER)
         instances = [job.as_flow_instance() for job in self._domain_jobs(request.path_params["domain"])]
-        return _page(request, [i for i in instances if _matches(i, criteria, FLOW_INSTANCE_FILTER)])
+        return _page(request, [i for i in instances if _matches(i, criteria, FLOW_INSTANCE_FILTER)], self.page_cap)
 
     async def get_flow_instance(self, request: Request) -> Response:
         self.authorize(request)
@@ -620,7 +720,7 @@ class ExstreamEmulator:
         criteria = parse_filter(request.query_params.get("filter"), FLOW_STEP_FILTER)
         jobs = self._domain_jobs(request.path_params["domain"])
         steps = [step for job in jobs for step in job.as_flow_steps()]
-        return _page(request, [step for step in steps if _matches(step, criteria, FLOW_STEP_FILTER)])
+        return _page(request, [step for step in steps if _matches(step, criteria, FLOW_STEP_FILTER)], self.page_cap)
 
     async def get_flow_step(self, request: Request) -> Response:
         self.authorize(request)
@@ -652,8 +752,18 @@ class ExstreamEmulator:
         return self._file_response(request, "message")
 
     async def batch_input(self, request: Request) -> Response:
+        """404 for a domain or channel that does not exist, 415 for a content type the channel does not take."""
         await self.record(request)
         client = self.authorize(request)
+        domain, channel = request.path_params["domain"], request.path_params["channel"]
+        if domain != self.domain:
+            raise ApiError(404, f"Domain {domain} not found")
+        if channel not in self.channels:
+            raise ApiError(404, f"Input channel {channel} not found in domain {domain}")
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type not in self.channels[channel]:
+            taken = ", ".join(sorted(self.channels[channel]))
+            raise ApiError(415, f"Input channel {channel} takes {taken}, not {content_type or 'no content type'}")
         job = self.put_job(
             {
                 "domainId": request.path_params["domain"],
@@ -673,7 +783,7 @@ class ExstreamEmulator:
             await self.record(request)
         if request.url.path.startswith(f"{API}/"):
             self.authorize(request)
-        return _error_response(404, f"no emulated route for {request.method} {request.url.path}")
+        raise ApiError(404, f"no emulated route for {request.method} {request.url.path}")
 
     async def get_inbox(self, request: Request) -> Response:
         return JSONResponse(self.inbox)
@@ -710,13 +820,12 @@ class ExstreamEmulator:
         return JSONResponse(body, status_code=201)
 
 
-def _guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+def _guarded(handler: Callable[[Request], Any], shape: Callable[[], ErrorShape]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
         except ApiError as exc:
-            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status_code == 401 else None
-            return _error_response(exc.status_code, exc.details, headers)
+            return _error_response(exc.status_code, exc.details, request.url.path, shape(), exc.headers)
 
     return endpoint
 
@@ -727,9 +836,22 @@ def create_exstream_app(
     client_id: str | None = None,
     client_secret: str | None = None,
     domain: str = "default",
+    token_ttl: int = 3600,
+    page_cap: int = DEFAULT_PAGE_CAP,
+    error_shape: ErrorShape = "generic",
+    channels: Mapping[str, Collection[str]] | None = None,
 ) -> Starlette:
     """An emulator seeded from ``data_dir``; any client may get a token unless credentials are given."""
-    emulator = ExstreamEmulator(data_dir, client_id=client_id, client_secret=client_secret, domain=domain)
+    emulator = ExstreamEmulator(
+        data_dir,
+        client_id=client_id,
+        client_secret=client_secret,
+        domain=domain,
+        token_ttl=token_ttl,
+        page_cap=page_cap,
+        error_shape=error_shape,
+        channels=channels,
+    )
     runtime = f"{API}/runtime/{{domain}}"
     table: list[tuple[str, str, Callable[[Request], Any]]] = [
         (TOKEN_PATH, "POST", emulator.token),
@@ -747,9 +869,13 @@ def create_exstream_app(
         ("/_emulator/inbox", "DELETE", emulator.delete_inbox),
         ("/_emulator/jobs", "POST", emulator.post_job),
     ]
-    routes = [Route(path, _guarded(handler), methods=[method]) for path, method, handler in table]
+
+    def shape() -> ErrorShape:
+        return emulator.error_shape
+
+    routes = [Route(path, _guarded(handler, shape), methods=[method]) for path, method, handler in table]
     any_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    routes.append(Route("/{path:path}", _guarded(emulator.unknown_route), methods=any_method))
+    routes.append(Route("/{path:path}", _guarded(emulator.unknown_route, shape), methods=any_method))
     app = Starlette(routes=routes)
     app.state.exstream = emulator
     return app
