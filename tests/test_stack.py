@@ -16,9 +16,10 @@ import httpx
 import pytest
 import yaml
 
+from exstream_push.prefect_server import pid_alive
 from exstream_push.settings import PROJECT_ROOT
 from exstream_push_dev.emulators.server import free_port
-from exstream_push_dev.stack import descendant_pids, pid_alive, project_automations
+from exstream_push_dev.stack import descendant_pids, project_automations
 
 pytestmark = pytest.mark.timeout(900)
 
