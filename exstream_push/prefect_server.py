@@ -86,6 +86,8 @@ def port_or_free(preferred: int) -> int:
     """The conventional port when it is free, so URLs stay the same between runs; any free port otherwise."""
     for port in (preferred, 0):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As uvicorn binds: a port whose last connections linger in TIME_WAIT is free, one with a listener not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((LOOPBACK, port))
             except OSError:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exstream_push.prefect_server import ServerRecord, pid_alive, read_record, state_file, write_record
+from exstream_push.prefect_server import ServerRecord, pid_alive, port_or_free, read_record, state_file, write_record
 from exstream_push_dev.emulators.samples import write_manifest
 from exstream_push_dev.emulators.server import free_port
 
@@ -136,3 +136,18 @@ def test_a_record_whose_pid_is_another_process_is_replaced_and_that_process_left
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_port_left_in_time_wait_is_still_the_preferred_one_and_a_listened_one_is_not() -> None:
+    """A stopped server's port stays the shared server's next time (its closed connections linger in TIME_WAIT)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    assert port_or_free(port) != port  # listened on
+    accepted.close()  # the server side closes first, so its end of the connection waits in TIME_WAIT
+    client.close()
+    listener.close()
+    assert port_or_free(port) == port
