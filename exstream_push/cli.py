@@ -31,8 +31,7 @@ def configure_prefect(settings: Settings) -> None:
     """Before a flow runs here: embedded defaults for Prefect unless the user configured a server (state under our
     home, no telemetry), tracebacks on the terminal only with ``--debug``, and the ledger and a configured Prefect
     API checked, so an outage is one line before any server starts."""
-    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve())))
-    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level: its server failed
+    _use_prefect_home(settings)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     if not _debug:
@@ -40,6 +39,14 @@ def configure_prefect(settings: Settings) -> None:
     from exstream_push.runtime import check_dependencies
 
     check_dependencies(settings)
+
+
+def _use_prefect_home(settings: Settings) -> None:
+    """Prefect's home under ours (the shared server's folder), unless the user set one, before Prefect reads it."""
+    from exstream_push.prefect_server import server_dir
+
+    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(server_dir(settings.home))))
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level: its server failed
 
 
 class _WithoutTracebacks(logging.Formatter):
@@ -236,6 +243,7 @@ def cmd_server_status(args: argparse.Namespace) -> int:
     from exstream_push.prefect_server import find_server, read_record, stack_state_file
 
     settings = get_settings()
+    _use_prefect_home(settings)  # the profiles a command reads
     if (api_url := configured_api_url()) is not None:
         print(f"configured by PREFECT_API_URL: {api_url}")
         return 0
