@@ -31,8 +31,7 @@ def configure_prefect(settings: Settings) -> None:
     """Before a flow runs here: embedded defaults for Prefect unless the user configured a server (state under our
     home, no telemetry), tracebacks on the terminal only with ``--debug``, and the ledger and a configured Prefect
     API checked, so an outage is one line before any server starts."""
-    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve())))
-    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level: its server failed
+    _use_prefect_home(settings)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     if not _debug:
@@ -40,6 +39,14 @@ def configure_prefect(settings: Settings) -> None:
     from exstream_push.runtime import check_dependencies
 
     check_dependencies(settings)
+
+
+def _use_prefect_home(settings: Settings) -> None:
+    """Prefect's home under ours (the shared server's folder), unless the user set one, before Prefect reads it."""
+    from exstream_push.prefect_server import server_dir
+
+    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(server_dir(settings.home))))
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level: its server failed
 
 
 class _WithoutTracebacks(logging.Formatter):
@@ -105,7 +112,6 @@ def cmd_links_verify(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    configure_prefect(settings)
     from exstream_push.tasks.extract import job_id_for_file
 
     runnable = USE_CASES[args.use_case]
@@ -128,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"no such file for --{name}: {value}", file=sys.stderr)
                 return 2
             parameters[name] = str(Path(value).resolve())
+    configure_prefect(settings)  # after the arguments are checked: a typo must not wait for a server
     flow = runnable.load()
     if args.task_runner != "default":
         from exstream_push.task_runners import task_runner_for
@@ -222,6 +229,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server_start(args: argparse.Namespace) -> int:
+    from exstream_push.prefect_server import ensure_server
+
+    record, started = ensure_server(get_settings().home)
+    print(f"{'started' if started else 'already running:'} Prefect server {record.url} (pid {record.pid})")
+    return 0
+
+
+def cmd_server_status(args: argparse.Namespace) -> int:
+    """Which Prefect server a command would run on; exit 1 when it would have to start one."""
+    from exstream_push.prefect_events import configured_api_url
+    from exstream_push.prefect_server import find_server, read_record, stack_state_file
+
+    settings = get_settings()
+    _use_prefect_home(settings)  # the profiles a command reads
+    if (api_url := configured_api_url()) is not None:
+        print(f"configured by PREFECT_API_URL: {api_url}")
+        return 0
+    record = find_server(settings.home)
+    if record is None:
+        print(f"no local Prefect server is running (EXSTREAM_PUSH_PREFECT_SERVER={settings.prefect_server})")
+        return 1
+    owner = "exstream-push up" if record == read_record(stack_state_file(settings.home)) else "shared"
+    print(f"{owner}: Prefect server {record.url} (pid {record.pid}, started {record.started_at})")
+    return 0
+
+
+def cmd_server_stop(args: argparse.Namespace) -> int:
+    from exstream_push.prefect_server import stop_server
+
+    record = stop_server(get_settings().home)
+    print(f"stopped Prefect server {record.url} (pid {record.pid})" if record else "no shared Prefect server recorded")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exstream-push",
@@ -306,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8095)
     serve.set_defaults(handler=cmd_serve)
+
+    server = commands.add_parser(
+        "server", help="the local Prefect server that commands without PREFECT_API_URL share"
+    ).add_subparsers(dest="server_command", required=True, metavar="ACTION")
+    server.add_parser("start", help="start it in the background unless it runs").set_defaults(handler=cmd_server_start)
+    server.add_parser("status", help="the server a command would run on; exit 1 when none runs").set_defaults(
+        handler=cmd_server_status
+    )
+    server.add_parser("stop", help="stop the shared server (up stops its own)").set_defaults(handler=cmd_server_stop)
 
     report = commands.add_parser("report", help="counts per use case and status")
     report.add_argument("--json", action="store_true", help="an object keyed by use case: status → count")

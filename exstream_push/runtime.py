@@ -35,11 +35,17 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 def check_dependencies(settings: Settings) -> None:
     """Open the ledger and reach a configured Prefect API, or raise ``DependencyUnavailable``: found here, an
-    outage is one line before any server starts, not a failed run and its tracebacks."""
+    outage is one line before any server starts, not a failed run and its tracebacks. Without a configured API,
+    the local shared server is found or started (it answered its health check then), unless the setting asks for
+    Prefect's temporary server per command."""
     ledger_for(settings)
     api_url = configured_api_url()
     if api_url is None:
-        return  # an embedded server: Prefect starts it itself
+        if settings.prefect_server == "shared":
+            from exstream_push.prefect_server import use_server
+
+            use_server(settings.home)
+        return
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     quota_backend: Literal["none", "prefect", "redis"] = "prefect"  # where the shared token bucket lives
     quota_group: int = Field(500, ge=1)  # permits taken per call to the quota backend
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Without PREFECT_API_URL: "shared" runs every command on one local Prefect server that outlives it (started
+    # once, found again: exstream_push/prefect_server.py); "ephemeral" is Prefect's temporary server per command.
+    prefect_server: Literal["shared", "ephemeral"] = "shared"
     dask_address: str | None = None  # an existing Dask scheduler for --task-runner dask; else a local cluster
     dask_workers: int | None = Field(None, ge=1)  # workers of that local cluster (Dask's default: one per core)
 

@@ -19,10 +19,12 @@ import multiprocessing
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import httpx
 import orjson
 
 from exstream_push.settings import PROJECT_ROOT, Settings, configure_settings, get_settings
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from google.oauth2 import service_account
 
 BENCH_JOB = "BENCH"
+STARTUP_RUNS = 3
+STARTUP_CUSTOMERS = 20
 BASELINE_MESSAGES = 20_000
 CEILING_MESSAGES = 100_000
 CEILING_CONCURRENCY = (16, 32, 64, 128)
@@ -196,6 +201,51 @@ def _task_run_phases(started: float, ended: float) -> tuple[dict[str, float], in
     return dict(phases), len(task_runs)
 
 
+def _first_task_start(api_url: str, after: float) -> float:
+    """Unix time the first task run that started after ``after`` started, as the Prefect API recorded it (task
+    runs reach it as events, a moment after the command that ran them may have exited)."""
+    query = {"task_runs": {"start_time": {"after_": datetime.fromtimestamp(after, UTC).isoformat()}}, "limit": 200}
+    for _ in range(60):
+        runs = httpx.post(f"{api_url}/task_runs/filter", json=query, timeout=30).json()
+        starts = [datetime.fromisoformat(run["start_time"]) for run in runs if run.get("start_time")]
+        if starts:
+            return min(starts).timestamp()
+        time.sleep(0.5)
+    raise RuntimeError(f"startup: no task run started after {after} reached {api_url}")
+
+
+def measure_startup(home: Path, env: Mapping[str, str], runs: int = STARTUP_RUNS) -> dict[str, Any]:
+    """``startup_seconds``: from a command's start to its first task run's start, the median of ``runs``, on the
+    embedded defaults with the shared Prefect server of ``home`` already up (started first, and stopped after when
+    this call started it). ``env`` is the command's environment; its PREFECT_API_URL is dropped."""
+    from exstream_push.prefect_server import ensure_server, stop_server
+    from exstream_push_dev.emulators.samples import write_manifest
+
+    manifest = home / "startup" / "_STDDELIVERYFILE.xml"
+    write_manifest(manifest, STARTUP_CUSTOMERS, seed=103, job_id="STARTUP")
+    command = [str(Path(sys.executable).parent / "exstream-push"), "run", "statement-ready"]
+    command += ["--manifest", str(manifest), "--job-id", "STARTUP"]
+    command_env = {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
+    command_env.update({"EXSTREAM_PUSH_HOME": str(home), "EXSTREAM_PUSH_PREFECT_SERVER": "shared"})
+    record, started_here = ensure_server(home)
+    seconds = []
+    try:
+        for _ in range(runs):
+            started = time.time()
+            done = subprocess.run(command, env=command_env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"startup: {shlex.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+            seconds.append(round(_first_task_start(record.url, started) - started, 2))
+    finally:
+        if started_here:
+            stop_server(home)
+    return {
+        "startup_seconds": statistics.median(seconds),
+        "startup_seconds_runs": seconds,
+        "startup_command": f"EXSTREAM_PUSH_HOME={shlex.quote(str(home))} {shlex.join(command)}",
+    }
+
+
 @dataclass
 class WorkersRun:
     """What ``--workers`` processes sharing one run did together."""
@@ -240,10 +290,11 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
     logs.mkdir(parents=True)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+    from exstream_push.prefect_server import port_or_free
     from exstream_push_dev.emulators.exstream import create_exstream_app
     from exstream_push_dev.emulators.google_oauth import fcm_process_env, oauth_emulator
     from exstream_push_dev.emulators.server import EmulatorProcess, ServerThread
-    from exstream_push_dev.stack import ChildProcess, port_or_free, prefect_env, wait_for_http
+    from exstream_push_dev.stack import ChildProcess, prefect_env, wait_for_http
 
     key_file = run_home / "service-account.json"
     project = Settings().fcm_project
@@ -298,6 +349,9 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         from exstream_push.runtime import ledger_for
 
         import_devices(ledger_for(settings), devices)
+        # The shared server on the same Prefect database, up before the bench's own and stopped again
+        startup = measure_startup(run_home, {**os.environ, **run_env})
+        print(f"  startup (command start to first task run, median of {STARTUP_RUNS}): {startup['startup_seconds']} s")
         prefect_server.start()
         try:
             wait_for_http(f"{prefect_url}/health", prefect_server)
@@ -333,6 +387,7 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         "second_run_seconds": round(second.seconds, 2),
         "second_run_sent": second.totals["sent"],
         "second_run_over_first": round(second.seconds / first.seconds, 3),
+        **startup,
         "emulator_worker_processes": emulator_workers,
         "command": shlex.join(sys.orig_argv),
     }

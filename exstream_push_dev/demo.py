@@ -43,6 +43,8 @@ def run_demo() -> int:
             fcm_url=fcm.url,
             fcm_service_account_file=google.service_account_file,
             exstream_url=f"{exstream.url}/orchestration",
+            # Prefect's temporary server: a shared one would outlive the sandbox this command deletes next time.
+            prefect_server="ephemeral",
         )
         configure_settings(settings)
         from exstream_push.cli import configure_prefect

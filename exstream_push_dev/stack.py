@@ -15,11 +15,11 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from exstream_push.prefect_server import ServerRecord, pid_alive, port_or_free, stack_state_file, write_record
 from exstream_push.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -124,12 +125,6 @@ def descendant_pids(pid: int) -> set[int]:
     return found
 
 
-def pid_alive(pid: int) -> bool:
-    """Running or stopped, not a zombie: a zombie whose parent is gone may never be reaped in a container."""
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False)
-    return bool(state.stdout.strip()) and not state.stdout.strip().startswith("Z")
-
-
 def _reap(pids: set[int], timeout: float) -> None:
     """Stop processes that escaped their group (a worker's flow runs get sessions of their own)."""
     alive = {pid for pid in pids if pid_alive(pid)}
@@ -157,18 +152,6 @@ def wait_for_http(url: str, child: ChildProcess | None, timeout: float = STARTUP
         time.sleep(0.5)
     tail = f":\n{child.log_tail()}" if child is not None else ""
     raise StackError(f"{url} did not answer within {timeout:.0f} s{tail}")
-
-
-def port_or_free(preferred: int) -> int:
-    """The conventional port when it is free, so URLs stay the same between runs; any free port otherwise."""
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise StackError("no free loopback port")
 
 
 def run_prefect(args: Sequence[str], *, env: Mapping[str, str], log_file: Path, timeout: float) -> None:
@@ -291,6 +274,10 @@ class Stack:
             env,
         )
         wait_for_http(f"{api_url}/health", server)
+        if server.pid is not None:  # commands on this home without PREFECT_API_URL run on this server meanwhile
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            record = ServerRecord(server.pid, self.prefect_port, api_url, started)
+            write_record(stack_state_file(self.settings.home), record)
         deploy_log = self.logs / "deploy.log"
         run_prefect(
             ["work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
@@ -349,6 +336,7 @@ class Stack:
     def stop(self) -> None:
         """The ingress API and the worker (it stops taking runs) first, the server they report to after them, and
         the emulators last; flow runs the worker started in sessions of their own are stopped too."""
+        stack_state_file(self.settings.home).unlink(missing_ok=True)
         escaped = {pid for child in self.children if child.pid for pid in descendant_pids(child.pid)}
         for child in reversed(self.children):
             child.stop()

@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A command a test runs without the harness or a server of its own gets Prefect's temporary server, as before: no
+# test leaves a shared server behind (tests/test_prefect_server.py asks for one and stops it).
+os.environ.setdefault("EXSTREAM_PUSH_PREFECT_SERVER", "ephemeral")
 
 from google.oauth2 import service_account
 
@@ -44,8 +47,8 @@ END_TO_END_MODULES = frozenset(
     {
         "test_cli", "test_crash_resume", "test_demo", "test_event_driven", "test_exstream_client",
         "test_exstream_conformance", "test_exstream_emulator", "test_fcm_emulator", "test_fcm_sender", "test_ingress",
-        "test_memory",
-        "test_migrations", "test_prefect_events", "test_quota", "test_shared_run", "test_stack",
+        "test_memory", "test_migrations", "test_prefect_events", "test_prefect_server", "test_quota",
+        "test_shared_run", "test_stack",
         "test_task_runners", "test_work_queue", "test_zombie_runs",
     }
 )  # fmt: skip

@@ -16,9 +16,10 @@ import httpx
 import pytest
 import yaml
 
+from exstream_push.prefect_server import pid_alive, stack_state_file
 from exstream_push.settings import PROJECT_ROOT
 from exstream_push_dev.emulators.server import free_port
-from exstream_push_dev.stack import descendant_pids, pid_alive, project_automations
+from exstream_push_dev.stack import descendant_pids, project_automations
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -33,6 +34,7 @@ class UpProcess:
     def __init__(self, home: Path, prefect_port: int) -> None:
         env = {name: value for name, value in os.environ.items() if not name.startswith(("PREFECT_", "EXSTREAM_PUSH_"))}
         env.update({"EXSTREAM_PUSH_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+        self.home, self.env = home, env
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "exstream-push"), "up", "--prefect-port", str(prefect_port)],
             env=env,
@@ -104,6 +106,13 @@ def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> N
     assert all(names.count(automation.name) == 1 for automation in project_automations()), names
     assert re.search(r"^\s+export EXSTREAM_PUSH_INGRESS_SECRET=\S+", up.output, re.MULTILINE)
 
+    # a command on this home without PREFECT_API_URL runs on the stack's server, not a server of its own
+    status = subprocess.run(
+        [sys.executable, "-m", "exstream_push.cli", "server", "status"], env=up.env, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"exstream-push up: Prefect server {up.url('Prefect API')} ("), status.stdout
+
     children = descendant_pids(up.process.pid)
     assert len(children) >= 3, f"expected the server, the worker and the ingress API below `up`, found {children}"
     up.process.send_signal(signal.SIGINT)
@@ -117,3 +126,4 @@ def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> N
     while (alive := {pid for pid in children if pid_alive(pid)}) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not alive, f"processes started by `up` outlived it: {alive}"
+    assert not stack_state_file(up.home).exists()
