@@ -39,7 +39,13 @@ class FcmConnection(Block):
         default=None, description="Path to the service account JSON key on the machine that runs the flow."
     )
     concurrency: int = Field(
-        default=_DEFAULTS["fcm_concurrency"].default, ge=1, le=1000, description="Requests in flight at once."
+        default=_DEFAULTS["fcm_concurrency"].default, ge=1, le=1000, description="Requests in flight from the start."
+    )
+    max_concurrency: int = Field(
+        default=_DEFAULTS["fcm_max_concurrency"].default,
+        ge=1,
+        le=4096,
+        description="Requests in flight at most, reached while FCM's round trips stay flat.",
     )
     max_attempts: int = Field(
         default=_DEFAULTS["fcm_max_attempts"].default, ge=1, description="Attempts per message, the first included."
@@ -70,6 +76,7 @@ class FcmConnection(Block):
             project_id=self.project_id,
             credentials=self.get_credentials(),
             concurrency=self.concurrency,
+            max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
             quota=quota if quota is not None else send_quota(get_settings(), self.project_id),
         )
@@ -81,5 +88,6 @@ class FcmConnection(Block):
             project_id=settings.fcm_project,
             service_account_file=settings.fcm_service_account_file,
             concurrency=settings.fcm_concurrency,
+            max_concurrency=settings.fcm_max_concurrency,
             max_attempts=settings.fcm_max_attempts,
         )

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     # The service account's JSON key (google-auth signs in with it, at the token_uri it names); unset, Google's
     # application-default credentials (GOOGLE_APPLICATION_CREDENTIALS, a metadata server) are used.
     fcm_service_account_file: Path | None = None
-    fcm_concurrency: int = Field(64, ge=1, le=1000)
+    fcm_concurrency: int = Field(64, ge=1, le=1000)  # requests in flight from the start of a batch
+    # ...and at most, while FCM's round trips stay flat (connectors/fcm/concurrency.py): what hides a distant FCM
+    fcm_max_concurrency: int = Field(512, ge=1, le=4096)
     fcm_max_attempts: int = Field(5, ge=1)
 
     exstream_url: str = "http://127.0.0.1:8091/orchestration"

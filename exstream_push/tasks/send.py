@@ -90,8 +90,9 @@ def send_push(
     ]
     if requests:
         sender = fcm.get_sender()
-        # Recording every `concurrency` completions bounds what a crash can repeat to twice the messages in flight.
-        sender.send(requests, on_results=record, flush_size=sender.concurrency)
+        # Recording every `max_concurrency` completions (or every 0.2 s) bounds what a crash can repeat to twice the
+        # most messages in flight.
+        sender.send(requests, on_results=record, flush_size=sender.max_concurrency)
     get_run_logger().info("send: %s", dict(counts))
     if configuration_errors:
         raise PushConfigurationError(

@@ -24,6 +24,7 @@ import orjson
 from firebase_admin import exceptions, messaging
 
 from exstream_push.connectors.fcm.auth import fcm_send_url, resolve_credentials
+from exstream_push.connectors.fcm.concurrency import AdaptiveLimit, LimitStats
 from exstream_push.connectors.fcm.errors import firebase_error, parse_retry_after, transport_error
 from exstream_push.connectors.fcm.message import PayloadTooLargeError, encode
 from exstream_push.connectors.push_errors import (
@@ -55,6 +56,7 @@ REFRESH_AHEAD_SECONDS = 225.0
 REFRESH_AHEAD_FRACTION = 0.5
 """...or at half its life when it is shorter than twice that, so a short-lived token is not renewed per request."""
 THIRD_PARTY_AUTH_ERROR = "THIRD_PARTY_AUTH_ERROR"
+OVERLOAD_STATUSES = frozenset({429, 503})
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -102,6 +104,12 @@ class _Attempt:
     retry_after: float | None = None
     rejected_token: str | None = None
     """The access token FCM answered 401 UNAUTHENTICATED to (expired early, revoked): renew it and send again."""
+    status: int | None = None
+
+    @property
+    def overloaded(self) -> bool:
+        """FCM asked us to slow down (429) or could not keep up (503)."""
+        return self.status in OVERLOAD_STATUSES
 
 
 class FcmSender:
@@ -114,17 +122,25 @@ class FcmSender:
         project_id: str,
         credentials: google.auth.credentials.Credentials | None = None,
         concurrency: int = 64,
+        max_concurrency: int | None = None,
         max_attempts: int = 5,
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         quota: SendQuota | None = None,
     ) -> None:
-        """``sleep`` waits before each retry; tests pass one that records what it was asked to wait.
-        ``quota`` grants a permit before every attempt, retries included: FCM counts each request."""
+        """``concurrency`` requests are in flight from the start; up to ``max_concurrency`` while round trips stay
+        flat (``AdaptiveLimit``; ``None``: a fixed ``concurrency``). ``sleep`` waits before each retry; tests pass
+        one that records what it was asked to wait. ``quota`` grants a permit before every attempt, retries
+        included: FCM counts each request."""
         if concurrency < 1 or max_attempts < 1:
             raise ValueError("concurrency and max_attempts must be at least 1")
+        if max_concurrency is not None and max_concurrency < concurrency:
+            raise ValueError(f"max_concurrency {max_concurrency} is below concurrency {concurrency}")
         self.url = fcm_send_url(base_url, project_id)
         self.concurrency = concurrency
+        self.max_concurrency = max_concurrency or concurrency
+        self.last_limit: LimitStats | None = None
+        """The in-flight limit's accounting of the last ``send_async``: its final value, peak and back-offs."""
         self.max_attempts = max_attempts
         self._timeout = timeout
         self._sleep = sleep
@@ -172,7 +188,7 @@ class FcmSender:
         with contextlib.suppress(google.auth.exceptions.GoogleAuthError):
             await self._ensure_fresh_token()  # once up front; a failure is reported per message by _post
         batch = _Batch(self, requests, on_results, flush_size)
-        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=self.max_concurrency, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         async with aiohttp.ClientSession(
             connector=connector,
@@ -247,6 +263,7 @@ class FcmSender:
         token_refused = response.status == 401 and fcm_error_code(error) != THIRD_PARTY_AUTH_ERROR
         return _Attempt(
             error=error,
+            status=response.status,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             rejected_token=headers["authorization"].partition(" ")[2] if token_refused else None,
         )
@@ -284,6 +301,7 @@ class _Batch:
         self._queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         self._pending_retries: set[asyncio.Task[None]] = set()
         self._permits = PermitPool(sender.quota)
+        self._limit = AdaptiveLimit(sender.concurrency, sender.max_concurrency)
 
     async def run(self, session: aiohttp.ClientSession) -> list[PushResult]:
         for index, request in enumerate(self._requests):
@@ -297,7 +315,8 @@ class _Batch:
             else:
                 self._queue.put_nowait((index, 1))
         workers = [
-            asyncio.create_task(self._work(session)) for _ in range(min(self._sender.concurrency, self._queue.qsize()))
+            asyncio.create_task(self._work(session))
+            for _ in range(min(self._sender.max_concurrency, self._queue.qsize()))
         ]
         background = [*workers, asyncio.create_task(self._flush_periodically())]
         all_resolved = asyncio.create_task(self._all_resolved.wait())
@@ -311,14 +330,18 @@ class _Batch:
                 task.cancel()
             await asyncio.gather(all_resolved, *background, *self._pending_retries, return_exceptions=True)
             await self._permits.close()
+            self._sender.last_limit = self._limit.stats()
         return [result for result in self._results if result is not None]
 
     async def _work(self, session: aiohttp.ClientSession) -> None:
         sender = self._sender
         while True:
             index, attempt = await self._queue.get()
+            await self._limit.acquire()
             await self._permits.take()
+            started = time.monotonic()
             outcome = await sender._post(session, self._bodies[index])
+            self._limit.release(time.monotonic() - started, overloaded=outcome.overloaded)
             key = self._requests[index].key
             if outcome.error is None:
                 self._resolve(index, PushResult(key=key, message_id=outcome.message_id, attempts=attempt))

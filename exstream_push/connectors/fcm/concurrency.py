@@ -1,0 +1,106 @@
+"""How many FCM requests may be in flight: enough to keep a distant FCM's pipe full, no more than it takes.
+
+At a real round trip (tens of milliseconds) the send rate is requests in flight over the round trip, so a fixed 64
+caps a sender at 1,280 messages/s at 50 ms. The limit here starts at the configured floor and grows while round
+trips stay flat — doubling per round trip at first (slow start), then one per round trip — up to the ceiling. Round
+trips that rise past twice the fastest seen mean requests are queueing somewhere (our CPU, the network, FCM): the
+limit steps down, never below the floor. FCM saying it is overloaded (429, 503) halves it, below the floor if need
+be, once per round trip. On loopback the round trip is CPU-bound and the limit stays near the floor, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+
+LATENCY_TOLERANCE = 2.0
+"""A round trip up to this many times the fastest seen counts as flat."""
+LATENCY_STEP_DOWN = 0.9
+OVERLOAD_STEP_DOWN = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStats:
+    """The limit's own accounting of one send: what a test or the bench asserts on, never a stopwatch."""
+
+    limit: int
+    peak_in_flight: int
+    overload_backoffs: int
+    latency_backoffs: int
+
+
+class AdaptiveLimit:
+    """An asyncio gate: ``await acquire()`` before a request, ``release(...)`` after it, with its outcome."""
+
+    def __init__(self, floor: int, ceiling: int) -> None:
+        if not 1 <= floor <= ceiling:
+            raise ValueError(f"concurrency floor {floor} and ceiling {ceiling}: need 1 <= floor <= ceiling")
+        self.floor = floor
+        self.ceiling = ceiling
+        self._limit = float(floor)
+        self._slow_start = floor < ceiling
+        self._fastest = float("inf")
+        self._last_step_down = float("-inf")
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._overload_backoffs = 0
+        self._latency_backoffs = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._limit))
+
+    def stats(self) -> LimitStats:
+        return LimitStats(self.limit, self._peak_in_flight, self._overload_backoffs, self._latency_backoffs)
+
+    async def acquire(self) -> None:
+        if self._in_flight >= self.limit or self._waiters:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # the slot is handed over by _wake, already counted
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._in_flight -= 1  # handed a slot, then cancelled before using it
+                    self._wake()
+                raise
+        else:
+            self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
+    def release(self, round_trip: float, *, overloaded: bool = False) -> None:
+        """``round_trip`` in seconds; ``overloaded`` when FCM answered 429 or 503."""
+        self._in_flight -= 1
+        now = time.monotonic()
+        if overloaded:
+            if self._may_step_down(now):
+                self._limit = max(1.0, self._limit * OVERLOAD_STEP_DOWN)
+                self._slow_start = False
+                self._overload_backoffs += 1
+        else:
+            self._fastest = min(self._fastest, round_trip)
+            if round_trip <= self._fastest * LATENCY_TOLERANCE:
+                grown = self._limit + (1.0 if self._slow_start else 1.0 / self._limit)
+                self._limit = min(float(self.ceiling), grown)
+            elif self._limit > self.floor and self._may_step_down(now):
+                self._limit = max(float(self.floor), self._limit * LATENCY_STEP_DOWN)
+                self._slow_start = False
+                self._latency_backoffs += 1
+        self._wake()
+
+    def _may_step_down(self, now: float) -> bool:
+        """Once per round trip: the answers to requests sent before a step down say nothing of the new limit."""
+        if now - self._last_step_down < min(self._fastest, 1.0):
+            return False
+        self._last_step_down = now
+        return True
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)

@@ -1,0 +1,139 @@
+"""Requests in flight that follow FCM's round trip: more while it stays flat, fewer when it rises or FCM is overloaded.
+
+Asserted on the limit's own accounting (its peak, its back-offs), never on a stopwatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from google.oauth2 import service_account
+
+from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message
+from exstream_push.connectors.fcm.concurrency import AdaptiveLimit
+
+PROJECT = "test-project"
+
+
+def settle(limit: AdaptiveLimit, round_trip: float, times: int, *, overloaded: bool = False) -> None:
+    """``times`` requests taken and answered one after another, each after ``round_trip`` seconds."""
+
+    async def run() -> None:
+        for _ in range(times):
+            await limit.acquire()
+            limit.release(round_trip, overloaded=overloaded)
+
+    asyncio.run(run())
+
+
+def test_a_flat_round_trip_grows_the_limit_to_its_ceiling_and_no_further() -> None:
+    limit = AdaptiveLimit(floor=64, ceiling=512)
+    settle(limit, 0.05, 200)
+    assert limit.limit == 264  # slow start: one more per answer, so doubling per round trip
+    settle(limit, 0.05, 1000)
+    assert limit.limit == 512 and limit.stats().latency_backoffs == 0
+
+
+def test_a_rising_round_trip_steps_down_but_never_below_the_floor() -> None:
+    limit = AdaptiveLimit(floor=64, ceiling=512)
+    settle(limit, 0.01, 300)
+    grown = limit.limit
+    settle(limit, 0.5, 1)  # fifty times the fastest: queueing somewhere
+    assert limit.limit < grown and limit.stats().latency_backoffs == 1
+    for _ in range(60):
+        limit._last_step_down = float("-inf")  # as if a round trip had passed between the slow answers
+        settle(limit, 0.5, 1)
+    assert limit.limit == 64
+
+
+def test_overload_halves_the_limit_once_per_round_trip_even_below_the_floor() -> None:
+    limit = AdaptiveLimit(floor=64, ceiling=512)
+    settle(limit, 0.05, 1, overloaded=True)
+    settle(limit, 0.05, 5, overloaded=True)  # answers to requests sent before the first halving
+    assert limit.limit == 32 and limit.stats().overload_backoffs == 1
+
+
+def test_a_fixed_limit_stays_where_it_is_on_flat_and_rising_round_trips() -> None:
+    limit = AdaptiveLimit(floor=8, ceiling=8)
+    settle(limit, 0.01, 100)
+    settle(limit, 1.0, 100)
+    assert limit.limit == 8
+
+
+def test_acquire_waits_at_the_limit_and_a_release_lets_the_next_one_in() -> None:
+    async def run() -> tuple[bool, bool]:
+        limit = AdaptiveLimit(floor=2, ceiling=2)
+        await limit.acquire()
+        await limit.acquire()
+        third = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0.01)
+        blocked = not third.done()
+        limit.release(0.01)
+        await asyncio.wait_for(third, 1)
+        return blocked, limit.stats().peak_in_flight == 2
+
+    assert asyncio.run(run()) == (True, True)
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveLimit(floor=0, ceiling=4)
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveLimit(floor=8, ceiling=4)
+
+
+def requests_for(count: int, prefix: str = "d") -> list[PushRequest]:
+    return [
+        PushRequest(
+            key=f"key-{n}",
+            message=build_message(
+                title="Your statement is ready",
+                body="Open the app to view it.",
+                data={"document_ref": f"r-{n}"},
+                collapse_key="statement",
+                token=f"{prefix}-{n}",
+            ),
+        )
+        for n in range(count)
+    ]
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def test_the_sender_keeps_more_than_64_in_flight_when_fcm_is_far_away(
+    fcm: Any, fcm_google_credentials: service_account.Credentials
+) -> None:
+    fcm.app.state.fcm.latency = 0.05
+    sender = FcmSender(
+        base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=64, max_concurrency=512
+    )
+    results = sender.send(requests_for(4_000))
+    assert all(result.ok for result in results)
+    assert sender.last_limit is not None
+    assert sender.last_limit.peak_in_flight > 64
+    assert fcm.app.state.fcm.accepted == 4_000
+
+
+def test_the_sender_backs_off_when_fcm_answers_429(
+    fcm: Any, fcm_google_credentials: service_account.Credentials
+) -> None:
+    fcm.app.state.fcm.latency = 0.01
+    sender = FcmSender(
+        base_url=fcm.url,
+        project_id=PROJECT,
+        credentials=fcm_google_credentials,
+        concurrency=64,
+        max_concurrency=512,
+        sleep=no_wait,
+    )
+    # quota- tokens get one 429 (with Retry-After) each, then go through: every message arrives, once.
+    results = sender.send(requests_for(600, prefix="quota"))
+    assert all(result.ok for result in results)
+    assert sender.last_limit is not None
+    assert sender.last_limit.overload_backoffs >= 1
+    assert sender.last_limit.limit < 512
+    assert fcm.app.state.fcm.accepted == 600
