@@ -73,8 +73,11 @@ def _credentials(key_file: Path) -> service_account.Credentials:
     return service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
 
 
-async def _ceiling(url: str, project: str, count: int, concurrency: int, access_token: str) -> float:
-    """Messages per second accepted by a bare aiohttp client with pre-encoded bodies: no model, no ledger."""
+async def _ceiling(
+    url: str, project: str, count: int, concurrency: int, access_token: str
+) -> tuple[float, float]:
+    """Messages per second accepted by a bare aiohttp client with pre-encoded bodies (no model, no ledger), and
+    the client's own CPU per message (this process's user + system time), in µs."""
     bodies = [_notice_body(n) for n in range(count)]
     endpoint = f"{url}/v1/projects/{project}/messages:send"
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {access_token}"}
@@ -92,12 +95,12 @@ async def _ceiling(url: str, project: str, count: int, concurrency: int, access_
                 accepted += response.status == 200
 
     async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     if accepted != count:
         raise RuntimeError(f"ceiling: the emulator accepted {accepted} of {count}")
-    return count / seconds
+    return count / seconds, cpu_seconds / count * 1e6
 
 
 async def _baseline(url: str, project: str, count: int, key_file: Path) -> float:
@@ -128,9 +131,12 @@ async def _baseline(url: str, project: str, count: int, key_file: Path) -> float
     return count / seconds
 
 
-def _transport_rates(url: str, project: str, ceiling_messages: int, key_file: Path) -> tuple[float, int, float]:
-    """The ceiling is the best of a sweep of concurrencies, on the event loop the product sends on; the baseline
-    runs on asyncio's own loop, as firebase-admin users do. Both sign in with the run's service account."""
+def _transport_rates(
+    url: str, project: str, ceiling_messages: int, key_file: Path
+) -> tuple[float, int, float, float]:
+    """The ceiling (its rate, best of a sweep of concurrencies, on the event loop the product sends on; its
+    concurrency; its CPU per message) and the baseline, on asyncio's own loop as firebase-admin users run it.
+    Both sign in with the run's service account."""
     from google.auth.transport.requests import Request
 
     from exstream_push.connectors.fcm import event_loop_factory
@@ -141,8 +147,9 @@ def _transport_rates(url: str, project: str, ceiling_messages: int, key_file: Pa
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         for concurrency in CEILING_CONCURRENCY:
             rates[concurrency] = runner.run(_ceiling(url, project, ceiling_messages, concurrency, credentials.token))
-    best = max(rates, key=rates.__getitem__)
-    return rates[best], best, asyncio.run(_baseline(url, project, BASELINE_MESSAGES, key_file))
+    best = max(rates, key=lambda concurrency: rates[concurrency][0])
+    rate, cpu_us = rates[best]
+    return rate, best, cpu_us, asyncio.run(_baseline(url, project, BASELINE_MESSAGES, key_file))
 
 
 def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
@@ -254,6 +261,8 @@ class WorkersRun:
     started: float
     totals: Counter[str]
     peak_rss_mb: list[int]
+    cpu_seconds: float
+    """All worker processes' user + system CPU, from wait4."""
 
 
 def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) -> WorkersRun:
@@ -269,6 +278,7 @@ def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) ->
             workers.append((subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr), out))
     totals: Counter[str] = Counter()
     peak_rss: list[int] = []
+    cpu_seconds = 0.0
     for process, out in workers:
         _pid, status, usage = os.wait4(process.pid, 0)  # wait4, for this worker's own peak RSS
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -277,10 +287,13 @@ def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) ->
         result = json.loads(out.read_text())
         totals.update({name: value for name, value in result.items() if isinstance(value, int | float)})
         peak_rss.append(round(usage.ru_maxrss / 1024))
-    return WorkersRun(time.perf_counter() - started, started_at, totals, peak_rss)
+        cpu_seconds += usage.ru_utime + usage.ru_stime
+    return WorkersRun(time.perf_counter() - started, started_at, totals, peak_rss, cpu_seconds)
 
 
-def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) -> dict[str, Any]:
+def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, latency_ms: float) -> dict[str, Any]:
+    """Statement-ready on ``customers`` at 0 ms (and its re-run), then the same data against an FCM answering
+    after ``latency_ms``, beside the bare client's ceiling and firebase-admin's baseline."""
     base = get_settings()
     work = (base.home / "bench").resolve()
     manifest, devices = _ensure_data(work / f"data-{customers}", customers)
@@ -337,7 +350,7 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
         )
         ceiling_messages = min(CEILING_MESSAGES, max(customers, 10_000))
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            ceiling, ceiling_concurrency, baseline = pool.submit(
+            ceiling, ceiling_concurrency, ceiling_cpu_us, baseline = pool.submit(
                 _transport_rates, fcm_url, project, ceiling_messages, key_file
             ).result()
         print(f"  ceiling (bare aiohttp, best at {ceiling_concurrency} concurrent): {ceiling:,.0f} msg/s")
@@ -359,18 +372,41 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int) ->
             first = _run_workers(workers, manifest, env, logs)
             second = _run_workers(workers, manifest, env, logs)
             phases, task_runs = _task_run_phases(first.started, second.started)
+            # The same data again, in a ledger of its own, against an FCM that answers after latency_ms.
+            latency_home = run_home / "at-latency"
+            import_devices(ledger_for(Settings(home=latency_home)), devices)
+            with EmulatorProcess(
+                "exstream_push_dev.emulators.fcm:create_fcm_app_from_env",
+                workers=emulator_workers,
+                env={
+                    "FCM_EMULATOR_KEEP_MESSAGES": "0",
+                    "FCM_EMULATOR_LATENCY": str(latency_ms / 1000),
+                    **fcm_process_env(oauth),
+                },
+            ) as far_fcm_url:
+                far_env = {**env, "EXSTREAM_PUSH_HOME": str(latency_home), "EXSTREAM_PUSH_FCM_URL": far_fcm_url}
+                at_latency = _run_workers(workers, manifest, far_env, logs)
         finally:
             prefect_server.stop()
     phases["record"] = round(first.totals["seconds_recording"], 2)
 
     sent = first.totals["sent"]
     end_to_end = sent / first.seconds
+    end_to_end_at_latency = at_latency.totals["sent"] / at_latency.seconds
+    cpu_us = first.cpu_seconds / sent * 1e6 if sent else None
     recipients = sent + first.totals["failed"] + first.totals["already_done"]
     figures = {
         "customers": customers,
         "worker_processes": workers,
         "manifest_parse_customers_per_s": round(parse_rate),
         "end_to_end_notifications_per_s": round(end_to_end),
+        "end_to_end_at_latency_per_s": round(end_to_end_at_latency),
+        "latency_ms": latency_ms,
+        "latency_ratio": round(end_to_end_at_latency / end_to_end, 3),
+        "notifications_sent_at_latency": at_latency.totals["sent"],
+        "cpu_us_per_notification": round(cpu_us) if cpu_us is not None else None,
+        "ceiling_cpu_us_per_message": round(ceiling_cpu_us),
+        "cpu_ratio": round(cpu_us / ceiling_cpu_us, 2) if cpu_us is not None else None,
         "notifications_sent": sent,
         "notifications_failed": first.totals["failed"],
         "first_run_seconds": round(first.seconds, 2),

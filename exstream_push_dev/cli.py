@@ -69,7 +69,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from exstream_push_dev.bench import run_bench
 
-    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers)
+    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers, args.latency)
     return 0
 
 
@@ -108,6 +108,9 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("--customers", type=int, default=1_000_000, help="customers in the generated manifest")
     bench.add_argument("--out", default="bench-results/bench.json", help="where the figures go as JSON")
     bench.add_argument("--emulator-workers", type=int, default=1, help="FCM emulator processes")
+    bench.add_argument(
+        "--latency", type=float, default=50.0, help="ms the FCM emulator waits before answering, in the second run"
+    )
     bench.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the run (default: one per core)"
     )

@@ -351,10 +351,12 @@ def create_fcm_app(
 
 def create_fcm_app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` (several worker processes): options come from the environment, the
-    OAuth2 emulator's token secret (hex) in ``FCM_EMULATOR_TOKEN_SECRET``."""
+    OAuth2 emulator's token secret (hex) in ``FCM_EMULATOR_TOKEN_SECRET``, a round trip in
+    ``FCM_EMULATOR_LATENCY`` (seconds)."""
     faults = os.environ.get("FCM_EMULATOR_FAULTS")
     return create_fcm_app(
         faults=parse_fault_spec(faults) if faults else None,
+        latency=float(os.environ.get("FCM_EMULATOR_LATENCY", "0")),
         keep_messages=os.environ.get("FCM_EMULATOR_KEEP_MESSAGES", "1") != "0",
         tokens=AccessTokens(bytes.fromhex(os.environ[TOKEN_SECRET_ENV])),
     )

@@ -2,16 +2,18 @@
 
 At a real round trip (tens of milliseconds) the send rate is requests in flight over the round trip, so a fixed 64
 caps a sender at 1,280 messages/s at 50 ms. The limit here starts at the configured floor and grows while round
-trips stay flat — doubling per round trip at first (slow start), then one per round trip — up to the ceiling. Round
-trips that rise past twice the fastest seen mean requests are queueing somewhere (our CPU, the network, FCM): the
-limit steps down, never below the floor. FCM saying it is overloaded (429, 503) halves it, below the floor if need
-be, once per round trip. On loopback the round trip is CPU-bound and the limit stays near the floor, as before.
+trips stay flat — doubling per round trip at first (slow start), then by a sixteenth of the ceiling per round trip —
+up to the ceiling. Round trips that rise past twice the fastest seen mean requests are queueing somewhere (our CPU,
+the network, FCM): the limit steps down a tenth, never below the floor. When more than a tenth of a window's
+answers say FCM is overloaded (429, 503), it halves, below the floor if need be: a few dead or rate-limited devices
+answering 429 or 503 on their own do not slow everyone. A window is as many answers as the limit was when it
+opened, about one round trip's worth; each rule acts at most once per window, since the answers to requests sent
+before a change say nothing of it. On loopback the round trip is CPU-bound and the limit stays at the floor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -19,6 +21,10 @@ LATENCY_TOLERANCE = 2.0
 """A round trip up to this many times the fastest seen counts as flat."""
 LATENCY_STEP_DOWN = 0.9
 OVERLOAD_STEP_DOWN = 0.5
+OVERLOAD_SHARE = 0.1
+"""More than this share of a window's answers overloaded (429, 503) halves the limit."""
+GROWTH_PER_ROUND_TRIP = 1 / 16
+"""After slow start, the limit grows by this share of the ceiling per round trip of flat answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +48,10 @@ class AdaptiveLimit:
         self._limit = float(floor)
         self._slow_start = floor < ceiling
         self._fastest = float("inf")
-        self._last_step_down = float("-inf")
+        self._window_size = floor
+        self._window_answers = 0
+        self._window_overloads = 0
+        self._stepped_down_in_window = False
         self._in_flight = 0
         self._peak_in_flight = 0
         self._overload_backoffs = 0
@@ -74,29 +83,31 @@ class AdaptiveLimit:
     def release(self, round_trip: float, *, overloaded: bool = False) -> None:
         """``round_trip`` in seconds; ``overloaded`` when FCM answered 429 or 503."""
         self._in_flight -= 1
-        now = time.monotonic()
+        self._window_answers += 1
         if overloaded:
-            if self._may_step_down(now):
-                self._limit = max(1.0, self._limit * OVERLOAD_STEP_DOWN)
-                self._slow_start = False
-                self._overload_backoffs += 1
+            self._window_overloads += 1
         else:
             self._fastest = min(self._fastest, round_trip)
             if round_trip <= self._fastest * LATENCY_TOLERANCE:
-                grown = self._limit + (1.0 if self._slow_start else 1.0 / self._limit)
-                self._limit = min(float(self.ceiling), grown)
-            elif self._limit > self.floor and self._may_step_down(now):
+                step = 1.0 if self._slow_start else self.ceiling * GROWTH_PER_ROUND_TRIP / self._limit
+                self._limit = min(float(self.ceiling), self._limit + step)
+            elif self._limit > self.floor and not self._stepped_down_in_window:
                 self._limit = max(float(self.floor), self._limit * LATENCY_STEP_DOWN)
                 self._slow_start = False
+                self._stepped_down_in_window = True
                 self._latency_backoffs += 1
+        if self._window_answers >= self._window_size:
+            self._close_window()
         self._wake()
 
-    def _may_step_down(self, now: float) -> bool:
-        """Once per round trip: the answers to requests sent before a step down say nothing of the new limit."""
-        if now - self._last_step_down < min(self._fastest, 1.0):
-            return False
-        self._last_step_down = now
-        return True
+    def _close_window(self) -> None:
+        if self._window_overloads > OVERLOAD_SHARE * self._window_answers:
+            self._limit = max(1.0, self._limit * OVERLOAD_STEP_DOWN)
+            self._slow_start = False
+            self._overload_backoffs += 1
+        self._window_size = self.limit
+        self._window_answers = self._window_overloads = 0
+        self._stepped_down_in_window = False
 
     def _wake(self) -> None:
         while self._waiters and self._in_flight < self.limit:
