@@ -45,12 +45,16 @@ class Run:
 
 
 @contextmanager
-def emulators(work: Path) -> Iterator[tuple[str, service_account.Credentials]]:
-    """The FCM emulator under uvicorn in a child process, and the token endpoint both clients sign in at."""
+def emulators(work: Path, latency_ms: float) -> Iterator[tuple[str, service_account.Credentials]]:
+    """The FCM emulator under uvicorn in a child process, answering after ``latency_ms``, and the token endpoint
+    both clients sign in at."""
     key_file = work / "service-account.json"
     with (
         oauth_emulator(key_file, PROJECT) as oauth,
-        EmulatorProcess("exstream_push_dev.emulators.fcm:create_fcm_app_from_env", env=fcm_process_env(oauth)) as url,
+        EmulatorProcess(
+            "exstream_push_dev.emulators.fcm:create_fcm_app_from_env",
+            env={**fcm_process_env(oauth), "FCM_EMULATOR_LATENCY": str(latency_ms / 1000)},
+        ) as url,
     ):
         yield url, service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
 
@@ -81,9 +85,17 @@ def reset(url: str) -> None:
     httpx.delete(f"{url}/_emulator/messages").raise_for_status()
 
 
-def run_fcm_sender(url: str, credentials: service_account.Credentials, count: int, concurrency: int) -> Run:
+def run_fcm_sender(
+    url: str, credentials: service_account.Credentials, count: int, concurrency: int, max_concurrency: int
+) -> Run:
     requests = [PushRequest(key=str(n), message=message) for n, message in enumerate(notices(count, "ours"))]
-    sender = FcmSender(base_url=url, project_id=PROJECT, concurrency=concurrency, credentials=credentials)
+    sender = FcmSender(
+        base_url=url,
+        project_id=PROJECT,
+        concurrency=concurrency,
+        max_concurrency=max_concurrency,
+        credentials=credentials,
+    )
     reset(url)
     started = time.perf_counter()
     results = sender.send(requests)
@@ -91,7 +103,9 @@ def run_fcm_sender(url: str, credentials: service_account.Credentials, count: in
     failed = sum(not result.ok for result in results)
     if failed:
         raise RuntimeError(f"FcmSender: {failed} of {count} messages failed")
-    return Run(f"FcmSender (aiohttp, {concurrency} concurrent)", count, accepted_since_reset(url), seconds)
+    assert sender.last_limit is not None
+    name = f"FcmSender ({concurrency}-{max_concurrency} in flight, peak {sender.last_limit.peak_in_flight})"
+    return Run(name, count, accepted_since_reset(url), seconds)
 
 
 def run_firebase_admin(url: str, credentials: service_account.Credentials, count: int) -> tuple[Run, Run | None]:
@@ -126,16 +140,20 @@ def run_firebase_admin(url: str, credentials: service_account.Credentials, count
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000, help="messages per client (default 20000)")
-    parser.add_argument("--concurrency", type=int, default=64, help="FcmSender requests in flight (default 64)")
+    parser.add_argument("--concurrency", type=int, default=64, help="FcmSender requests in flight at first")
+    parser.add_argument("--max-concurrency", type=int, default=512, help="FcmSender requests in flight at most")
+    parser.add_argument("--latency", type=float, default=0.0, help="ms the emulator waits before answering")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as work, emulators(Path(work)) as (url, credentials):
-        ours = run_fcm_sender(url, credentials, args.messages, args.concurrency)
+    with tempfile.TemporaryDirectory() as work, emulators(Path(work), args.latency) as (url, credentials):
+        fixed = run_fcm_sender(url, credentials, args.messages, args.concurrency, args.concurrency)
+        ours = run_fcm_sender(url, credentials, args.messages, args.concurrency, args.max_concurrency)
         sdk, sdk_warm = run_firebase_admin(url, credentials, args.messages)
-    for run in (ours, sdk):
+    for run in (fixed, ours, sdk):
         if run.accepted != run.messages:
             raise RuntimeError(f"{run.name}: the emulator accepted {run.accepted} of {run.messages}")
-    for run in (ours, sdk, sdk_warm):
+    print(f"FCM emulator answering after {args.latency:g} ms")
+    for run in (fixed, ours, sdk, sdk_warm):
         if run is not None:
             print(f"{run.name:<48} {run.rate:>8,.0f} msg/s  ({run.messages:,} in {run.seconds:.1f} s)")
     print(f"{'ratio':<48} {ours.rate / sdk.rate:>8.1f} x")
