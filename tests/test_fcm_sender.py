@@ -61,7 +61,7 @@ def new_fcm_app(google: GoogleEmulators) -> Callable[..., Starlette]:
 def issued_by(google: GoogleEmulators, authorization: str) -> bool:
     """Whether an Authorization header carries a token the session's OAuth2 emulator issued for FCM."""
     token = authorization.removeprefix("Bearer ")
-    return google.oauth.app.state.oauth.tokens.problem(token, FCM_SCOPE) is None
+    return google.oauth.app.state.oauth.tokens.problem(token, {FCM_SCOPE}) is None
 
 
 class Exchanges:

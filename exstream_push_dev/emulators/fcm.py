@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from exstream_push.connectors.fcm import FCM_SCOPE
 from exstream_push_dev.emulators.fcm_validation import DEVICE_TARGETS, Violation, validate_only, violations
 from exstream_push_dev.emulators.google_oauth import TOKEN_SECRET_ENV, AccessTokens
 
@@ -245,8 +246,8 @@ def _json(content: bytes, status_code: int = 200, headers: Mapping[str, str] | N
     return Response(content, status_code=status_code, headers=headers, media_type="application/json")
 
 
-FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+ACCEPTED_SCOPES = frozenset({FCM_SCOPE, CLOUD_PLATFORM_SCOPE})
 UNAUTHENTICATED = Reply(
     401,
     orjson.dumps(
@@ -289,9 +290,7 @@ def authorization_problem(tokens: AccessTokens, authorization: str | None) -> Re
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return UNAUTHENTICATED
-    problem = tokens.problem(token, FCM_SCOPE)
-    if problem == "insufficient_scope" and tokens.problem(token, CLOUD_PLATFORM_SCOPE) is None:
-        return None
+    problem = tokens.problem(token, ACCEPTED_SCOPES)
     if problem is None:
         return None
     return INSUFFICIENT_SCOPE if problem == "insufficient_scope" else UNAUTHENTICATED

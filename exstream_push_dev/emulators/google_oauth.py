@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +75,9 @@ class AccessTokens:
         """Every token issued so far stops working, as when a key is disabled: holders must fetch a new one."""
         self._revoked_before = time.time()
 
-    def problem(self, token: str, scope: str) -> str | None:
-        """Why FCM would refuse this bearer token for ``scope`` (``None`` when it would take it):
-        ``"unauthenticated"`` for a token it cannot trust or that has expired, ``"insufficient_scope"``."""
+    def problem(self, token: str, accepted_scopes: Collection[str]) -> str | None:
+        """Why FCM would refuse this bearer token, which needs one of ``accepted_scopes`` (``None`` when it would
+        take it): ``"unauthenticated"`` for a token it cannot trust or that has expired, ``"insufficient_scope"``."""
         if not token.startswith(TOKEN_PREFIX):
             return "unauthenticated"
         body, _, signature = token[len(TOKEN_PREFIX) :].rpartition(".")
@@ -89,7 +89,7 @@ class AccessTokens:
             return "unauthenticated"
         if claims["exp"] <= time.time() or claims["iat"] < self._revoked_before:
             return "unauthenticated"
-        if scope not in claims["scope"].split():
+        if set(claims["scope"].split()).isdisjoint(accepted_scopes):
             return "insufficient_scope"
         return None
 
