@@ -19,7 +19,7 @@ os.environ.setdefault("EXSTREAM_PUSH_PREFECT_SERVER", "ephemeral")
 
 from google.oauth2 import service_account
 
-from exstream_push.connectors.fcm import FCM_SCOPE
+from exstream_push.connectors.fcm import FCM_SCOPE, PushRequest, build_message
 from exstream_push_dev.emulators.exstream import create_exstream_app
 from exstream_push_dev.emulators.google_oauth import DEFAULT_TOKEN_LIFETIME, GoogleEmulators, google_emulators
 from exstream_push_dev.emulators.server import ServerThread
@@ -182,6 +182,23 @@ def env(
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+def statement_requests(count: int, token_prefix: str = "d") -> list[PushRequest]:
+    """``count`` "your statement is ready" pushes to devices ``{token_prefix}-0`` … for senders built by hand."""
+    return [
+        PushRequest(
+            key=f"key-{n}",
+            message=build_message(
+                title="Your statement is ready",
+                body="Open the app to view it.",
+                data={"document_ref": f"r-{n}"},
+                collapse_key="statement",
+                token=f"{token_prefix}-{n}",
+            ),
+        )
+        for n in range(count)
+    ]
 
 
 def fcm_messages(server: ServerThread) -> list[dict]:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from google.oauth2 import service_account
 
-from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message
+from exstream_push.connectors.fcm import FcmSender
 from exstream_push.connectors.fcm.concurrency import AdaptiveLimit
+from tests.conftest import statement_requests
 
 PROJECT = "test-project"
 
@@ -94,22 +95,6 @@ def test_bad_bounds_are_refused() -> None:
         AdaptiveLimit(floor=8, ceiling=4)
 
 
-def requests_for(count: int, prefix: str = "d") -> list[PushRequest]:
-    return [
-        PushRequest(
-            key=f"key-{n}",
-            message=build_message(
-                title="Your statement is ready",
-                body="Open the app to view it.",
-                data={"document_ref": f"r-{n}"},
-                collapse_key="statement",
-                token=f"{prefix}-{n}",
-            ),
-        )
-        for n in range(count)
-    ]
-
-
 async def no_wait(_: float) -> None:
     await asyncio.sleep(0)
 
@@ -121,7 +106,7 @@ def test_the_sender_keeps_more_than_64_in_flight_when_fcm_is_far_away(
     sender = FcmSender(
         base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=64, max_concurrency=512
     )
-    results = sender.send(requests_for(4_000))
+    results = sender.send(statement_requests(4_000))
     assert all(result.ok for result in results)
     assert sender.last_limit is not None
     assert sender.last_limit.peak_in_flight > 64
@@ -141,7 +126,7 @@ def test_the_sender_backs_off_when_fcm_answers_429(
         sleep=no_wait,
     )
     # quota- tokens get one 429 (with Retry-After) each, then go through: every message arrives, once.
-    results = sender.send(requests_for(600, prefix="quota"))
+    results = sender.send(statement_requests(600, token_prefix="quota"))
     assert all(result.ok for result in results)
     assert sender.last_limit is not None
     assert sender.last_limit.overload_backoffs >= 1

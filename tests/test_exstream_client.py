@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -318,16 +318,21 @@ def paging_by_page_number(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"status": "success", "data": served, "page": page})
 
 
+def client_answered_by(handler: Callable[[httpx.Request], httpx.Response]) -> ExstreamClient:
+    """A client whose every request, token included, is answered by ``handler``: a server shaped as no emulator is."""
+    return ExstreamClient(
+        "http://exstream.test/orchestration",
+        "default",
+        otds_url="http://exstream.test/otdsws",
+        client_id="push",
+        client_secret=SECRET,
+        transport=httpx.MockTransport(handler),
+    )
+
+
 def test_an_empty_page_before_total_elements_is_an_error_not_a_short_list() -> None:
     with (
-        ExstreamClient(
-            "http://exstream.test/orchestration",
-            "default",
-            otds_url="http://exstream.test/otdsws",
-            client_id="push",
-            client_secret=SECRET,
-            transport=httpx.MockTransport(paging_by_page_number),
-        ) as exstream,
+        client_answered_by(paging_by_page_number) as exstream,
         pytest.raises(ExstreamError) as caught,
     ):
         exstream.list_jobs()
@@ -361,14 +366,7 @@ def test_a_spring_body_without_a_message_falls_back_to_the_reason() -> None:
         return httpx.Response(503, json={**body, "path": request.url.path})
 
     with (
-        ExstreamClient(
-            "http://exstream.test/orchestration",
-            "default",
-            otds_url="http://exstream.test/otdsws",
-            client_id="push",
-            client_secret=SECRET,
-            transport=httpx.MockTransport(blank_message),
-        ) as exstream,
+        client_answered_by(blank_message) as exstream,
         pytest.raises(ExstreamError) as caught,
     ):
         exstream.get_job(FIXTURE_JOB)

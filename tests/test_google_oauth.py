@@ -15,13 +15,14 @@ from google.auth.exceptions import RefreshError
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2 import service_account
 
-from exstream_push.connectors.fcm import FCM_SCOPE, FcmCredentialsMissing, FcmSender, PushRequest, build_message
+from exstream_push.connectors.fcm import FCM_SCOPE, FcmCredentialsMissing, FcmSender
 from exstream_push_dev.emulators.google_oauth import (
     JWT_BEARER_GRANT,
     GoogleEmulators,
     GoogleOAuthEmulator,
     new_service_account,
 )
+from tests.conftest import statement_requests
 
 PROJECT = "test-project"
 
@@ -119,22 +120,6 @@ def test_fcm_refuses_a_send_without_a_token_it_can_trust(google: GoogleEmulators
     assert send(google, f"Bearer {valid}").status_code == 200
 
 
-def requests_for(count: int) -> list[PushRequest]:
-    return [
-        PushRequest(
-            key=f"key-{n}",
-            message=build_message(
-                title="Your statement is ready",
-                body="Open the app to view it.",
-                data={"document_ref": f"r-{n}"},
-                collapse_key="statement",
-                token=f"d-{n}",
-            ),
-        )
-        for n in range(count)
-    ]
-
-
 def test_short_lived_tokens_are_renewed_ahead_with_no_message_failed_or_repeated(
     google: GoogleEmulators, fcm: Any, fcm_google_credentials: service_account.Credentials
 ) -> None:
@@ -146,7 +131,7 @@ def test_short_lived_tokens_are_renewed_ahead_with_no_message_failed_or_repeated
     grants_before = oauth.grants
     sender = FcmSender(base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=32)
     started = time.monotonic()
-    results = sender.send(requests_for(20_000))
+    results = sender.send(statement_requests(20_000))
     elapsed = time.monotonic() - started
     assert elapsed > 5, f"20,000 sends took {elapsed:.1f} s: too fast to cross a token's lifetime"
     assert all(result.ok and result.attempts == 1 for result in results)
@@ -174,7 +159,7 @@ def test_a_token_fcm_stops_taking_is_renewed_and_the_message_sent_again(
             revoked = True
 
     sender = FcmSender(base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=8)
-    results = sender.send(requests_for(2_000), on_results=revoke_once, flush_size=100)
+    results = sender.send(statement_requests(2_000), on_results=revoke_once, flush_size=100)
     assert all(result.ok for result in results)
     assert any(result.attempts == 2 for result in results)
     assert sender.token_refreshes == 2
