@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # application-default credentials (GOOGLE_APPLICATION_CREDENTIALS, a metadata server) are used.
     fcm_service_account_file: Path | None = None
     fcm_concurrency: int = Field(64, ge=1, le=1000)  # requests in flight from the start of a batch
-    # ...and at most, while FCM's round trips stay flat (connectors/fcm/concurrency.py): what hides a distant FCM
+    # ...and at most, while FCM's round trips stay flat (connectors/concurrency.py): what hides a distant FCM
     fcm_max_concurrency: int = Field(512, ge=1, le=4096)
     fcm_max_attempts: int = Field(5, ge=1)
 

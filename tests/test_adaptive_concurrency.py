@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from google.oauth2 import service_account
 
+from exstream_push.connectors.concurrency import AdaptiveLimit
 from exstream_push.connectors.fcm import FcmSender
-from exstream_push.connectors.fcm.concurrency import AdaptiveLimit
 from tests.conftest import statement_requests
 
 PROJECT = "test-project"

@@ -51,7 +51,17 @@ def test_documented_fcm_codes(status: int, code: str, expected: object) -> None:
 
 def test_only_a_dead_token_deactivates_the_device() -> None:
     dead = [key for key, error_class in PUSH_ERRORS.items() if error_class.deactivate_device]
-    assert dead == [(PushProvider.FCM, "UNREGISTERED")]
+    assert sorted(dead) == sorted(
+        [
+            (PushProvider.FCM, "UNREGISTERED"),
+            (PushProvider.APNS, "BadDeviceToken"),
+            (PushProvider.APNS, "Unregistered"),
+            (PushProvider.APNS, "ExpiredToken"),
+            (PushProvider.APNS, "DeviceTokenNotForTopic"),
+            (PushProvider.WEBPUSH, "404"),
+            (PushProvider.WEBPUSH, "410"),
+        ]
+    )
     assert not classify_fcm_error(400, "INVALID_ARGUMENT").deactivate_device
     assert not classify_fcm_error(401, "THIRD_PARTY_AUTH_ERROR").deactivate_device
 

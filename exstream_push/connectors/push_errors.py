@@ -20,7 +20,11 @@ from exstream_push.connectors.exstream import ExstreamError
 
 
 class PushProvider(StrEnum):
+    """How a device is reached; a device row's ``provider``."""
+
     FCM = "fcm"
+    APNS = "apns"
+    WEBPUSH = "webpush"
 
 
 class PushErrorKind(StrEnum):
@@ -78,6 +82,33 @@ PUSH_ERRORS: dict[tuple[PushProvider, str], PushErrorClass] = {
     # Failures firebase-admin reports without any HTTP response.
     (PushProvider.FCM, exceptions.DEADLINE_EXCEEDED): RETRY,
     (PushProvider.FCM, exceptions.UNAUTHENTICATED): CONFIGURATION,  # our OAuth token: refused or not issued
+    # APNs: the `reason` of the JSON error body (Apple's "Handling notification responses from APNs").
+    (PushProvider.APNS, "BadDeviceToken"): DEAD_DEVICE,  # 400
+    (PushProvider.APNS, "Unregistered"): DEAD_DEVICE,  # 410
+    (PushProvider.APNS, "ExpiredToken"): DEAD_DEVICE,  # 410
+    (PushProvider.APNS, "DeviceTokenNotForTopic"): DEAD_DEVICE,  # 400: the token belongs to another app
+    (PushProvider.APNS, "PayloadTooLarge"): PERMANENT,  # 413
+    (PushProvider.APNS, "TooManyRequests"): RETRY,  # 429: too many to this one device
+    (PushProvider.APNS, "InternalServerError"): RETRY,  # 500
+    (PushProvider.APNS, "ServiceUnavailable"): RETRY,  # 503
+    (PushProvider.APNS, "Shutdown"): RETRY,  # 503: the server is going away, use another connection
+    (PushProvider.APNS, "TooManyProviderTokenUpdates"): RETRY,  # 429: the JWT was re-signed too often
+    (PushProvider.APNS, "ExpiredProviderToken"): CONFIGURATION,  # 403: our JWT is older than an hour
+    (PushProvider.APNS, "InvalidProviderToken"): CONFIGURATION,  # 403: key id, team id or signature wrong
+    (PushProvider.APNS, "MissingProviderToken"): CONFIGURATION,  # 403
+    (PushProvider.APNS, "BadCertificate"): CONFIGURATION,  # 403
+    (PushProvider.APNS, "BadCertificateEnvironment"): CONFIGURATION,  # 403: sandbox key on production or back
+    (PushProvider.APNS, "Forbidden"): CONFIGURATION,  # 403
+    (PushProvider.APNS, "BadTopic"): CONFIGURATION,  # 400: our bundle id setting
+    (PushProvider.APNS, "MissingTopic"): CONFIGURATION,  # 400
+    (PushProvider.APNS, "TopicDisallowed"): CONFIGURATION,  # 400: the key may not push to this bundle id
+    # Web Push (RFC 8030 §5-8 and the push services' documented answers): no error codes, the status is the code.
+    (PushProvider.WEBPUSH, "404"): DEAD_DEVICE,  # the subscription does not exist
+    (PushProvider.WEBPUSH, "410"): DEAD_DEVICE,  # the subscription expired or the user revoked it
+    (PushProvider.WEBPUSH, "413"): PERMANENT,  # payload too large
+    (PushProvider.WEBPUSH, "429"): RETRY,
+    (PushProvider.WEBPUSH, "401"): CONFIGURATION,  # our VAPID JWT was refused
+    (PushProvider.WEBPUSH, "403"): CONFIGURATION,  # VAPID key does not match the one the subscription names
 }
 
 # firebase-admin's FCM-specific exceptions carry the generic platform code (UnregisteredError.code is

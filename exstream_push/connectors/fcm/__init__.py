@@ -31,14 +31,12 @@ from exstream_push.connectors.fcm.message import (
     payload_limit,
     webpush_topic,
 )
-from exstream_push.connectors.fcm.sender import (
+from exstream_push.connectors.fcm.sender import QUOTA_RETRY_FLOOR_SECONDS, REFRESH_RETRY_SECONDS, FcmSender
+from exstream_push.connectors.push import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_CAP_SECONDS,
     FLUSH_INTERVAL_SECONDS,
     MAX_RETRY_WAIT_SECONDS,
-    QUOTA_RETRY_FLOOR_SECONDS,
-    REFRESH_RETRY_SECONDS,
-    FcmSender,
     PushRequest,
     PushResult,
     event_loop_factory,
