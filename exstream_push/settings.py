@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     home: Path = Path(".exstream-push")
     database_url: str | None = None
 
+    # A PEM authority trusted besides the system's by the push connectors (APNs, Web Push): a bank's TLS proxy,
+    # or the development emulators' (exstream-push emulate prints it). Verification is never switched off.
+    ca_file: Path | None = None
+
     fcm_url: str = "https://fcm.googleapis.com"
     fcm_project: str = "exstream-push"
     # The service account's JSON key (google-auth signs in with it, at the token_uri it names); unset, Google's
