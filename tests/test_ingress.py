@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -763,6 +764,26 @@ def test_health_and_docs_need_no_signature(ingress: Ingress) -> None:
         spec["paths"]
     )
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-Signature"
+
+
+ASSET_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_load_nothing_from_another_host(ingress: Ingress, page: str) -> None:
+    """A bank's network reaches no CDN: the page names only this server's own assets, and they are served."""
+    html = httpx.get(f"{ingress.url}{page}").text
+    assert "://" not in html, html  # no absolute URL at all: not a CDN, not Google Fonts, not swagger.io's validator
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert {Path(asset).suffix for asset in assets} >= {".js"}, html
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        answer = httpx.get(f"{ingress.url}{asset}")
+        assert answer.status_code == 200, asset
+        assert ASSET_TYPES[Path(asset).suffix] in answer.headers["content-type"], asset
+        assert len(answer.content) > 1000, asset  # the real bundle, not an empty placeholder
+    if page == "/docs":
+        assert '"validatorUrl": null' in html
 
 
 def test_the_running_service_drains_what_an_earlier_process_left_and_forgets_old_signatures(

@@ -1,9 +1,10 @@
 """The signed ingress API: the app back end, the document portal, operations and Exstream call in here.
 
-Every route but ``/healthz`` is signed and authenticated before its body is parsed (see ``signed``). Then, in one
-transaction, the signature is remembered (a replay gets 401), the input is written and the Prefect events it
-causes are put in the outbox (see ``ledger.ingress``). Only then is the request answered; the outbox is drained to
-Prefect right after, and every ``drain_interval`` seconds, so a Prefect outage delays events but loses none.
+Every route but ``/healthz`` and the API docs (``/docs``, ``/redoc``, their assets served from here) is signed and
+authenticated before its body is parsed (see ``signed``). Then, in one transaction, the signature is remembered (a
+replay gets 401), the input is written and the Prefect events it causes are put in the outbox (see
+``ledger.ingress``). Only then is the request answered; the outbox is drained to Prefect right after, and every
+``drain_interval`` seconds, so a Prefect outage delays events but loses none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from exstream_push.ingress.routes import health_routes, signed_routes
 from exstream_push.ingress.signed import EXCEPTION_HANDLERS
@@ -69,8 +71,11 @@ def create_app(
         yield
         drainer.cancel()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from fastapi-offline's copies of their assets, not a CDN a bank's network cannot reach;
+    # no online validator either (Swagger UI would send the spec's URL to swagger.io).
+    app = FastAPIOffline(
         title="exstream-push ingress",
+        swagger_ui_parameters={"validatorUrl": None},
         version="1",
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
