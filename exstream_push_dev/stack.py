@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -174,6 +174,12 @@ def run_prefect(args: Sequence[str], *, env: Mapping[str, str], log_file: Path, 
         raise StackError(f"prefect {' '.join(args)} failed (exit {result.returncode}):\n{tail}")
 
 
+def project_deployments(project_file: Path = PREFECT_YAML) -> list[str]:
+    """The names of the ``deployments:`` of ``prefect.yaml``."""
+    data = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
+    return [deployment["name"] for deployment in data.get("deployments") or []]
+
+
 def project_automations(project_file: Path = PREFECT_YAML) -> list[AutomationCore]:
     """The ``automations:`` of ``prefect.yaml``, read as ``prefect automation create --from-file`` reads them."""
     from prefect.events.schemas.automations import AutomationCore
@@ -222,11 +228,20 @@ def ingress_secret(settings: Settings, state: Path) -> str:
     return secret_file.read_text().strip()
 
 
-class Stack:
-    """The parts of ``exstream-push up``, started in dependency order and stopped in reverse."""
+def _print_now(line: str) -> None:
+    print(line, flush=True)
 
-    def __init__(self, settings: Settings, prefect_port: int) -> None:
+
+class Stack:
+    """The parts of ``exstream-push up``, started in dependency order and stopped in reverse.
+
+    ``say`` gets one line as each stage begins, naming what it waits for: the start takes about a minute (the
+    server's database migrations and ``prefect deploy`` most of it), which should not pass in silence.
+    """
+
+    def __init__(self, settings: Settings, prefect_port: int, say: Callable[[str], None] = _print_now) -> None:
         self.settings = settings
+        self.say = say
         self.state = (settings.home / "stack").resolve()
         self.logs = self.state / "logs"
         self.prefect_port = prefect_port
@@ -244,6 +259,7 @@ class Stack:
         from exstream_push_dev.emulators.server import ServerThread
 
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.say("starting the emulators: Google OAuth2, FCM, Exstream ...")
         key_file = self.state / "service-account.json"
         oauth = start_oauth_emulator(key_file, self.settings.fcm_project, port=port_or_free(OAUTH_PORT))
         self.emulators.append(oauth)
@@ -268,6 +284,7 @@ class Stack:
             self.exports["EXSTREAM_PUSH_DATABASE_URL"] = self.settings.resolved_database_url
         env = prefect_env({**os.environ, **self.exports}, self.state / "prefect", api_url)
 
+        self.say(f"starting the Prefect server on {self.prefect_url}, waiting for {api_url}/health ...")
         server = self._spawn(
             "Prefect server",
             ["-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(self.prefect_port)],
@@ -279,29 +296,35 @@ class Stack:
             record = ServerRecord(server.pid, self.prefect_port, api_url, started)
             write_record(stack_state_file(self.settings.home), record)
         deploy_log = self.logs / "deploy.log"
+        self.say(f"creating the {WORK_POOL} process work pool ...")
         run_prefect(
             ["work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
             env=env,
             log_file=deploy_log,
             timeout=STARTUP_TIMEOUT,
         )
+        deployments = project_deployments()
+        self.say(f"deploying the {len(deployments)} deployments of prefect.yaml (log: {deploy_log}) ...")
         run_prefect(["deploy", "--all", "--no-prompt"], env=env, log_file=deploy_log, timeout=DEPLOY_TIMEOUT)
+        self.say("creating the automations of prefect.yaml ...")
         try:
             apply_automations(api_url)
         except Exception as exc:  # the server answered health checks, so this is a real refusal worth showing
             raise StackError(f"the automations of prefect.yaml could not be created: {exc}") from exc
+        self.say(f"starting the Prefect worker {WORKER_NAME} on the {WORK_POOL} pool ...")
         self._spawn(
             "Prefect worker",
             ["-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", WORKER_NAME],
             env,
         )
         ingress_port = port_or_free(INGRESS_PORT)
+        ingress_url = f"http://{LOOPBACK}:{ingress_port}"
+        self.say(f"starting the ingress API, waiting for {ingress_url}/healthz ...")
         ingress = self._spawn(
             "ingress API",
             ["-m", "exstream_push.cli", "serve", "--host", LOOPBACK, "--port", str(ingress_port)],
             env,
         )
-        ingress_url = f"http://{LOOPBACK}:{ingress_port}"
         wait_for_http(f"{ingress_url}/healthz", ingress)
         self.urls = {
             "Prefect UI": self.prefect_url,
@@ -356,7 +379,6 @@ def run_stack(prefect_port: int) -> int:
     settings = get_settings()
     stack = Stack(settings, prefect_port)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    print(f"starting Prefect on {stack.prefect_url} with the process worker, emulators and ingress API ...", flush=True)
     try:
         stack.start()
         print("\n".join(stack.describe()), flush=True)

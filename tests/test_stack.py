@@ -14,18 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from exstream_push.prefect_server import pid_alive, stack_state_file
-from exstream_push.settings import PROJECT_ROOT
 from exstream_push_dev.emulators.server import free_port
-from exstream_push_dev.stack import descendant_pids, project_automations
+from exstream_push_dev.stack import descendant_pids, project_automations, project_deployments
 
 pytestmark = pytest.mark.timeout(900)
 
 STARTUP_TIMEOUT = 420.0
 STOP_TIMEOUT = 150.0
 UP_BANNER = "exstream-push is up."
+STAGES = ("emulators", "Prefect server", "work pool", "deployments", "automations", "Prefect worker", "ingress API")
+"""What ``up`` says it waits for, one line per stage as it begins, in this order."""
 
 
 class UpProcess:
@@ -93,14 +93,17 @@ def up(tmp_path: Path) -> Iterator[UpProcess]:
 
 def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> None:
     up.wait_until_up()
+    before_banner = up.lines[: next(i for i, line in enumerate(up.lines) if line.startswith(UP_BANNER))]
+    stage_lines = [line for line in before_banner if line.endswith(" ...")]
+    said = [next(n for n, line in enumerate(stage_lines) if stage in line) for stage in STAGES]
+    assert said == sorted(said), "\n".join(stage_lines)
 
     ui = httpx.get(up.url("Prefect UI"), timeout=30)
     assert ui.status_code == 200 and "text/html" in ui.headers["content-type"]
     health = httpx.get(f"{up.url('ingress API')}/healthz", timeout=30)
     assert health.status_code == 200, health.text
     deployments = httpx.post(f"{up.url('Prefect API')}/deployments/filter", json={}, timeout=30).json()
-    expected = {d["name"] for d in yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]}
-    assert {d["name"] for d in deployments} == expected
+    assert {d["name"] for d in deployments} == set(project_deployments())
     automations = httpx.post(f"{up.url('Prefect API')}/automations/filter", json={}, timeout=30).json()
     names = [automation["name"] for automation in automations]  # deployment triggers are automations too
     assert all(names.count(automation.name) == 1 for automation in project_automations()), names
