@@ -16,6 +16,7 @@ from typing import Any
 
 from exstream_push.errors import ExstreamPushError
 from exstream_push.settings import Settings, get_settings
+from exstream_push.status import EngagementType
 from exstream_push.task_runners import TASK_RUNNERS
 from exstream_push.usecases.registry import USE_CASES
 
@@ -77,8 +78,8 @@ def _hide_terminal_tracebacks() -> None:
             handler.setFormatter(_WithoutTracebacks(handler.formatter or logging.Formatter()))
 
 
-def _as_of(value: str) -> datetime:
-    """``--as-of``: an ISO date-time with its zone, so a run is reproducible wherever it is started."""
+def _moment(value: str) -> datetime:
+    """``--as-of``, ``--since``: an ISO date-time with its zone, so a command means the same wherever it runs."""
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -122,9 +123,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"no such manifest: {manifest}", file=sys.stderr)
             return 2
         parameters["manifest"] = str(manifest.resolve())
-        parameters["job_id"] = args.job_id or job_id_for_file(manifest)
+        parameters["job_id"] = args.job or job_id_for_file(manifest)
     elif getattr(args, "job", None):
         parameters["job_id"] = args.job
+    elif runnable.manifest_required:
+        print(f"run {args.use_case}: give --manifest, --job or both", file=sys.stderr)
+        return 2
     for option in runnable.options:
         parameters[option] = getattr(args, option)
     for name in sorted(runnable.inputs):
@@ -209,23 +213,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORT_DESCRIPTION = """\
+Counts from the ledger, two kinds kept apart (they are not the same unit):
+
+  notifications     one per document, device and reminder stage: a document sent to three devices counts 3
+                    times under sent; a document no device reaches counts once (skipped, no_device)
+  rejected_records  input records that became no notification, one per record: quarantined (malformed, or
+                    an id another customer holds) or skipped (a duplicate, or outside the use case's scope)
+
+Each by use case, status and reason; --job and --since narrow both kinds."""
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from exstream_push.runtime import ledger_for
 
-    ledger = ledger_for(get_settings())
+    counts = ledger_for(get_settings()).report_counts(job_id=args.job, since=args.since)
     if args.json:
-        print(json.dumps(ledger.status_counts(), indent=2, sort_keys=True))
+        by_status = {
+            kind: {
+                use_case: {status: sum(reasons.values()) for status, reasons in statuses.items()}
+                for use_case, statuses in by_use_case.items()
+            }
+            for kind, by_use_case in counts.items()
+        }
+        print(json.dumps(by_status, indent=2, sort_keys=True))
         return 0
-    counts = ledger.reason_counts()
-    if not counts:
-        print("the ledger is empty")
-    for use_case, statuses in sorted(counts.items()):
-        print(use_case)
-        for status, reasons in sorted(statuses.items()):
-            print(f"  {status:<12} {sum(reasons.values()):>9}")
-            for reason, count in sorted(reasons.items()):
-                if reason:
-                    print(f"    {reason:<40} {count:>9}")
+    scope = [f"job {args.job}" if args.job else "", f"since {args.since.isoformat()}" if args.since else ""]
+    if any(scope):
+        print("only " + ", ".join(part for part in scope if part))
+    headings = {
+        "notifications": "notifications (one per document, device and reminder stage)",
+        "rejected_records": "rejected input records (one per record that became no notification)",
+    }
+    if not any(counts.values()):
+        print("nothing recorded")
+    for kind, by_use_case in counts.items():
+        if not by_use_case:
+            continue
+        print(headings[kind])
+        for use_case, statuses in sorted(by_use_case.items()):
+            print(f"  {use_case}")
+            for status, reasons in sorted(statuses.items()):
+                print(f"    {status:<12} {sum(reasons.values()):>9}")
+                for reason, count in sorted(reasons.items()):
+                    if reason:
+                        print(f"      {reason:<38} {count:>9}")
     return 0
 
 
@@ -264,6 +296,57 @@ def cmd_server_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+EVENT_EXAMPLE = (
+    '{"event_id": "app-7f3a", "type": "opened", "document_ref": "<from the push>", "customer_id": "C0001", '
+    '"occurred_at": "2026-11-02T08:15:00+00:00"}'
+)
+"""One valid line of ``events import``'s format (a test feeds it to the parser)."""
+
+EVENT_FIELDS = f"""\
+One JSON object per line (JSON Lines); blank lines are ignored, a bad line is reported by its number and skipped.
+The ingress API's POST /v1/engagement-events takes the same objects.
+
+  event_id      required; an event_id already stored is counted as a repeat and changes nothing
+  type          required: {", ".join(member.value for member in EngagementType if member is not EngagementType.SENT)}
+  document_ref  the opaque reference the push carried (its data.document_ref), or instead
+  document_id   the Exstream document id; one of the two is required, and the document must have been notified
+  customer_id   required: the document's customer (an event naming another customer is skipped)
+  device_id     optional: the device it happened on
+  occurred_at   required: an ISO date-time with its zone
+
+example line:
+  {EVENT_EXAMPLE}"""
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An option's old spelling, still accepted: it sets the new option and says so on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"exstream-push: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _job_help(runnable: Any) -> str:
+    if runnable.job_help:
+        return runnable.job_help
+    if runnable.takes_manifest:
+        return (
+            "an Exstream job id: alone, the job's delivery files are fetched through the Orchestration API; with "
+            "--manifest, the job that file came from (default: an id made from the file's content)"
+        )
+    return "an Exstream job id, read through the Orchestration API"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exstream-push",
@@ -286,28 +369,33 @@ def build_parser() -> argparse.ArgumentParser:
         dest="links_command", required=True, metavar="ACTION"
     )
     links_verify = links.add_parser("verify", help="exit 0 for a valid link, 1 for a tampered or expired one")
-    links_verify.add_argument("url")
+    links_verify.add_argument("url", help="a deep link as a push carried it (its data.deep_link)")
     links_verify.set_defaults(handler=cmd_links_verify)
 
     run = commands.add_parser("run", help="run a use-case flow now").add_subparsers(
         dest="use_case", required=True, metavar="USE_CASE"
     )
     for name, runnable in USE_CASES.items():
-        use_case = run.add_parser(name, help=runnable.help)
-        if runnable.takes_job or runnable.takes_manifest:
-            source = use_case.add_mutually_exclusive_group(required=runnable.manifest_required)
-            if runnable.takes_job:
-                source.add_argument("--job", help="an Exstream job id, fetched through the Orchestration API")
-            if runnable.takes_manifest:
-                source.add_argument("--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml)")
-                use_case.add_argument("--job-id", help="with --manifest: the Exstream job it came from")
+        required = " One of --job and --manifest is required." if runnable.manifest_required else ""
+        use_case = run.add_parser(
+            name, help=runnable.help, description=f"{runnable.help[0].upper()}{runnable.help[1:]}.{required}"
+        )
+        if runnable.takes_job:
+            use_case.add_argument("--job", metavar="JOB_ID", help=_job_help(runnable))
+        if runnable.takes_manifest:
+            use_case.add_argument(
+                "--manifest", help="a delivery manifest file (_STDDELIVERYFILE.xml), read instead of a job's"
+            )
+            use_case.add_argument("--job-id", action=_DeprecatedAlias, new="--job", dest="job", help=argparse.SUPPRESS)
         if "events" in runnable.inputs:
             use_case.add_argument("--events", help="a JSON Lines file of events to take into account")
         if "payments" in runnable.inputs:
             use_case.add_argument("--payments", help="CSV customer_id,document_id,paid_at of payments received")
-        for option in runnable.options:
-            use_case.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True)
-        use_case.add_argument("--as-of", type=_as_of, help="ISO date-time with zone the run acts at (default: now)")
+        for option, option_help in runnable.options.items():
+            use_case.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True, help=option_help)
+        use_case.add_argument(
+            "--as-of", type=_moment, metavar="ISO_TIME", help="ISO date-time with zone the run acts at (default: now)"
+        )
         use_case.add_argument(
             "--task-runner",
             choices=TASK_RUNNERS,
@@ -319,34 +407,53 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="engagement events").add_subparsers(
         dest="events_command", required=True, metavar="ACTION"
     )
-    events_import = events.add_parser("import", help="store JSON Lines engagement events, once per event_id")
-    events_import.add_argument("path")
+    events_import = events.add_parser(
+        "import",
+        help="store JSON Lines engagement events, once per event_id",
+        description=EVENT_FIELDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    events_import.add_argument("path", help="the JSON Lines file (fields below)")
     events_import.add_argument("--strict", action="store_true", help="exit 1 when any line was skipped")
     events_import.set_defaults(handler=cmd_events_import)
 
     audit = commands.add_parser("audit", help="evidence for compliance").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION"
     )
-    audit_export = audit.add_parser("export", help="one row per document: notified, reminded, acknowledged, escalated")
-    audit_export.add_argument("--use-case", required=True, choices=["policy-change", "action-required"])
-    audit_export.add_argument("--format", required=True, choices=["csv", "parquet"])
-    audit_export.add_argument("--out", required=True, help="file to write")
+    audited = [name for name, entry in USE_CASES.items() if entry.audit_export]
+    audit_export = audit.add_parser(
+        "export",
+        help="one row per document: notified, reminded, acknowledged, escalated",
+        description=(
+            f"One row per document a follow-up use case ({', '.join(audited)}) received: when it was first "
+            "notified and on how many devices, reminders sent, when it was acknowledged or completed, handed back "
+            "to Exstream or expired, and its state now; documents kept out of the use case too, with the reason."
+        ),
+    )
+    audit_export.add_argument("--use-case", required=True, choices=audited, help="whose documents to export")
+    audit_export.add_argument(
+        "--format",
+        required=True,
+        choices=["csv", "parquet"],
+        help="csv (a header line, times in UTC ISO 8601) or parquet (the same columns, typed)",
+    )
+    audit_export.add_argument("--out", required=True, help="file to write (replaced whole once complete)")
     audit_export.set_defaults(handler=cmd_audit_export)
 
     exceptions = commands.add_parser("exceptions", help="delivery exceptions found in Exstream runs").add_subparsers(
         dest="exceptions_command", required=True, metavar="ACTION"
     )
     exceptions_list = exceptions.add_parser("list", help="every failed document with its next action")
-    exceptions_list.add_argument("--job", help="only this Exstream job")
-    exceptions_list.add_argument("--json", action="store_true")
+    exceptions_list.add_argument("--job", metavar="JOB_ID", help="only this Exstream job")
+    exceptions_list.add_argument("--json", action="store_true", help="a JSON array, one object per exception")
     exceptions_list.set_defaults(handler=cmd_exceptions_list)
     exceptions_reissue = exceptions.add_parser("reissue", help="ask Exstream to reissue a job's failed documents")
-    exceptions_reissue.add_argument("--job", required=True, help="the Exstream job id")
+    exceptions_reissue.add_argument("--job", metavar="JOB_ID", required=True, help="the Exstream job id")
     exceptions_reissue.set_defaults(handler=cmd_exceptions_reissue)
 
     serve = commands.add_parser("serve", help="the signed ingress API for apps, the portal, operations and Exstream")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8095)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    serve.add_argument("--port", type=int, default=8095, help="port to listen on (default: 8095)")
     serve.set_defaults(handler=cmd_serve)
 
     server = commands.add_parser(
@@ -358,8 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_parser("stop", help="stop the shared server (up stops its own)").set_defaults(handler=cmd_server_stop)
 
-    report = commands.add_parser("report", help="counts per use case and status")
-    report.add_argument("--json", action="store_true", help="an object keyed by use case: status → count")
+    report = commands.add_parser(
+        "report",
+        help="notifications and rejected input records per use case, status and reason",
+        description=REPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("--job", metavar="JOB_ID", help="only this Exstream job's")
+    report.add_argument(
+        "--since", type=_moment, metavar="ISO_TIME", help="only those recorded at or after this ISO date-time with zone"
+    )
+    report.add_argument(
+        "--json", action="store_true", help='{"notifications": {use case: {status: count}}, "rejected_records": ...}'
+    )
     report.set_defaults(handler=cmd_report)
     return parser
 

@@ -231,7 +231,7 @@ def measure_startup(home: Path, env: Mapping[str, str], runs: int = STARTUP_RUNS
     manifest = home / "startup" / "_STDDELIVERYFILE.xml"
     write_manifest(manifest, STARTUP_CUSTOMERS, seed=103, job_id="STARTUP")
     command = [str(Path(sys.executable).parent / "exstream-push"), "run", "statement-ready"]
-    command += ["--manifest", str(manifest), "--job-id", "STARTUP"]
+    command += ["--manifest", str(manifest), "--job", "STARTUP"]
     command_env = {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
     command_env.update({"EXSTREAM_PUSH_HOME": str(home), "EXSTREAM_PUSH_PREFECT_SERVER": "shared"})
     record, started_here = ensure_server(home)
@@ -268,7 +268,7 @@ class WorkersRun:
 def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) -> WorkersRun:
     """``exstream-push run statement-ready`` in ``count`` processes at once, as an operator scales out a run."""
     command = [sys.executable, "-m", "exstream_push.cli", "run", "statement-ready"]
-    command += ["--manifest", str(manifest), "--job-id", BENCH_JOB]
+    command += ["--manifest", str(manifest), "--job", BENCH_JOB]
     started_at = time.time()
     started = time.perf_counter()
     workers = []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -12,6 +14,17 @@ from exstream_push.settings import Settings, configure_settings, get_settings
 from exstream_push_dev.emulators.exstream import job_uuid
 
 DEMO_JOB_ID = job_uuid("STMT-2026-11-DEMO")
+
+
+def this_command() -> str:
+    """How to run exstream-push again from here. ``make demo`` runs ``.venv/bin/exstream-push``, which is not on
+    PATH, so the bare name would not be found: the script beside this interpreter, relative to here when below."""
+    script = Path(sys.executable).parent / "exstream-push"
+    if not script.is_file():
+        return f"{sys.executable} -m exstream_push.cli"
+    if shutil.which("exstream-push") == str(script):
+        return "exstream-push"
+    return str(script.relative_to(Path.cwd())) if script.is_relative_to(Path.cwd()) else str(script)
 
 
 def run_demo() -> int:
@@ -89,8 +102,9 @@ def run_demo() -> int:
         print("one message as FCM received it (no customer data, an opaque ref and a signed link):")
         print("  " + json.dumps({k: sample[k] for k in ("notification", "data") if k in sample}))
     print()
+    command = this_command()
     print("where to look next:")
-    print(f"  EXSTREAM_PUSH_HOME={home} exstream-push report")
-    print(f"  EXSTREAM_PUSH_HOME={home} exstream-push links verify '<a deep_link from above>'")
-    print("  exstream-push emulate   # the emulators in the foreground, for your own runs")
+    print(f"  EXSTREAM_PUSH_HOME={home} {command} report")
+    print(f"  EXSTREAM_PUSH_HOME={home} {command} links verify '<a deep_link from above>'")
+    print(f"  {command} emulate   # the emulators in the foreground, for your own runs")
     return 0

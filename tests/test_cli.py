@@ -248,7 +248,7 @@ def test_a_run_that_fails_in_prefect_is_one_line_without_debug(
     customers = {f"C{number:08d}" for number in range(1, 21)}
     prefect = {**env, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
-    done = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", "JOB-CLI-FAIL", env=prefect)
+    done = _cli("run", "statement-ready", "--manifest", str(manifest), "--job", "JOB-CLI-FAIL", env=prefect)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     # Prefect's engine logged the task's failure in one line (an integrity error is not retried, so no attempt log)

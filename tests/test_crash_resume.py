@@ -50,7 +50,7 @@ def test_kill_mid_run_then_resume_sends_what_was_missing(
     subprocess.run(_cli("devices", "import", str(devices)), env=child_env, check=True, capture_output=True)
 
     fcm.app.state.fcm.latency = 0.02  # slow enough that the kill lands mid-send
-    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", JOB_ID)
+    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job", JOB_ID)
     process = subprocess.Popen(
         run, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -122,7 +122,7 @@ def test_a_killed_run_is_marked_crashed_in_prefect_when_the_next_run_of_its_job_
     subprocess.run(_cli("devices", "import", str(devices)), env=child_env, check=True, capture_output=True)
 
     fcm.app.state.fcm.latency = 0.05
-    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", job_id)
+    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job", job_id)
     process = subprocess.Popen(
         run, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

@@ -21,3 +21,11 @@ def test_demo_runs_end_to_end_and_prints_counts(tmp_path: Path) -> None:
     assert counts["sent"] > 1000 and counts["skipped"] and counts["quarantined"] and counts["failed"]
     assert "push-status CSV posted back to Exstream" in done.stdout
     assert "CustomerName" not in done.stdout and "@example.com" not in done.stdout
+
+    # "where to look next" names a command that runs as printed, though .venv/bin is not on PATH after make demo
+    hint = done.stdout.split("where to look next:", 1)[1]
+    report = next(line.strip() for line in hint.splitlines() if line.strip().endswith(" report"))
+    without_venv = {**env, "PATH": "/usr/bin:/bin"}
+    looked = subprocess.run(report, shell=True, env=without_venv, capture_output=True, text=True, timeout=300)
+    assert looked.returncode == 0, f"{report}: {looked.stderr[-2000:]}"
+    assert "statement-ready" in looked.stdout and "no_device" in looked.stdout

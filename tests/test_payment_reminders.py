@@ -434,7 +434,7 @@ def test_cli_manifest_job_and_daily_run(
     capsys.readouterr()
 
     as_of = "2026-11-29T13:00:00+01:00"
-    assert main(["run", "payment-reminders", "--manifest", str(manifest), "--job-id", "REM-CLI", "--as-of", as_of]) == 0
+    assert main(["run", "payment-reminders", "--manifest", str(manifest), "--job", "REM-CLI", "--as-of", as_of]) == 0
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{") :])
     assert result["registered"] == 4 and result["sent"] == 3 and result["as_of"] == "2026-11-29T12:00:00+00:00"

@@ -93,7 +93,7 @@ def test_commands_started_together_start_one_server_and_a_run_finds_it(
     manifest = tmp_path / "_STDDELIVERYFILE.xml"
     write_manifest(manifest, 5, seed=3, job_id="J-SHARED")
     emulators = {name: value for name, value in env.items() if name != "EXSTREAM_PUSH_HOME"}
-    done = shared.cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", "J-SHARED", **emulators)
+    done = shared.cli("run", "statement-ready", "--manifest", str(manifest), "--job", "J-SHARED", **emulators)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout[done.stdout.index("{") :])["customers"] == 5
     assert shared.record() == record  # the same server, not a new one

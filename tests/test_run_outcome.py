@@ -210,7 +210,7 @@ def test_an_incomplete_run_prints_its_counts_and_exits_non_zero(
     manifest.write_text(manifest_text([record("C1", "D-1"), record("C2", "D-2")]))
     capsys.readouterr()
 
-    assert main(["run", "statement-ready", "--manifest", str(manifest), "--job-id", "J-CLI"]) == 1
+    assert main(["run", "statement-ready", "--manifest", str(manifest), "--job", "J-CLI"]) == 1
     counts = printed_json(capsys)
     assert counts["job_id"] == "J-CLI" and counts["unsettled"] == 1 and counts["sent"] == 1
     assert counts["post_back"]["rows"] == 1

@@ -63,7 +63,7 @@ def test_two_workers_share_one_run_and_send_each_message_once(
             "PREFECT_API_URL": PREFECT_API_URL.value(),
         }
         subprocess.run(_cli("devices", "import", str(devices)), env=child_env, check=True, capture_output=True)
-        run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job-id", JOB_ID)
+        run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job", JOB_ID)
         workers = [
             subprocess.Popen(run, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import func, select
 
 from exstream_push.ledger.base import LedgerBase
 from exstream_push.ledger.models import Notification, RejectedRecord
+
+REPORT_KINDS = {"notifications": Notification, "rejected_records": RejectedRecord}
+"""What ``report_counts`` counts, by the name each kind is reported under."""
 
 
 class CountMixin(LedgerBase):
@@ -40,18 +45,26 @@ class CountMixin(LedgerBase):
                     counts[(status, reason)] = counts.get((status, reason), 0) + count
         return counts
 
-    def reason_counts(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Counts per use case, status and reason, for the human report."""
-        counts: dict[str, dict[str, dict[str, int]]] = {}
+    def report_counts(
+        self, job_id: str | None = None, since: datetime | None = None
+    ) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+        """``exstream-push report``'s counts, the two kinds kept apart, by kind, use case, status and reason:
+        ``notifications`` (one per document, device and reminder stage; a document no device reaches has one) and
+        ``rejected_records`` (input records turned into no notification: quarantined or duplicate). Only one job's
+        with ``job_id``; only those recorded at or after ``since``."""
+        counts: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
         with self.engine.connect() as conn:
-            for model in (Notification, RejectedRecord):
+            for kind, model in REPORT_KINDS.items():
                 table = model.__table__
-                rows = conn.execute(
-                    select(table.c.use_case, table.c.status, table.c.reason, func.count()).group_by(
-                        table.c.use_case, table.c.status, table.c.reason
-                    )
+                query = select(table.c.use_case, table.c.status, table.c.reason, func.count()).group_by(
+                    table.c.use_case, table.c.status, table.c.reason
                 )
-                for use_case, status, reason, count in rows:
-                    by_reason = counts.setdefault(use_case, {}).setdefault(status, {})
+                if job_id is not None:
+                    query = query.where(table.c.job_id == job_id)
+                if since is not None:
+                    query = query.where(table.c.created_at >= since.astimezone(UTC))  # as stored: UTC
+                by_use_case = counts.setdefault(kind, {})
+                for use_case, status, reason, count in conn.execute(query):
+                    by_reason = by_use_case.setdefault(use_case, {}).setdefault(status, {})
                     by_reason[reason or ""] = by_reason.get(reason or "", 0) + count
         return counts
