@@ -17,14 +17,7 @@ import httpx
 from firebase_admin import exceptions, messaging
 
 from exstream_push.connectors.exstream import ExstreamError
-
-
-class PushProvider(StrEnum):
-    """How a device is reached; a device row's ``provider``."""
-
-    FCM = "fcm"
-    APNS = "apns"
-    WEBPUSH = "webpush"
+from exstream_push.status import PushProvider
 
 
 class PushErrorKind(StrEnum):
