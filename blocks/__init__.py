@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.blocks.fcm import FcmConnection
+from exstream_push.blocks.webpush import WebPushConnection
 from exstream_push.settings import get_settings
 
 
@@ -20,4 +21,11 @@ def connections(exstream_block: str | None, fcm_block: str | None) -> tuple[Exst
     return exstream_connection(exstream_block), fcm_connection(fcm_block)
 
 
-__all__ = ["ExstreamConnection", "FcmConnection", "connections", "exstream_connection", "fcm_connection"]
+__all__ = [
+    "ExstreamConnection",
+    "FcmConnection",
+    "WebPushConnection",
+    "connections",
+    "exstream_connection",
+    "fcm_connection",
+]

@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     fcm_max_concurrency: int = Field(512, ge=1, le=4096)
     fcm_max_attempts: int = Field(5, ge=1)
 
+    # Web Push (RFC 8292 VAPID): the application server's P-256 private key, PEM or the raw key in base64url (its
+    # public half is the applicationServerKey the web portal subscribes with), and whom push services may contact.
+    webpush_vapid_private_key_file: Path | None = None
+    webpush_vapid_subject: str = Field("mailto:operations@example.invalid", pattern=r"^(mailto:|https://)")
+    webpush_concurrency: int = Field(64, ge=1, le=1000)
+    webpush_max_concurrency: int = Field(256, ge=1, le=4096)
+    webpush_max_attempts: int = Field(5, ge=1)
+
     exstream_url: str = "http://127.0.0.1:8091/orchestration"
     exstream_domain: str = "default"
     otds_url: str | None = None
@@ -157,4 +165,3 @@ def configure_settings(settings: Settings | None) -> None:
     instead of writing ``EXSTREAM_PUSH_*`` into the environment); ``None`` goes back to the environment's."""
     global _configured
     _configured = settings
-

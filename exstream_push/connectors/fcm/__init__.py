@@ -16,7 +16,6 @@ from exstream_push.connectors.fcm.auth import (
     firebase_app_at,
     resolve_credentials,
 )
-from exstream_push.connectors.fcm.errors import parse_retry_after
 from exstream_push.connectors.fcm.message import (
     APNS_COLLAPSE_ID_MAX_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -40,6 +39,7 @@ from exstream_push.connectors.push import (
     PushRequest,
     PushResult,
     event_loop_factory,
+    parse_retry_after,
 )
 
 __all__ = [
