@@ -24,8 +24,7 @@ from exstream_push.connectors.apns.notification import (
     validate_device_token,
 )
 from exstream_push.connectors.apns.token import provider_token
-from exstream_push.connectors.fcm.errors import parse_retry_after
-from exstream_push.connectors.push import Attempt, PushRequest, PushResult, PushSender
+from exstream_push.connectors.push import Attempt, PushRequest, PushResult, PushSender, parse_retry_after
 from exstream_push.connectors.push_errors import PushProvider, classify
 from exstream_push.connectors.tls import client_ssl_context
 from exstream_push.quota import SendQuota
