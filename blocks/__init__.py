@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exstream_push.blocks.apns import ApnsConnection
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.blocks.fcm import FcmConnection
 from exstream_push.settings import get_settings
@@ -20,4 +21,11 @@ def connections(exstream_block: str | None, fcm_block: str | None) -> tuple[Exst
     return exstream_connection(exstream_block), fcm_connection(fcm_block)
 
 
-__all__ = ["ExstreamConnection", "FcmConnection", "connections", "exstream_connection", "fcm_connection"]
+__all__ = [
+    "ApnsConnection",
+    "ExstreamConnection",
+    "FcmConnection",
+    "connections",
+    "exstream_connection",
+    "fcm_connection",
+]

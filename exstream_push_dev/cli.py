@@ -24,6 +24,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
+    from exstream_push_dev.emulators.apns import DEFAULT_BUNDLE_ID, start_apns_emulator
     from exstream_push_dev.emulators.exstream import create_exstream_app
     from exstream_push_dev.emulators.fcm import create_fcm_app, parse_fault_spec
     from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
@@ -43,6 +44,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         data_dir, token_ttl=args.otds_token_ttl, page_cap=args.exstream_page_cap, error_shape=args.exstream_errors
     )
     exstream = ServerThread(exstream_app, port=args.exstream_port).start()
+    apns = start_apns_emulator(
+        settings.home / "emulators", bundle_id=settings.apns_bundle_id or DEFAULT_BUNDLE_ID, port=args.apns_port
+    )
     print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
     print(f"Google OAuth2      {oauth.url}/token   (tokens live {args.token_lifetime:g} s)")
     print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
@@ -50,12 +54,15 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     print(f"  export EXSTREAM_PUSH_FCM_URL={fcm.url}")
     print(f"  export EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}")
     print(f"  export EXSTREAM_PUSH_EXSTREAM_URL={exstream.url}/orchestration")
+    print(f"APNs emulator      {apns.url}   (HTTP/2 over TLS; accepted notifications: {apns.url}/_emulator/messages)")
+    for name, value in apns.environment().items():
+        print(f"  export {name}={value}")
     print("Ctrl-C stops them.", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
-    for server in (fcm, oauth, exstream):
+    for server in (fcm, oauth, exstream, apns):
         server.stop()
     return 0
 
@@ -78,10 +85,11 @@ def add_commands(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the statement-ready flow end to end against the emulators")
     demo.set_defaults(handler=cmd_demo)
 
-    emulate = commands.add_parser("emulate", help="run the FCM and Exstream emulators until Ctrl-C")
+    emulate = commands.add_parser("emulate", help="run the FCM, APNs and Exstream emulators until Ctrl-C")
     emulate.add_argument("--fcm-port", type=int, default=8090, help="port of the FCM HTTP v1 emulator")
     emulate.add_argument("--exstream-port", type=int, default=8091, help="port of the Exstream Orchestration emulator")
     emulate.add_argument("--oauth-port", type=int, default=8092, help="port of the Google OAuth2 token emulator")
+    emulate.add_argument("--apns-port", type=int, default=8093, help="port of the APNs emulator (HTTP/2 over TLS)")
     emulate.add_argument(
         "--token-lifetime", type=float, default=3600, help="seconds an access token from the OAuth2 emulator lives"
     )
