@@ -20,6 +20,7 @@ os.environ.setdefault("EXSTREAM_PUSH_PREFECT_SERVER", "ephemeral")
 from google.oauth2 import service_account
 
 from exstream_push.connectors.fcm import FCM_SCOPE, PushRequest, build_message
+from exstream_push_dev.emulators.apns import ApnsEmulator, apns_emulator
 from exstream_push_dev.emulators.exstream import create_exstream_app
 from exstream_push_dev.emulators.google_oauth import DEFAULT_TOKEN_LIFETIME, GoogleEmulators, google_emulators
 from exstream_push_dev.emulators.server import ServerThread
@@ -36,7 +37,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 END_TO_END_FIXTURES = frozenset(
     {
         "prefect_harness", "google", "fcm_server", "fcm", "fcm_google_credentials", "exstream", "env",
-        "database_url", "postgres_url",
+        "database_url", "postgres_url", "apns",
     }
 )
 # fmt: on
@@ -59,6 +60,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if END_TO_END_FIXTURES & fixtures or item.module.__name__.rsplit(".", 1)[-1] in END_TO_END_MODULES:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def apns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsEmulator]:
+    """The APNs emulator over HTTP/2 and TLS, started once, with the development CA and a signing key of its
+    own; tests clear it (``apns.state.reset()``) rather than restart it."""
+    with apns_emulator(tmp_path_factory.mktemp("apns")) as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="session")
