@@ -71,7 +71,7 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
     from exstream_push.connectors.fcm import FCM_SCOPE
     from exstream_push_dev.emulators.server import free_port
 
-    fcm_port, exstream_port, oauth_port = free_port(), free_port(), free_port()
+    fcm_port, exstream_port, oauth_port, apns_port = free_port(), free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -84,6 +84,8 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             str(exstream_port),
             "--oauth-port",
             str(oauth_port),
+            "--apns-port",
+            str(apns_port),
             "--faults",
             "503=1",
             "--exstream-page-cap",
@@ -134,6 +136,9 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
         printed = process.stdout.read()
         assert f"EXSTREAM_PUSH_FCM_URL=http://127.0.0.1:{fcm_port}" in printed
         assert f"EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}" in printed
+        assert f"EXSTREAM_PUSH_APNS_URL=https://127.0.0.1:{apns_port}" in printed
+        ca_file = tmp_path.resolve() / "emulators" / "emulator-ca.pem"
+        assert f"EXSTREAM_PUSH_CA_FILE={ca_file}" in printed and "EXSTREAM_PUSH_APNS_KEY_FILE=" in printed
     finally:
         if process.poll() is None:
             process.kill()

@@ -30,6 +30,15 @@ class ApnsKeyInvalid(ExstreamPushError):
     exit_code = 78  # sysexits' EX_CONFIG
 
 
+class ApnsNotConfigured(ExstreamPushError):
+    """APNs devices to reach but no team, key or bundle id to reach them with."""
+
+    exit_code = 78
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"APNs is not configured: set {', '.join(missing)} (the team's .p8 key from Apple)")
+
+
 def load_signing_key(pem: str | bytes) -> ec.EllipticCurvePrivateKey:
     """The ``.p8`` file's contents (PKCS#8 PEM, as Apple's developer site downloads it) as a P-256 key."""
     data = pem.encode() if isinstance(pem, str) else pem
