@@ -36,7 +36,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 END_TO_END_FIXTURES = frozenset(
     {
         "prefect_harness", "google", "fcm_server", "fcm", "fcm_google_credentials", "exstream", "env",
-        "database_url", "postgres_url",
+        "database_url", "postgres_url", "webpush_server",
     }
 )
 # fmt: on
