@@ -73,7 +73,9 @@ def _credentials(key_file: Path) -> service_account.Credentials:
     return service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
 
 
-async def _ceiling(url: str, project: str, count: int, concurrency: int, access_token: str) -> tuple[float, float]:
+async def _ceiling(
+    url: str, project: str, count: int, concurrency: int, access_token: str
+) -> tuple[float, float]:
     """Messages per second accepted by a bare aiohttp client with pre-encoded bodies (no model, no ledger), and
     the client's own CPU per message (this process's user + system time), in µs."""
     bodies = [_notice_body(n) for n in range(count)]
@@ -129,7 +131,9 @@ async def _baseline(url: str, project: str, count: int, key_file: Path) -> float
     return count / seconds
 
 
-def _transport_rates(url: str, project: str, ceiling_messages: int, key_file: Path) -> tuple[float, int, float, float]:
+def _transport_rates(
+    url: str, project: str, ceiling_messages: int, key_file: Path
+) -> tuple[float, int, float, float]:
     """The ceiling (its rate, best of a sweep of concurrencies, on the event loop the product sends on; its
     concurrency; its CPU per message) and the baseline, on asyncio's own loop as firebase-admin users run it.
     Both sign in with the run's service account."""

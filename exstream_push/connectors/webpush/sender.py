@@ -2,9 +2,10 @@
 keep-alive session per batch; the batch driver (limit, quota, retries, flushes) is the shared one
 (``exstream_push.connectors.push``).
 
-pywebpush's own ``send``/``send_async`` would sign a new VAPID token for every message and treats only
-``requests``/aiohttp exceptions, so the encryption (``WebPusher.encode``) is its and the transport ours, as for
-FCM. Subscriptions live on many push services (Google's, Mozilla's, Apple's, Microsoft's): one token per origin.
+pywebpush 2.5's one-call ``webpush``/``webpush_async`` sign a new VAPID token for every message, and
+``WebPusher.send_async`` neither retries nor reads ``Retry-After``; so the encryption (``WebPusher.encode``) is
+pywebpush's and the transport ours, as for FCM. Subscriptions live on many push services (Google's, Mozilla's,
+Apple's, Microsoft's): one token per origin.
 """
 
 from __future__ import annotations
