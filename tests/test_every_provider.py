@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import csv
 import json
+import ssl
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
 from exstream_push.cli import main
 from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.content.links import document_ref
+from exstream_push.flows.operational_alert import operational_alert
 from exstream_push.flows.statement_ready import statement_ready
+from exstream_push.ingress.app import create_app
 from exstream_push.ledger import Device, Notification
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
@@ -25,6 +30,8 @@ from exstream_push_dev.emulators.samples import ProviderMix, subscribe_web_devic
 from exstream_push_dev.emulators.server import ServerThread
 from tests.conftest import apns_messages, fcm_messages, webpush_messages
 from tests.oracle import Expected, read_scenario
+from tests.test_ingress import SECRET, Ingress
+from tests.test_operational_alert import AS_OF, raise_alert
 
 CUSTOMERS = 1_500
 JOB_ID = "JOB-PROVIDERS-1"
@@ -177,3 +184,66 @@ def providers(devices: Path) -> dict[str, str]:
     """Device id → provider, read from the device file itself."""
     with devices.open(newline="") as handle:
         return {row["device_id"]: row["provider"] for row in csv.DictReader(handle)}
+
+
+APNS_TOKEN = "a1" * 32
+DEAD_APNS_TOKEN = "dead" + "b2" * 30
+
+
+def test_the_operational_alert_reaches_apns_and_web_push_devices_registered_through_the_ingress(
+    prefect_harness: None,
+    every_provider_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    fcm: ServerThread,
+    apns: ApnsEmulator,
+    webpush: ServerThread,
+    exstream: ServerThread,
+) -> None:
+    """The app back ends register an FCM, an APNs and a browser device (its subscription as
+    ``PushSubscription.toJSON()`` gives it); the alert goes to each through its own provider, at high priority."""
+    monkeypatch.setenv("EXSTREAM_PUSH_INGRESS_SECRET", SECRET.decode())
+    settings = get_settings()
+    browser = httpx.Client(base_url=webpush.url, verify=ssl.create_default_context(cafile=str(webpush.tls.ca_file)))
+    subscription, gone = (browser.post("/_emulator/subscriptions", json=o).json() for o in ({}, {"gone": True}))
+    devices = [
+        {"customer_id": "C1", "device_id": "d-fcm", "platform": "android", "token": "tok-fcm"},
+        {"customer_id": "C1", "device_id": "d-apns", "platform": "ios", "provider": "apns", "token": APNS_TOKEN},
+        {
+            "customer_id": "C1",
+            "device_id": "d-web",
+            "platform": "web",
+            "provider": "webpush",
+            "subscription": subscription,
+        },
+        {"customer_id": "C2", "device_id": "d-dead", "platform": "ios", "provider": "apns", "token": DEAD_APNS_TOKEN},
+        {"customer_id": "C2", "device_id": "d-gone", "platform": "web", "provider": "webpush", "subscription": gone},
+    ]
+    with ServerThread(create_app(settings, prefect_api_url=PREFECT_API_URL.value())) as server:
+        ingress = Ingress(server.url, ledger_for(settings))
+        for device in devices:
+            assert ingress.post("/v1/devices", device).status_code == 200
+        not_hex = {**devices[1], "device_id": "d-bad", "token": "not-a-device-token"}
+        refused = ingress.post("/v1/devices", not_hex)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "token"
+        alert_id = raise_alert(ingress, "OPS-EVERY-1", kind="outage", message_key="outage", customer_ids=["C1", "C2"])
+
+    result = operational_alert(alert_id=alert_id, as_of=AS_OF)
+    assert result["sent"] == 3 and result["failed"] == 2 and result["devices_deactivated"] == 2
+
+    (to_fcm,), (to_apns,), (to_browser,) = fcm_messages(fcm), apns_messages(apns), webpush_messages(webpush)
+    assert to_fcm["token"] == "tok-fcm" and to_fcm["android"]["priority"] == "high"
+    assert to_apns["device_token"] == APNS_TOKEN and to_apns["headers"]["apns-priority"] == "10"
+    assert to_browser["endpoint"] == subscription["endpoint"] and to_browser["headers"]["urgency"] == "high"
+    apns_body, browser_body = _json(to_apns["payload"]), _json(to_browser["payload"])
+    assert {k: v for k, v in apns_body.items() if k != "aps"} == browser_body["data"] == to_fcm["data"]
+    assert (
+        apns_body["aps"]["alert"]
+        == browser_body["notification"]
+        == {
+            "title": to_fcm["notification"]["title"],
+            "body": to_fcm["notification"]["body"],
+        }
+    )
+    with ledger_for(settings).engine.connect() as conn:
+        inactive = dict(conn.execute(select(Device.device_id, Device.deactivated_reason).where(~Device.active)).all())
+    assert inactive == {"d-dead": "apns:Unregistered", "d-gone": "webpush:410"}
