@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,12 +269,16 @@ def fcm_messages(server: ServerThread) -> list[dict]:
 
 def apns_messages(emulator: ApnsEmulator) -> list[dict]:
     """``{"device_token", "headers", "payload"}`` per notification the APNs emulator accepted."""
-    return httpx.get(f"{emulator.url}/_emulator/messages", verify=str(emulator.ca_file)).json()
+    return httpx.get(
+        f"{emulator.url}/_emulator/messages", verify=ssl.create_default_context(cafile=emulator.ca_file)
+    ).json()
 
 
 def webpush_messages(server: ServerThread) -> list[dict]:
     """``{"endpoint", "headers", "payload"}`` per message, ``payload`` as the service worker decrypted it."""
-    return httpx.get(f"{server.url}/_emulator/messages", verify=str(server.tls.ca_file)).json()
+    return httpx.get(
+        f"{server.url}/_emulator/messages", verify=ssl.create_default_context(cafile=server.tls.ca_file)
+    ).json()
 
 
 def exstream_inbox(server: ServerThread) -> list[dict]:

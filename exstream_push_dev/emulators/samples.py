@@ -10,6 +10,7 @@ import base64
 import csv
 import json
 import random
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -181,7 +182,7 @@ def subscribe_web_devices(source: Path, target: Path, webpush_url: str, ca_file:
     with (
         source.open(newline="", encoding="utf-8") as handle,
         target.open("w", newline="", encoding="utf-8") as out,
-        httpx.Client(base_url=webpush_url, verify=str(ca_file)) as browser,
+        httpx.Client(base_url=webpush_url, verify=ssl.create_default_context(cafile=ca_file)) as browser,
     ):
         reader = csv.DictReader(handle)
         writer = csv.DictWriter(out, fieldnames=list(reader.fieldnames or []), lineterminator="\n")
