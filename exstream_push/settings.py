@@ -63,6 +63,26 @@ class Settings(BaseSettings):
     fcm_max_concurrency: int = Field(512, ge=1, le=4096)
     fcm_max_attempts: int = Field(5, ge=1)
 
+    # APNs direct, token-based: the team's .p8 signing key (Apple's developer site: Keys), its key id, the team id,
+    # and the app's bundle id (apns-topic). "sandbox" for development builds of the app; apns_url overrides both.
+    apns_team_id: str | None = None
+    apns_key_id: str | None = None
+    apns_key_file: Path | None = None
+    apns_bundle_id: str | None = None
+    apns_environment: Literal["production", "sandbox"] = "production"
+    apns_url: str | None = None
+    apns_concurrency: int = Field(64, ge=1, le=1000)  # streams in flight on the batch's one HTTP/2 connection
+    apns_max_concurrency: int = Field(512, ge=1, le=1000)  # APNs allows 1,000 concurrent streams per connection
+    apns_max_attempts: int = Field(5, ge=1)
+
+    # Web Push (RFC 8292 VAPID): the application server's P-256 private key, PEM or the raw key in base64url (its
+    # public half is the applicationServerKey the web portal subscribes with), and whom push services may contact.
+    webpush_vapid_private_key_file: Path | None = None
+    webpush_vapid_subject: str = Field("mailto:operations@example.invalid", pattern=r"^(mailto:|https://)")
+    webpush_concurrency: int = Field(64, ge=1, le=1000)
+    webpush_max_concurrency: int = Field(256, ge=1, le=4096)
+    webpush_max_attempts: int = Field(5, ge=1)
+
     exstream_url: str = "http://127.0.0.1:8091/orchestration"
     exstream_domain: str = "default"
     otds_url: str | None = None
@@ -157,4 +177,3 @@ def configure_settings(settings: Settings | None) -> None:
     instead of writing ``EXSTREAM_PUSH_*`` into the environment); ``None`` goes back to the environment's."""
     global _configured
     _configured = settings
-

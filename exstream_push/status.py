@@ -150,6 +150,17 @@ def is_failed_delivery(schema_type: str) -> bool:
     """
     lowered = schema_type.lower()
     return lowered.endswith(FAILED_SCHEMA_SUFFIX) or lowered == NOT_DELIVERED_SCHEMA_TYPE
+
+
+class PushProvider(StrEnum):
+    """How a device is reached (a device row's ``provider``); the error table (``connectors/push_errors.py``)
+    keys its rows by it."""
+
+    FCM = "fcm"
+    APNS = "apns"
+    WEBPUSH = "webpush"
+
+
 class Platform(StrEnum):
     """The platforms a device registers from (the device import and the ingress accept these alone)."""
 

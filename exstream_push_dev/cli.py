@@ -24,10 +24,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
+    from exstream_push_dev.emulators.apns import DEFAULT_BUNDLE_ID, start_apns_emulator
     from exstream_push_dev.emulators.exstream import create_exstream_app
     from exstream_push_dev.emulators.fcm import create_fcm_app, parse_fault_spec
     from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
     from exstream_push_dev.emulators.server import ServerThread
+    from exstream_push_dev.emulators.webpush import development_vapid_key, start_webpush_emulator
 
     settings = get_settings()
     faults = parse_fault_spec(args.faults) if args.faults else None
@@ -43,19 +45,31 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         data_dir, token_ttl=args.otds_token_ttl, page_cap=args.exstream_page_cap, error_shape=args.exstream_errors
     )
     exstream = ServerThread(exstream_app, port=args.exstream_port).start()
+    emulator_files = (settings.home / "emulators").resolve()
+    webpush = start_webpush_emulator(emulator_files, port=args.webpush_port)
+    vapid_key_file = development_vapid_key(emulator_files)
+    # The same folder, so one development CA signs both TLS emulators and one EXSTREAM_PUSH_CA_FILE trusts them.
+    apns = start_apns_emulator(
+        emulator_files, bundle_id=settings.apns_bundle_id or DEFAULT_BUNDLE_ID, port=args.apns_port
+    )
     print(f"FCM emulator       {fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)")
     print(f"Google OAuth2      {oauth.url}/token   (tokens live {args.token_lifetime:g} s)")
     print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
+    print(f"Web Push emulator  {webpush.url}   (subscribe: POST {webpush.url}/_emulator/subscriptions)")
+    print(f"APNs emulator      {apns.url}   (HTTP/2 over TLS; accepted notifications: {apns.url}/_emulator/messages)")
     print("point exstream-push at them with:")
     print(f"  export EXSTREAM_PUSH_FCM_URL={fcm.url}")
     print(f"  export EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}")
     print(f"  export EXSTREAM_PUSH_EXSTREAM_URL={exstream.url}/orchestration")
+    print(f"  export EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE={vapid_key_file}")
+    for name, value in apns.environment().items():
+        print(f"  export {name}={value}")
     print("Ctrl-C stops them.", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
-    for server in (fcm, oauth, exstream):
+    for server in (fcm, oauth, exstream, webpush, apns):
         server.stop()
     return 0
 
@@ -78,10 +92,12 @@ def add_commands(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the statement-ready flow end to end against the emulators")
     demo.set_defaults(handler=cmd_demo)
 
-    emulate = commands.add_parser("emulate", help="run the FCM and Exstream emulators until Ctrl-C")
+    emulate = commands.add_parser("emulate", help="run the FCM, APNs, Web Push and Exstream emulators until Ctrl-C")
     emulate.add_argument("--fcm-port", type=int, default=8090, help="port of the FCM HTTP v1 emulator")
     emulate.add_argument("--exstream-port", type=int, default=8091, help="port of the Exstream Orchestration emulator")
     emulate.add_argument("--oauth-port", type=int, default=8092, help="port of the Google OAuth2 token emulator")
+    emulate.add_argument("--apns-port", type=int, default=8093, help="port of the APNs emulator (HTTP/2 over TLS)")
+    emulate.add_argument("--webpush-port", type=int, default=8094, help="port of the Web Push service emulator (TLS)")
     emulate.add_argument(
         "--token-lifetime", type=float, default=3600, help="seconds an access token from the OAuth2 emulator lives"
     )

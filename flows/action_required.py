@@ -27,8 +27,12 @@ def action_required(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Register new documents, take in completions, then prompt, remind, print or expire every open document."""
-    totals = run_follow_up(USE_CASE, manifest, job_id, events, as_of, exstream_block, fcm_block)
+    totals = run_follow_up(
+        USE_CASE, manifest, job_id, events, as_of, exstream_block, fcm_block, apns_block, webpush_block
+    )
     completion = publish_completion_rates(load_rules(USE_CASE), datetime.fromisoformat(totals["as_of"]))
     return {**totals, "completion": completion}

@@ -37,6 +37,8 @@ def delivery_exceptions(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Record every failed document once and tell operations what to do, one push per failure group.
 
@@ -45,7 +47,7 @@ def delivery_exceptions(
     first, so a failed job whose documents they name is not taken for a job that failed as a whole.
     """
     as_of = run_moment(as_of)
-    exstream, fcm = connections(exstream_block, fcm_block)
+    exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
     totals: Counter[str] = Counter()
     if events is not None:
         totals.update(collect_tracking_failures(events, as_of))
@@ -56,6 +58,6 @@ def delivery_exceptions(
         mark_job_handled(job, as_of)
     alerts = build_operations_alerts()
     if len(alerts.messages):
-        send_push(alerts.messages, USE_CASE, fcm, as_of)
+        send_push(alerts.messages, USE_CASE, push, as_of)
     totals.update(mark_alerted_exceptions(alerts))
     return {"as_of": as_of.isoformat(), "jobs": [job.id for job in jobs], **totals}

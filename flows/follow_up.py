@@ -35,6 +35,8 @@ def run_follow_up(
     as_of: datetime | None,
     exstream_block: str | None,
     fcm_block: str | None,
+    apns_block: str | None,
+    webpush_block: str | None,
 ) -> dict[str, Any]:
     """Register new documents, take in closing events, then notify, remind or hand back every open document.
 
@@ -43,7 +45,7 @@ def run_follow_up(
     """
     as_of = run_moment(as_of)
     rules = load_rules(use_case)
-    exstream, fcm = connections(exstream_block, fcm_block)
+    exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
     totals: Counter[str] = Counter()
 
     sources = manifest_sources(manifest, job_id, exstream, use_case)
@@ -64,13 +66,13 @@ def run_follow_up(
         totals.update(plan.stage_counts())
         totals.update(settle_documents(plan, rules, as_of))
         if len(plan.immediate):
-            totals.update(notify(plan.immediate, use_case, rules.category, fcm, as_of, extra_keys=rules.extra_keys))
+            totals.update(notify(plan.immediate, use_case, rules.category, push, as_of, extra_keys=rules.extra_keys))
         if len(plan.reminders):
             reminded = notify(
                 plan.reminders,
                 use_case,
                 rules.category,
-                fcm,
+                push,
                 as_of,
                 extra_keys=rules.extra_keys,
                 frequency_cap=rules.frequency_cap,

@@ -29,7 +29,11 @@ from exstream_push.zones import run_moment
 
 @flow(name=USE_CASE, persist_result=False)
 def lifecycle_tracking(
-    as_of: datetime | None = None, exstream_block: str | None = None, fcm_block: str | None = None
+    as_of: datetime | None = None,
+    exstream_block: str | None = None,
+    fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Status changes since the last run go back to Exstream once; unopened documents get one fallback request."""
     as_of = run_moment(as_of)

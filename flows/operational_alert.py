@@ -34,6 +34,8 @@ def operational_alert(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Push the alert to the affected customers' devices, then ask Exstream for the letter; once per alert."""
     as_of = run_moment(as_of)
@@ -43,11 +45,11 @@ def operational_alert(
     if alert.state == OpsAlertState.FOLLOW_UP_REQUESTED:
         return {"alert_id": alert_id, "already_done": True, "report": alert_report(ledger, alert_id)}
 
-    exstream, fcm = connections(exstream_block, fcm_block)
+    exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
     totals: Counter[str] = Counter()
     if alert.state == OpsAlertState.RECEIVED:
         for batch in spool_alert_audience(alert):
-            totals.update(notify(batch, USE_CASE, CATEGORY, fcm, as_of, priority="high"))
+            totals.update(notify(batch, USE_CASE, CATEGORY, push, as_of, priority="high"))
         mark_alert(ledger, alert_id, OpsAlertState.PUSHED, pushed_at=as_of)
         shutil.rmtree(alert_spool(settings, alert_id), ignore_errors=True)
     follow_up = request_follow_up(alert, exstream, as_of)

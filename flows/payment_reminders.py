@@ -51,6 +51,8 @@ def payment_reminders(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Remind each unpaid document once per stage it reaches, within the frequency cap and outside quiet hours.
 
@@ -60,7 +62,7 @@ def payment_reminders(
     """
     as_of = run_moment(as_of)
     config = load_reminder_config()
-    exstream, fcm = connections(exstream_block, fcm_block)
+    exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
 
     totals: Counter[str] = Counter()
     sources = manifest_sources(manifest, job_id, exstream, USE_CASE)
@@ -80,7 +82,7 @@ def payment_reminders(
     totals.update(released=release_deferred(USE_CASE, as_of))
     for page in owed_pages(USE_CASE):
         owed = owed_reminders(page, USE_CASE, CATEGORY, config)
-        totals.update(deliver(owed, USE_CASE, CATEGORY, fcm, as_of, extra_keys=REMINDER_KEYS))
+        totals.update(deliver(owed, USE_CASE, CATEGORY, push, as_of, extra_keys=REMINDER_KEYS))
 
     for page in reminder_pages(USE_CASE):
         due = due_reminders(page, USE_CASE, config, as_of)
@@ -88,7 +90,7 @@ def payment_reminders(
             due,
             USE_CASE,
             CATEGORY,
-            fcm,
+            push,
             as_of,
             extra_keys=REMINDER_KEYS,
             frequency_cap=config.frequency_cap,

@@ -26,6 +26,10 @@ def policy_change(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Register new documents, take in acknowledgements, then notify, remind or escalate every open document."""
-    return run_follow_up(USE_CASE, manifest, job_id, events, as_of, exstream_block, fcm_block)
+    return run_follow_up(
+        USE_CASE, manifest, job_id, events, as_of, exstream_block, fcm_block, apns_block, webpush_block
+    )

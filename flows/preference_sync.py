@@ -20,11 +20,16 @@ from exstream_push.zones import run_moment
 
 @flow(name=USE_CASE, persist_result=False)
 def preference_sync(
-    as_of: datetime | None = None, exstream_block: str | None = None, fcm_block: str | None = None
+    as_of: datetime | None = None,
+    exstream_block: str | None = None,
+    fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
 ) -> dict[str, Any]:
     """Everything that changed since the last sync, one row per customer with the latest state; nothing → no post.
 
-    ``fcm_block`` is accepted so every deployment takes the same connection parameters; this flow sends no push.
+    ``fcm_block``, ``apns_block`` and ``webpush_block`` are accepted so every deployment takes the same connection
+    parameters; this flow sends no push.
     """
     as_of = run_moment(as_of)
     exstream = exstream_connection(exstream_block)

@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from exstream_push.blocks import connections
-from exstream_push.blocks.fcm import FcmConnection
+from exstream_push.blocks.push import PushConnections
 from exstream_push.notify.pipeline import notify
 from exstream_push.settings import get_settings
 from exstream_push.status import Category, UseCase
@@ -47,9 +47,9 @@ def _run_name() -> str:
     return f"{USE_CASE}-{label}"
 
 
-def _send_batch(batch: Path, fcm: FcmConnection, as_of: datetime) -> PrefectFuture[dict[str, float]]:
+def _send_batch(batch: Path, push: PushConnections, as_of: datetime) -> PrefectFuture[dict[str, float]]:
     """One batch through segment → render → send, submitted so a distributed task runner can place it."""
-    return notify(batch, USE_CASE, CATEGORY, fcm, as_of, submit=True)
+    return notify(batch, USE_CASE, CATEGORY, push, as_of, submit=True)
 
 
 @flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)
@@ -59,6 +59,8 @@ def statement_ready(
     as_of: datetime | None = None,
     exstream_block: str | None = None,
     fcm_block: str | None = None,
+    apns_block: str | None = None,
+    webpush_block: str | None = None,
     batches_in_flight: int | None = None,
 ) -> dict[str, Any]:
     """Notify every reachable device that its document is ready, then tell Exstream which documents were not.
@@ -72,7 +74,7 @@ def statement_ready(
     if manifest is None and job_id is None:
         raise ValueError("give a manifest path or an Exstream job id")
     as_of = run_moment(as_of)
-    exstream, fcm = connections(exstream_block, fcm_block)
+    exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
     # What the run is made of: a file's content, or an Exstream job's id (its output does not change once done).
     content = job_id
     if manifest is not None:
@@ -89,7 +91,7 @@ def statement_ready(
                 sources = fetch_job_manifests(job_id, exstream, USE_CASE)
             enqueue_batches(run, [extract_manifest(source, USE_CASE) for source in sources])
         in_flight = batches_in_flight or get_settings().batches_in_flight
-        for counts in drain_batches(run, lambda batch: _send_batch(batch, fcm, as_of), in_flight):
+        for counts in drain_batches(run, lambda batch: _send_batch(batch, push, as_of), in_flight):
             totals.update(counts)
             totals.update(batches=1)
         if claim_post_back(run):

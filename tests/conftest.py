@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,11 @@ os.environ.setdefault("EXSTREAM_PUSH_PREFECT_SERVER", "ephemeral")
 from google.oauth2 import service_account
 
 from exstream_push.connectors.fcm import FCM_SCOPE, PushRequest, build_message
+from exstream_push_dev.emulators.apns import ApnsEmulator, start_apns_emulator
 from exstream_push_dev.emulators.exstream import create_exstream_app
 from exstream_push_dev.emulators.google_oauth import DEFAULT_TOKEN_LIFETIME, GoogleEmulators, google_emulators
 from exstream_push_dev.emulators.server import ServerThread
+from exstream_push_dev.emulators.webpush import development_vapid_key, start_webpush_emulator
 
 REQUIRE_SERVICES = os.environ.get("EXSTREAM_PUSH_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -36,7 +39,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 END_TO_END_FIXTURES = frozenset(
     {
         "prefect_harness", "google", "fcm_server", "fcm", "fcm_google_credentials", "exstream", "env",
-        "database_url", "postgres_url",
+        "database_url", "postgres_url", "apns_server", "apns", "webpush_server", "webpush", "every_provider_env",
     }
 )
 # fmt: on
@@ -105,6 +108,65 @@ def fcm(google: GoogleEmulators) -> Iterator[ServerThread]:
 def fcm_google_credentials(google: GoogleEmulators) -> service_account.Credentials:
     """Fresh (not yet signed-in) credentials of the session's service account, for clients built by hand."""
     return service_account.Credentials.from_service_account_file(str(google.service_account_file), scopes=[FCM_SCOPE])
+
+
+@pytest.fixture(scope="session")
+def push_tls_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One development CA for the emulators that speak only TLS, so one ``EXSTREAM_PUSH_CA_FILE`` trusts both."""
+    return tmp_path_factory.mktemp("push-tls")
+
+
+@pytest.fixture(scope="session")
+def apns_server(push_tls_folder: Path) -> Iterator[ApnsEmulator]:
+    """The APNs emulator (HTTP/2 over TLS) and the team's signing key it verifies provider tokens with."""
+    emulator = start_apns_emulator(push_tls_folder)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def apns(apns_server: ApnsEmulator) -> ApnsEmulator:
+    """The session's APNs emulator, emptied before each test."""
+    apns_server.state.reset()
+    return apns_server
+
+
+@pytest.fixture(scope="session")
+def webpush_server(push_tls_folder: Path) -> Iterator[ServerThread]:
+    """The Web Push emulator: the browsers' push service and the browsers behind it, over TLS."""
+    server = start_webpush_emulator(push_tls_folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def webpush(webpush_server: ServerThread) -> ServerThread:
+    """The session's Web Push emulator, its messages forgotten before each test (subscriptions stay)."""
+    webpush_server.app.state.webpush.reset()
+    return webpush_server
+
+
+@pytest.fixture
+def every_provider_env(
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    apns: ApnsEmulator,
+    webpush: ServerThread,
+    push_tls_folder: Path,
+) -> dict[str, str]:
+    """``env`` with APNs and Web Push configured too, against their emulators."""
+    values = {
+        **apns.environment(),
+        "EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE": str(development_vapid_key(push_tls_folder / "vapid")),
+        "EXSTREAM_PUSH_CA_FILE": str(webpush.tls.ca_file),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**env, **values}
 
 
 @pytest.fixture
@@ -203,6 +265,20 @@ def statement_requests(count: int, token_prefix: str = "d") -> list[PushRequest]
 
 def fcm_messages(server: ServerThread) -> list[dict]:
     return httpx.get(f"{server.url}/_emulator/messages").json()
+
+
+def apns_messages(emulator: ApnsEmulator) -> list[dict]:
+    """``{"device_token", "headers", "payload"}`` per notification the APNs emulator accepted."""
+    return httpx.get(
+        f"{emulator.url}/_emulator/messages", verify=ssl.create_default_context(cafile=emulator.ca_file)
+    ).json()
+
+
+def webpush_messages(server: ServerThread) -> list[dict]:
+    """``{"endpoint", "headers", "payload"}`` per message, ``payload`` as the service worker decrypted it."""
+    return httpx.get(
+        f"{server.url}/_emulator/messages", verify=ssl.create_default_context(cafile=server.tls.ca_file)
+    ).json()
 
 
 def exstream_inbox(server: ServerThread) -> list[dict]:

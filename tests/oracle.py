@@ -7,10 +7,24 @@ from __future__ import annotations
 
 import csv
 import xml.etree.ElementTree as ET
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEAD_PREFIXES = ("unregistered-", "invalid-")
+APNS_DEAD_PREFIXES = ("dead", "bad0")  # the APNs emulator's 410 Unregistered and 400 BadDeviceToken
+
+
+def _refused(device: dict[str, str], gone_devices: Collection[str]) -> tuple[bool, bool]:
+    """(the provider refuses every send to it, and the device is deactivated for that), by the emulators' rules."""
+    provider, token = device.get("provider") or "fcm", device["token"]
+    if provider == "apns":
+        dead = token.startswith(APNS_DEAD_PREFIXES)
+        return dead, dead
+    if provider == "webpush":
+        gone = device["device_id"] in gone_devices
+        return gone, gone
+    return token.startswith(DEAD_PREFIXES), token.startswith("unregistered-")
 
 
 @dataclass
@@ -30,14 +44,17 @@ class Expected:
     manifest_values: dict[str, list[str]] = field(default_factory=dict)  # customer_id → every key value
 
 
-def read_scenario(manifest: Path, devices_csv: Path, job_id: str, step_id: str = "manifest") -> Expected:
+def read_scenario(
+    manifest: Path, devices_csv: Path, job_id: str, step_id: str = "manifest", gone_devices: Collection[str] = ()
+) -> Expected:
+    """``gone_devices``: web devices whose subscription the push service calls gone (410)."""
     expected = Expected()
     devices_by_customer: dict[str, list[dict[str, str]]] = {}
     with devices_csv.open(newline="") as handle:
         for row in csv.DictReader(handle):
             devices_by_customer.setdefault(row["customer_id"], []).append(row)
             expected.tokens[row["device_id"]] = row["token"]
-            if row["token"].startswith("unregistered-"):
+            if _refused(row, gone_devices)[1]:
                 expected.unregistered_devices.add(row["device_id"])
 
     for position, customer in enumerate(ET.parse(manifest).getroot().iter("customer"), start=1):
@@ -70,7 +87,7 @@ def read_scenario(manifest: Path, devices_csv: Path, job_id: str, step_id: str =
                 expected.category_opted_out.add(pair)
             else:
                 expected.eligible.add(pair)
-                if device["token"].startswith(DEAD_PREFIXES):
+                if _refused(device, gone_devices)[0]:
                     expected.failed.add(pair)
                 else:
                     expected.accepted.add(pair)

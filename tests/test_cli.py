@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def test_missing_manifest_is_a_clear_error(env: dict[str, str], capsys: pytest.C
     assert "no such manifest" in capsys.readouterr().err
 
 
-def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
+def test_emulate_serves_every_emulator_until_sigterm(tmp_path: Path) -> None:
     from google.auth.transport.requests import Request
     from google.oauth2 import service_account
 
@@ -72,6 +73,7 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
     from exstream_push_dev.emulators.server import free_port
 
     fcm_port, exstream_port, oauth_port = free_port(), free_port(), free_port()
+    apns_port, webpush_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -84,6 +86,10 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             str(exstream_port),
             "--oauth-port",
             str(oauth_port),
+            "--apns-port",
+            str(apns_port),
+            "--webpush-port",
+            str(webpush_port),
             "--faults",
             "503=1",
             "--exstream-page-cap",
@@ -129,11 +135,21 @@ def test_emulate_serves_both_until_sigterm(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {issued['access_token']}"},
         ).json()
         assert len(steps["data"]) == steps["page"]["pageSize"] == 1 < steps["page"]["totalElements"]  # page cap
+        ca_file = tmp_path / "emulators" / "emulator-ca.pem"  # Web Push is served over TLS, trusted through it
+        trust = ssl.create_default_context(cafile=str(ca_file))
+        subscribed = httpx.post(f"https://127.0.0.1:{webpush_port}/_emulator/subscriptions", verify=trust)
+        assert subscribed.status_code == 201 and subscribed.json()["endpoint"].startswith(
+            f"https://127.0.0.1:{webpush_port}/"
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         printed = process.stdout.read()
         assert f"EXSTREAM_PUSH_FCM_URL=http://127.0.0.1:{fcm_port}" in printed
         assert f"EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}" in printed
+        assert f"EXSTREAM_PUSH_APNS_URL=https://127.0.0.1:{apns_port}" in printed
+        ca_file = tmp_path.resolve() / "emulators" / "emulator-ca.pem"  # one CA for both TLS emulators
+        assert f"EXSTREAM_PUSH_CA_FILE={ca_file}" in printed and "EXSTREAM_PUSH_APNS_KEY_FILE=" in printed
+        assert f"EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE={tmp_path / 'emulators' / 'vapid-private.pem'}" in printed
     finally:
         if process.poll() is None:
             process.kill()

@@ -84,6 +84,9 @@ def test_a_ledger_made_before_migrations_is_upgraded_with_every_row_kept(databas
         # Outbox rows from before revision 0003 gain no resource labels and the first position.
         added = [(row.pop("resource_labels"), row.pop("position")) for row in after["outboxevent"]]
         assert added == [(None, 0)] * ROWS_PER_TABLE
+        # Devices from before revision 0004 were all FCM ones, with no Web Push keys.
+        reached = [(row.pop("provider"), row.pop("webpush_p256dh"), row.pop("webpush_auth")) for row in after["device"]]
+        assert reached == [("fcm", None, None)] * ROWS_PER_TABLE
         assert {name: after[name] for name in before} == before
         assert all(after[name] == [] for name in set(after) - set(before))
         assert set(after) >= set(baseline.metadata.tables)

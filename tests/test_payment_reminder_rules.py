@@ -142,6 +142,7 @@ def _recipients() -> pd.DataFrame:
             "locale": [None],
             "ref": ["r"],
             "device_id": ["dev"],
+            "provider": ["fcm"],
             "token": ["tok"],
             "device_locale": ["en"],
             "key": ["k"],

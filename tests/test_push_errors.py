@@ -60,6 +60,7 @@ def test_only_a_dead_token_deactivates_the_device() -> None:
             (PushProvider.APNS, "DeviceTokenNotForTopic"),
             (PushProvider.WEBPUSH, "404"),
             (PushProvider.WEBPUSH, "410"),
+            (PushProvider.WEBPUSH, "invalid_subscription"),  # refused unsent: keys no push service can use
         ]
     )
     assert not classify_fcm_error(400, "INVALID_ARGUMENT").deactivate_device

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 from exstream_push.connectors.concurrency import AdaptiveLimit, LimitStats
@@ -82,6 +84,23 @@ class Attempt:
     def overloaded(self) -> bool:
         """The provider asked us to slow down (429) or could not keep up (503)."""
         return self.status in OVERLOAD_STATUSES
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 class PushSender(ABC, Generic[Session]):

@@ -17,14 +17,7 @@ import httpx
 from firebase_admin import exceptions, messaging
 
 from exstream_push.connectors.exstream import ExstreamError
-
-
-class PushProvider(StrEnum):
-    """How a device is reached; a device row's ``provider``."""
-
-    FCM = "fcm"
-    APNS = "apns"
-    WEBPUSH = "webpush"
+from exstream_push.status import PushProvider
 
 
 class PushErrorKind(StrEnum):
@@ -109,6 +102,11 @@ PUSH_ERRORS: dict[tuple[PushProvider, str], PushErrorClass] = {
     (PushProvider.WEBPUSH, "429"): RETRY,
     (PushProvider.WEBPUSH, "401"): CONFIGURATION,  # our VAPID JWT was refused
     (PushProvider.WEBPUSH, "403"): CONFIGURATION,  # VAPID key does not match the one the subscription names
+    # ...and what the Web Push sender refuses before any request (connectors/webpush/message.py).
+    (PushProvider.WEBPUSH, "payload_too_large"): PERMANENT,  # over one aes128gcm record of 4096 bytes
+    (PushProvider.WEBPUSH, "invalid_subscription"): DEAD_DEVICE,  # no push service could deliver to it
+    (PushProvider.WEBPUSH, "invalid_headers"): PERMANENT,  # a Topic, Urgency or TTL RFC 8030 forbids
+    (PushProvider.WEBPUSH, "tls_untrusted"): CONFIGURATION,  # the push service's certificate: trust (ca_file)
 }
 
 # firebase-admin's FCM-specific exceptions carry the generic platform code (UnregisteredError.code is

@@ -102,8 +102,12 @@ def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None) -> AP
     @signed.post("/devices", tags=["app"])
     def register_device(device: DeviceIn, request: Request) -> dict[str, Any]:
         """Register or update a device by ``device_id``; ``active: false`` unregisters it."""
+        token, p256dh, auth = device.address()
         row = {
-            **device.model_dump(exclude={"categories"}),
+            **device.model_dump(exclude={"categories", "token", "subscription"}),
+            "token": token,
+            "webpush_p256dh": p256dh,
+            "webpush_auth": auth,
             "categories": ";".join(sorted(set(device.categories))),
             "deactivated_reason": None if device.active else "unregistered",
             "updated_at": utcnow(),

@@ -14,12 +14,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from exstream_push.devices import address_problem
 from exstream_push.manifest import MAX_ID_LENGTH  # ids are index keys, bounded alike wherever they enter
-from exstream_push.status import Channel, EngagementType, Platform, is_failed_delivery
+from exstream_push.status import Channel, EngagementType, Platform, PushProvider, is_failed_delivery
 from exstream_push.zones import TimeZoneName
 
 # Keeps one request's statements well under SQLite's and PostgreSQL's bind-parameter limits.
@@ -89,20 +91,91 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
+Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+SubscriptionKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+
+class SubscriptionKeysIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p256dh: SubscriptionKey
+    auth: SubscriptionKey
+
+
+class WebPushSubscriptionIn(BaseModel):
+    """A browser's subscription exactly as ``PushSubscription.toJSON()`` gives it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    endpoint: Address
+    expiration_time: float | None = Field(None, alias="expirationTime", description="ignored: the browser's guess")
+    keys: SubscriptionKeysIn
+
+
 class DeviceIn(BaseModel):
-    """A device as the app back end knows it now; the same device_id again replaces what was stored."""
+    """A device as the app back end knows it now; the same device_id again replaces what was stored.
+
+    An FCM or APNs device gives its ``token``; a Web Push one its ``subscription`` instead (``provider`` webpush).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     customer_id: Identifier
     device_id: Identifier
     platform: Platform
-    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+    provider: PushProvider = PushProvider.FCM
+    token: Address | None = Field(
+        None, validate_default=True, description="FCM registration token or APNs device token (hex)"
+    )
+    subscription: WebPushSubscriptionIn | None = Field(
+        None, validate_default=True, description="Web Push: what PushSubscription.toJSON() gives"
+    )
     active: bool = Field(True, description="false unregisters the device: it is kept, but never pushed to again")
     push_opt_in: bool = True
     locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
     timezone: TimeZoneName | None = Field(None, description="IANA zone, e.g. Europe/Paris")
     categories: list[Category] = Field(default_factory=list, description="opted-in push categories; empty means all")
+
+    @field_validator("token")
+    @classmethod
+    def _token_for_its_provider(cls, token: str | None, info: ValidationInfo) -> str | None:
+        provider = info.data.get("provider")
+        if provider is None:  # refused already
+            return token
+        if provider is PushProvider.WEBPUSH:
+            if token is not None:
+                raise ValueError("a webpush device gives its subscription instead")
+            return token
+        if token is None:
+            raise ValueError(f"required for an {provider} device")
+        problem = address_problem(provider, token, None, None)
+        if problem is not None:
+            raise ValueError(problem)
+        return token
+
+    @field_validator("subscription")
+    @classmethod
+    def _subscription_for_webpush(
+        cls, subscription: WebPushSubscriptionIn | None, info: ValidationInfo
+    ) -> WebPushSubscriptionIn | None:
+        provider = info.data.get("provider")
+        if provider is None or (provider is not PushProvider.WEBPUSH and subscription is None):
+            return subscription
+        if subscription is None:
+            raise ValueError("required for a webpush device")
+        if provider is not PushProvider.WEBPUSH:
+            raise ValueError("only a webpush device has a subscription")
+        problem = address_problem(provider, subscription.endpoint, subscription.keys.p256dh, subscription.keys.auth)
+        if problem is not None:
+            raise ValueError(problem)
+        return subscription
+
+    def address(self) -> tuple[str, str | None, str | None]:
+        """(token, p256dh, auth) as the device registry stores them: a subscription's endpoint is its token."""
+        if self.subscription is not None:
+            keys = self.subscription.keys
+            return self.subscription.endpoint, keys.p256dh, keys.auth
+        return str(self.token), None, None
 
 
 class PreferenceIn(BaseModel):

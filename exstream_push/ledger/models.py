@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from exstream_push.status import DocumentState, OpsAlertState, PushStatus, Status
+from exstream_push.status import DocumentState, OpsAlertState, PushProvider, PushStatus, Status
 
 
 def one_of(column: str, vocabulary: type[StrEnum]) -> CheckConstraint:
@@ -18,12 +18,20 @@ def one_of(column: str, vocabulary: type[StrEnum]) -> CheckConstraint:
 
 
 class Device(SQLModel, table=True):
-    """A customer's registered app instance; categories is ';'-separated, empty meaning all."""
+    """A customer's registered app instance; categories is ';'-separated, empty meaning all.
+
+    ``provider`` says how it is reached: ``token`` is an FCM registration token, an APNs device token (hex), or a
+    Web Push subscription's endpoint URL, whose keys are ``webpush_p256dh`` and ``webpush_auth``."""
+
+    __table_args__ = (one_of("provider", PushProvider),)
 
     device_id: str = Field(primary_key=True)
     customer_id: str = Field(index=True)
     platform: str
+    provider: str = Field(default=PushProvider.FCM.value, sa_column_kwargs={"server_default": PushProvider.FCM.value})
     token: str = Field(sa_column=Column(Text, nullable=False))
+    webpush_p256dh: str | None = None
+    webpush_auth: str | None = None
     active: bool = True
     push_opt_in: bool = True
     locale: str | None = None

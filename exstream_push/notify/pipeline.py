@@ -25,7 +25,7 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from exstream_push.blocks.fcm import FcmConnection
+from exstream_push.blocks.push import PushConnections
 from exstream_push.ledger.store import notification_rows
 from exstream_push.notify.schemas import MESSAGES, NOTICES, RECIPIENTS, conform
 from exstream_push.notify.timing import FrequencyCap, QuietHours, allowed_by_cap, quiet_until
@@ -97,7 +97,7 @@ def notify(
     notices: pd.DataFrame | Path,
     use_case: str,
     category: str,
-    fcm: FcmConnection,
+    push: PushConnections,
     as_of: datetime,
     *,
     extra_keys: Sequence[str] = (),
@@ -122,14 +122,14 @@ def notify(
     if quiet_hours is not None:
         recipients = _checked(recipients, RECIPIENTS, "defer-quiet-hours", submit)
         recipients = _step(defer_quiet_hours, submit)(recipients, use_case, as_of, quiet_hours)
-    return deliver(recipients, use_case, category, fcm, as_of, extra_keys=extra_keys, priority=priority, submit=submit)
+    return deliver(recipients, use_case, category, push, as_of, extra_keys=extra_keys, priority=priority, submit=submit)
 
 
 def deliver(
     recipients: pd.DataFrame,
     use_case: str,
     category: str,
-    fcm: FcmConnection,
+    push: PushConnections,
     as_of: datetime,
     *,
     extra_keys: Sequence[str] = (),
@@ -141,4 +141,4 @@ def deliver(
     render = _step(render_messages, submit)
     messages = render(recipients, use_case, category, as_of, extra_keys=extra_keys, priority=priority)
     messages = _checked(messages, MESSAGES, "send-push", submit)
-    return _step(send_push, submit)(messages, use_case, fcm, as_of)
+    return _step(send_push, submit)(messages, use_case, push, as_of)

@@ -40,9 +40,12 @@ RECIPIENTS = pa.schema(
     [
         *NOTICES,
         pa.field("device_id", pa.string(), nullable=False),
-        pa.field("token", pa.string(), nullable=False),
+        pa.field("provider", pa.string(), nullable=False),  # fcm, apns or webpush: how ``token`` is reached
+        pa.field("token", pa.string(), nullable=False),  # for webpush the subscription's endpoint
         pa.field("device_locale", pa.string()),
         pa.field("key", pa.string(), nullable=False),
+        _optional("webpush_p256dh"),
+        _optional("webpush_auth"),
         _optional("platform"),
         _optional("timezone"),
         _optional("push_opt_in", pa.bool_()),
@@ -50,7 +53,7 @@ RECIPIENTS = pa.schema(
     ]
 )
 
-# A recipient with its encoded FCM message, ready to post.
+# A recipient with its payload encoded for its provider (an FCM message, an APNs body, a Web Push plaintext).
 MESSAGES = pa.schema([*RECIPIENTS, pa.field("payload", pa.binary(), nullable=False)])
 
 

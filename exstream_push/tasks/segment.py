@@ -15,7 +15,17 @@ from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import SkipReason, Status
 
-RECIPIENT_COLUMNS = ["device_id", "platform", "token", "push_opt_in", "categories", "timezone"]
+RECIPIENT_COLUMNS = [
+    "device_id",
+    "platform",
+    "provider",
+    "token",
+    "webpush_p256dh",
+    "webpush_auth",
+    "push_opt_in",
+    "categories",
+    "timezone",
+]
 
 
 def category_allowed(categories: pd.Series, category: str) -> pd.Series:

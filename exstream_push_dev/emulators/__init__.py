@@ -1,1 +1,2 @@
-"""Local stand-ins for OpenText Exstream and Firebase Cloud Messaging. Development tools, not product code."""
+"""Local stand-ins for OpenText Exstream, Firebase Cloud Messaging (with Google OAuth2) and a Web Push service.
+Development tools, not product code."""

@@ -16,6 +16,8 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from exstream_push_dev.emulators.tls import DevelopmentTls
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -24,19 +26,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerThread:
-    """``with ServerThread(app) as server: server.url`` — uvicorn on 127.0.0.1, stopped on exit."""
+    """``with ServerThread(app) as server: server.url`` — uvicorn on 127.0.0.1, stopped on exit; over TLS with
+    the development certificate when ``tls`` is given."""
 
-    def __init__(self, app: ASGIApp, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: ASGIApp, port: int | None = None, host: str = "127.0.0.1", *, tls: DevelopmentTls | None = None
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off")
+        self.tls = tls
+        certificate = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)} if tls else {}
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off", **certificate)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"emulator-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> ServerThread:
         self._thread.start()

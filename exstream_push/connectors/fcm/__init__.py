@@ -9,6 +9,12 @@ encoder), ``auth`` (endpoint, credentials, a firebase-admin app pointed at it), 
 exceptions) and ``sender`` (the aiohttp transport).
 """
 
+from exstream_push.connectors.collapse import (
+    APNS_COLLAPSE_ID_MAX_BYTES,
+    WEBPUSH_TOPIC_MAX_CHARS,
+    apns_collapse_id,
+    webpush_topic,
+)
 from exstream_push.connectors.fcm.auth import (
     FCM_SCOPE,
     FcmCredentialsMissing,
@@ -16,20 +22,15 @@ from exstream_push.connectors.fcm.auth import (
     firebase_app_at,
     resolve_credentials,
 )
-from exstream_push.connectors.fcm.errors import parse_retry_after
 from exstream_push.connectors.fcm.message import (
-    APNS_COLLAPSE_ID_MAX_BYTES,
     MAX_PAYLOAD_BYTES,
     MAX_TOPIC_PAYLOAD_BYTES,
     MAX_TTL,
-    WEBPUSH_TOPIC_MAX_CHARS,
     PayloadTooLargeError,
     Priority,
-    apns_collapse_id,
     build_message,
     encode,
     payload_limit,
-    webpush_topic,
 )
 from exstream_push.connectors.fcm.sender import QUOTA_RETRY_FLOOR_SECONDS, REFRESH_RETRY_SECONDS, FcmSender
 from exstream_push.connectors.push import (
@@ -40,6 +41,7 @@ from exstream_push.connectors.push import (
     PushRequest,
     PushResult,
     event_loop_factory,
+    parse_retry_after,
 )
 
 __all__ = [

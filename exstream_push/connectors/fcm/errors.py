@@ -1,10 +1,9 @@
-"""FCM failures as firebase-admin's own exception classes, and how long FCM asks us to wait."""
+"""FCM failures as firebase-admin's own exception classes (how long a provider asks us to wait is every
+provider's: ``exstream_push.connectors.push.parse_retry_after``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 import google.auth.exceptions
@@ -12,22 +11,10 @@ import httpx
 from firebase_admin import _utils as firebase_utils
 from firebase_admin import exceptions, messaging
 
+# parse_retry_after lived here before every provider needed it; callers that import it from here keep working.
+from exstream_push.connectors.push import parse_retry_after
 
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+__all__ = ["firebase_error", "parse_retry_after", "transport_error"]
 
 
 def firebase_error(url: str, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> exceptions.FirebaseError:

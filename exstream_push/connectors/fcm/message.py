@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -14,6 +11,7 @@ from typing import Literal
 import orjson
 from firebase_admin import messaging
 
+from exstream_push.connectors.collapse import apns_collapse_id, webpush_topic
 from exstream_push.status import QuarantineReason
 
 MAX_PAYLOAD_BYTES = 4096
@@ -21,9 +19,6 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_TOPIC_PAYLOAD_BYTES = 2048
 """FCM's limit for a message to a topic or a condition (operations alerts go to a topic)."""
 MAX_TTL = timedelta(days=28)
-APNS_COLLAPSE_ID_MAX_BYTES = 64
-WEBPUSH_TOPIC_MAX_CHARS = 32
-_URL_SAFE_BASE64 = re.compile(r"[A-Za-z0-9_-]+")
 
 # `fid` is not a new name for the token: it is the Firebase Installation ID, sent as its own "fid" field, which
 # an app reports only once it opts in to FID registration (onRegistered instead of onNewToken). Our devices
@@ -34,25 +29,6 @@ warnings.filterwarnings("ignore", r"Message\.token is deprecated", DeprecationWa
 
 Priority = Literal["normal", "high"]
 _APNS_PRIORITY = {"normal": "5", "high": "10"}
-
-
-def _digest(text: str, length: int) -> str:
-    """A deterministic, URL-safe stand-in for a value that is too long or has characters a header forbids."""
-    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")[:length]
-
-
-def apns_collapse_id(collapse_key: str) -> str:
-    """``apns-collapse-id`` allows 64 bytes; longer keys become a 43-character SHA-256 digest."""
-    if len(collapse_key.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES:
-        return collapse_key
-    return _digest(collapse_key, 43)
-
-
-def webpush_topic(collapse_key: str) -> str:
-    """RFC 8030 ``Topic``: at most 32 characters of the URL-safe base64 alphabet, else a 32-char digest."""
-    if len(collapse_key) <= WEBPUSH_TOPIC_MAX_CHARS and _URL_SAFE_BASE64.fullmatch(collapse_key):
-        return collapse_key
-    return _digest(collapse_key, WEBPUSH_TOPIC_MAX_CHARS)
 
 
 def build_message(

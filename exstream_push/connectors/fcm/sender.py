@@ -20,9 +20,9 @@ import orjson
 from firebase_admin import exceptions
 
 from exstream_push.connectors.fcm.auth import fcm_send_url, resolve_credentials
-from exstream_push.connectors.fcm.errors import firebase_error, parse_retry_after, transport_error
+from exstream_push.connectors.fcm.errors import firebase_error, transport_error
 from exstream_push.connectors.fcm.message import PayloadTooLargeError, encode
-from exstream_push.connectors.push import Attempt, PushRequest, PushResult, PushSender
+from exstream_push.connectors.push import Attempt, PushRequest, PushResult, PushSender, parse_retry_after
 from exstream_push.connectors.push_errors import (
     PushProvider,
     classify_fcm_exception,

@@ -21,7 +21,7 @@ from exstream_push.keys import stable_key
 from exstream_push.ledger.store import notification_key
 from exstream_push.message_file import EngineMessage
 from exstream_push.settings import ManifestKeys
-from exstream_push.status import DocumentState, is_failed_delivery
+from exstream_push.status import DocumentState, PushProvider, is_failed_delivery
 from exstream_push.usecases.delivery_exceptions.config import USE_CASE, DeliveryExceptionsConfig, FailureRule
 
 REISSUE_HEADER = [
@@ -317,6 +317,7 @@ def operations_alerts(records: pd.DataFrame, template: Template, topic: str) -> 
                 "customer_id": OPERATIONS,
                 "device_id": device_id,
                 "stage": stage,
+                "provider": PushProvider.FCM.value,  # operations devices follow an FCM topic
                 "payload": message,
                 "channel": channel,
                 "failure_class": failure_class,

@@ -1,0 +1,31 @@
+"""Standards Web Push: RFC 8030 delivery, RFC 8291 ``aes128gcm`` encryption (pywebpush) and RFC 8292 VAPID
+(py-vapid), to whichever push service a browser's subscription names. ``message`` is one notification and its
+encryption, ``vapid`` who we are to a push service, ``sender`` the aiohttp transport on the shared batch driver."""
+
+from exstream_push.connectors.webpush.message import (
+    MAX_PLAINTEXT_BYTES,
+    MAX_TTL_SECONDS,
+    URGENCIES,
+    InvalidSubscriptionError,
+    PayloadTooLargeError,
+    WebPushNotification,
+    validate_subscription,
+)
+from exstream_push.connectors.webpush.sender import WebPushError, WebPushSender
+from exstream_push.connectors.webpush.vapid import VapidKeyMissing, VapidTokens, load_vapid_key, load_vapid_key_file
+
+__all__ = [
+    "MAX_PLAINTEXT_BYTES",
+    "MAX_TTL_SECONDS",
+    "URGENCIES",
+    "InvalidSubscriptionError",
+    "PayloadTooLargeError",
+    "VapidKeyMissing",
+    "VapidTokens",
+    "WebPushError",
+    "WebPushNotification",
+    "WebPushSender",
+    "load_vapid_key",
+    "load_vapid_key_file",
+    "validate_subscription",
+]
