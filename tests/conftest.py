@@ -128,8 +128,9 @@ def apns_server(push_tls_folder: Path) -> Iterator[ApnsEmulator]:
 
 @pytest.fixture
 def apns(apns_server: ApnsEmulator) -> ApnsEmulator:
-    """The session's APNs emulator, emptied before each test."""
+    """The session's APNs emulator, emptied before each test, answering at once again."""
     apns_server.state.reset()
+    apns_server.state.latency = 0.0
     return apns_server
 
 
@@ -145,8 +146,10 @@ def webpush_server(push_tls_folder: Path) -> Iterator[ServerThread]:
 
 @pytest.fixture
 def webpush(webpush_server: ServerThread) -> ServerThread:
-    """The session's Web Push emulator, its messages forgotten before each test (subscriptions stay)."""
+    """The session's Web Push emulator, its messages forgotten before each test (subscriptions stay), answering
+    at once again."""
     webpush_server.app.state.webpush.reset()
+    webpush_server.app.state.webpush.latency = 0.0
     return webpush_server
 
 

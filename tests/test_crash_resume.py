@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,12 @@ from exstream_push.content.links import document_ref
 from exstream_push.ledger import Notification
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
+from exstream_push_dev.emulators.apns import ApnsEmulator
 from exstream_push_dev.emulators.samples import write_devices, write_manifest
+from exstream_push_dev.emulators.server import ServerThread
 from tests.conftest import fcm_messages
 from tests.oracle import read_scenario
+from tests.test_every_provider import delivered, mixed_registry, providers
 
 CUSTOMERS = 2_500
 JOB_ID = "JOB-CRASH-1"
@@ -98,6 +101,109 @@ def test_kill_mid_run_then_resume_sends_what_was_missing(
         assert first["android"]["collapse_key"] == again["android"]["collapse_key"]
         assert first["apns"]["headers"]["apns-collapse-id"] == again["apns"]["headers"]["apns-collapse-id"]
         assert first["webpush"]["headers"]["Topic"] == again["webpush"]["headers"]["Topic"]
+
+
+PROVIDERS_JOB_ID = "JOB-CRASH-PROVIDERS"
+ROUND_TRIP = {"fcm": 0.02, "apns": 0.1, "webpush": 0.25}
+IN_FLIGHT = {"fcm": (CONCURRENCY, MAX_CONCURRENCY), "apns": (8, 8), "webpush": (8, 8)}
+"""Seconds per request and (first, most) requests in flight per provider: the 30 % APNs and 10 % Web Push devices
+are sent slowly enough that their groups, started seconds before FCM's (which signs in to Google first), are
+still sending when FCM's is."""
+STARTED = 25  # messages each emulator accepted before the kill
+
+
+def test_kill_mid_run_over_every_provider_then_resume_repeats_only_in_flight_messages_with_their_collapse_ids(
+    prefect_harness: None,
+    every_provider_env: dict[str, str],
+    fcm: ServerThread,
+    apns: ApnsEmulator,
+    webpush: ServerThread,
+    exstream: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FCM, APNs and Web Push devices in one run: each provider's sender records its outcomes as they complete, so
+    the kill repeats at most what was on each provider's wire, and each repeat collapses onto its first copy."""
+    from prefect.settings import PREFECT_API_URL
+
+    manifest = tmp_path / "_STDDELIVERYFILE.xml"
+    write_manifest(manifest, CUSTOMERS, seed=33, job_id=PROVIDERS_JOB_ID)
+    devices, gone = mixed_registry(tmp_path, CUSTOMERS, 34, webpush)
+    expected = read_scenario(manifest, devices, PROVIDERS_JOB_ID, gone_devices=gone)
+    provider_of = providers(devices)
+    in_flight = {
+        f"EXSTREAM_PUSH_{provider.upper()}_{limit}": str(value)
+        for provider, limits in IN_FLIGHT.items()
+        for limit, value in zip(("CONCURRENCY", "MAX_CONCURRENCY"), limits, strict=True)
+    }
+    child_env = {**os.environ, **every_provider_env, **in_flight, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    subprocess.run(_cli("devices", "import", str(devices)), env=child_env, check=True, capture_output=True)
+
+    emulator_states = {"fcm": fcm.app.state.fcm, "apns": apns.state, "webpush": webpush.app.state.webpush}
+    for provider, state in emulator_states.items():
+        state.latency = ROUND_TRIP[provider]
+    run = _cli("run", "statement-ready", "--manifest", str(manifest), "--job", PROVIDERS_JOB_ID)
+    process = subprocess.Popen(
+        run, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while min(state.accepted for state in emulator_states.values()) < STARTED:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    accepted_at_kill = Counter(provider_of[device] for _, device in delivered(expected, fcm, apns, webpush)[0])
+    owed = Counter(provider_of[device] for _, device in expected.accepted)
+    for provider in owed:
+        assert 0 < accepted_at_kill[provider] < owed[provider], f"the kill did not land mid-send to {provider}"
+
+    monkeypatch.setenv("EXSTREAM_PUSH_DATABASE_URL", every_provider_env["EXSTREAM_PUSH_DATABASE_URL"])
+    with ledger_for(get_settings()).engine.connect() as conn:
+        unconfirmed = set(
+            conn.execute(
+                select(Notification.document_id, Notification.device_id).where(Notification.status == "pending")
+            )
+        )
+
+    for state in emulator_states.values():
+        state.latency = 0.0
+    resumed = subprocess.run(run, env=child_env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    key = get_settings().link_key
+    refs = {document_ref(key, "statement-ready", d): d for d in expected.documents}
+    device_of = {token: device for device, token in expected.tokens.items()}
+    copies: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for provider, messages in delivered(expected, fcm, apns, webpush)[1].items():
+        for message in messages:
+            pair = (refs[message["shown"]["document_ref"]], device_of[message["address"]])
+            assert provider_of[pair[1]] == provider
+            copies[pair].append(message)
+
+    assert set(copies) == expected.accepted
+    assert {provider_of[device] for _, device in copies} == {"fcm", "apns", "webpush"}
+    repeats = {pair: sent for pair, sent in copies.items() if len(sent) > 1}
+    assert set(repeats) <= unconfirmed
+    # At most twice what each provider's sender had in flight: on the wire, or answered but not yet recorded.
+    per_provider = Counter(provider_of[device] for _, device in repeats)
+    assert all(count <= 2 * IN_FLIGHT[provider][1] for provider, count in per_provider.items()), per_provider
+    assert all(len(sent) == 2 for sent in repeats.values())
+    for (_, device), (first, again) in repeats.items():
+        assert collapse_id(provider_of[device], first) == collapse_id(provider_of[device], again)
+
+
+def collapse_id(provider: str, message: dict) -> str:
+    """What makes the device show one copy: FCM's collapse key (and its APNs and Web Push overrides), APNs'
+    ``apns-collapse-id``, Web Push's ``Topic``."""
+    if provider == "apns":
+        return message["headers"]["apns-collapse-id"]
+    if provider == "webpush":
+        return message["headers"]["topic"]
+    overrides = (message["apns"]["headers"]["apns-collapse-id"], message["webpush"]["headers"]["Topic"])
+    return f"{message['android']['collapse_key']}|{overrides}"
 
 
 def test_a_killed_run_is_marked_crashed_in_prefect_when_the_next_run_of_its_job_joins(

@@ -10,6 +10,7 @@ with a known prefix (all valid hex) fail the same way every time, like a payment
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import string
@@ -125,6 +126,8 @@ class ApnsEmulatorState:
 
     def __init__(self, bundle_id: str, keys: Iterable[ApnsSigningKey] = ()) -> None:
         self.bundle_id = bundle_id
+        self.latency = 0.0
+        """Seconds each push waits before it is decided, as a distant APNs would: a crash test's kill lands mid-send."""
         self._keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
         for key in keys:
             self.register(key)
@@ -316,6 +319,8 @@ async def provider_api(request: Request) -> Response:
         request.method, request.path_params["rest"], headers, await request.body(), request.scope.get("client")
     )
     apns_id = headers.get("apns-id", [None])[0]
+    if state.latency:
+        await asyncio.sleep(state.latency)
     reply = state.handle(seen)
     response_headers = {"apns-id": apns_id if apns_id and _UUID.fullmatch(apns_id) else str(uuid.uuid4())}
     response_headers.update(reply.headers or {})

@@ -14,6 +14,7 @@ library's mistake cannot agree with itself. Decryption is ``http_ece`` (the refe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import itertools
@@ -105,6 +106,8 @@ class WebPushEmulatorState:
         self._clock = clock
         self._run_id = secrets.token_hex(4)
         self._message_numbers = itertools.count(1)
+        self.latency = 0.0
+        """Seconds each push waits before it is decided, as a distant push service would."""
         self.reset()
 
     def reset(self) -> None:
@@ -340,6 +343,8 @@ async def subscribe(request: Request) -> Response:
 async def push(request: Request) -> Response:
     body = await request.body()
     state: WebPushEmulatorState = request.app.state.webpush
+    if state.latency:
+        await asyncio.sleep(state.latency)
     return _json(state.handle_push(_origin(request), request.path_params["id"], request.headers, body))
 
 
