@@ -7,6 +7,7 @@ import csv
 import json
 import ssl
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from sqlalchemy import select
 from exstream_push.cli import main
 from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.content.links import document_ref
+from exstream_push.devices import DEVICE_CSV_HEADER, PROVIDER_COLUMNS
 from exstream_push.flows.operational_alert import operational_alert
+from exstream_push.flows.payment_reminders import payment_reminders
+from exstream_push.flows.policy_change import policy_change
 from exstream_push.flows.statement_ready import statement_ready
 from exstream_push.ingress.app import create_app
 from exstream_push.ledger import Device, Notification
@@ -32,6 +36,11 @@ from tests.conftest import apns_messages, fcm_messages, webpush_messages
 from tests.oracle import Expected, read_scenario
 from tests.test_ingress import SECRET, Ingress
 from tests.test_operational_alert import AS_OF, raise_alert
+from tests.test_payment_reminders import T1 as REMINDER_T1
+from tests.test_payment_reminders import Doc, Scenario
+from tests.test_policy_change import ACKNOWLEDGE_BY, acknowledgement, policy_record, write_events
+from tests.test_policy_change import T0 as POLICY_T0
+from tests.test_policy_change import write_manifest as write_policy_manifest
 
 CUSTOMERS = 1_500
 JOB_ID = "JOB-PROVIDERS-1"
@@ -247,3 +256,157 @@ def test_the_operational_alert_reaches_apns_and_web_push_devices_registered_thro
     with ledger_for(settings).engine.connect() as conn:
         inactive = dict(conn.execute(select(Device.device_id, Device.deactivated_reason).where(~Device.active)).all())
     assert inactive == {"d-dead": "apns:Unregistered", "d-gone": "webpush:410"}
+
+
+# -- the reminder flows: payment reminders and policy change reach APNs and Web Push devices ------------------------
+
+
+def write_registry(path: Path, devices: list[dict[str, str]]) -> None:
+    """A device file with the provider columns, the rest of each row filled as an opted-in device in London."""
+    defaults = {"push_opt_in": "true", "locale": "", "timezone": "Europe/London", "categories": ""}
+    defaults |= {"provider": "fcm", "webpush_p256dh": "", "webpush_auth": ""}
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*DEVICE_CSV_HEADER, *PROVIDER_COLUMNS], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**defaults, **device} for device in devices)
+
+
+def every_provider_devices(customer: str, webpush: ServerThread) -> list[dict[str, str]]:
+    """One device of each provider for ``customer``; the web one subscribed at the emulator as a browser does."""
+    browser = httpx.Client(base_url=webpush.url, verify=ssl.create_default_context(cafile=str(webpush.tls.ca_file)))
+    subscription = browser.post("/_emulator/subscriptions", json={}).json()
+    hex_customer = customer.encode().hex()
+    return [
+        {"customer_id": customer, "device_id": f"{customer}-fcm", "platform": "android", "token": f"tok-{customer}"},
+        {
+            "customer_id": customer,
+            "device_id": f"{customer}-apns",
+            "platform": "ios",
+            "provider": "apns",
+            "token": (hex_customer + "c0" * 32)[:64],
+        },
+        {
+            "customer_id": customer,
+            "device_id": f"{customer}-web",
+            "platform": "web",
+            "provider": "webpush",
+            "token": subscription["endpoint"],
+            "webpush_p256dh": subscription["keys"]["p256dh"],
+            "webpush_auth": subscription["keys"]["auth"],
+        },
+    ]
+
+
+def shown_by_device(
+    devices: list[dict[str, str]], fcm: ServerThread, apns: ApnsEmulator, webpush: ServerThread
+) -> dict[str, list[dict[str, Any]]]:
+    """Device id → what each message to it showed and carried: {"title", "body", "data", "priority", "text"}, read
+    from the emulator of its provider (APNs' alert and custom keys, Web Push's decrypted notification and data)."""
+    device_of = {device["token"]: device["device_id"] for device in devices}
+    shown: dict[str, list[dict[str, Any]]] = {device["device_id"]: [] for device in devices}
+    for m in fcm_messages(fcm):
+        notification = m["notification"]
+        shown[device_of[m["token"]]].append(
+            {**notification, "data": m["data"], "priority": m["android"]["priority"], "text": json.dumps(m)}
+        )
+    for m in apns_messages(apns):
+        body = _json(m["payload"])
+        data = {k: v for k, v in body.items() if k != "aps"}
+        priority = {"10": "high", "5": "normal"}[m["headers"]["apns-priority"]]
+        shown[device_of[m["device_token"]]].append(
+            {**body["aps"]["alert"], "data": data, "priority": priority, "text": json.dumps(m)}
+        )
+    for m in webpush_messages(webpush):
+        body = _json(m["payload"])
+        shown[device_of[m["endpoint"]]].append(
+            {**body["notification"], "data": body["data"], "priority": m["headers"]["urgency"], "text": json.dumps(m)}
+        )
+    return shown
+
+
+def test_payment_reminders_reach_apns_and_web_push_devices_with_what_fcm_devices_get(
+    prefect_harness: None,
+    every_provider_env: dict[str, str],
+    tmp_path: Path,
+    fcm: ServerThread,
+    apns: ApnsEmulator,
+    webpush: ServerThread,
+) -> None:
+    """A reminder due today and one due in three days, each customer with a phone on FCM, an iPhone on APNs and
+    the web portal: every device gets its stage's reminder, the same title and data as the FCM one, no amount."""
+    scenario = Scenario(
+        docs=[
+            Doc("INV-1", "C1", "2026-11-29", "1234.56", "A-prime", "en"),  # due today at T1
+            Doc("INV-2", "C2", "2026-12-02", "98.76", "B-standard", "fr"),  # due in three days: due_soon
+        ],
+        devices=[],
+        payments=[],
+    )
+    manifest, _, _ = scenario.write(tmp_path)
+    devices = every_provider_devices("C1", webpush) + every_provider_devices("C2", webpush)
+    write_registry(tmp_path / "devices.csv", devices)
+    assert main(["devices", "import", str(tmp_path / "devices.csv")]) == 0
+
+    result = payment_reminders(manifest=str(manifest), as_of=REMINDER_T1)
+    assert result["sent"] == 6
+
+    shown = shown_by_device(devices, fcm, apns, webpush)
+    assert {device: len(messages) for device, messages in shown.items()} == {d["device_id"]: 1 for d in devices}
+    titles = {"C1": "Payment due today", "C2": "Rappel de paiement"}
+    for customer, title in titles.items():
+        (fcm_copy,), (apns_copy,), (web_copy,) = (shown[f"{customer}-{p}"] for p in ("fcm", "apns", "web"))
+        for copy in (fcm_copy, apns_copy, web_copy):
+            assert copy["title"] == title
+            assert set(copy["data"]) == DATA_KEYS and copy["data"]["use_case"] == "payment-reminders"
+            assert not any(
+                value in copy["text"]
+                for value in ("1234", "98.76", "A-prime", "B-standard", "Name of", "@example.com", "INV-")
+            )
+        assert apns_copy["data"] == web_copy["data"] == fcm_copy["data"]
+        assert apns_copy["body"] == web_copy["body"] == fcm_copy["body"]
+
+    # Each stage goes once, ever, on every provider.
+    assert payment_reminders(as_of=REMINDER_T1).get("sent", 0) == 0
+    assert sum(map(len, shown_by_device(devices, fcm, apns, webpush).values())) == 6
+
+
+def test_policy_change_notice_and_reminders_reach_apns_and_web_push_devices(
+    prefect_harness: None,
+    every_provider_env: dict[str, str],
+    tmp_path: Path,
+    fcm: ServerThread,
+    apns: ApnsEmulator,
+    webpush: ServerThread,
+    exstream: ServerThread,
+) -> None:
+    """The change notice, the reminder at +3 days and the last one at +7 (high priority: APNs priority 10, Web
+    Push ``Urgency: high``) reach each provider's device of a customer who never acknowledges; an acknowledgement
+    stops them for another customer on every provider."""
+    job = "POL-EVERY"
+    write_policy_manifest(tmp_path / "manifest.xml", [policy_record(1, job), policy_record(2, job)])
+    devices = every_provider_devices("C00001", webpush) + every_provider_devices("C00002", webpush)
+    write_registry(tmp_path / "devices.csv", devices)
+    assert main(["devices", "import", str(tmp_path / "devices.csv")]) == 0
+    write_events(tmp_path / "ack.jsonl", [acknowledgement(2, job, POLICY_T0 + timedelta(days=1))])
+
+    policy_change(as_of=POLICY_T0, manifest=str(tmp_path / "manifest.xml"), job_id=job)
+    policy_change(as_of=POLICY_T0 + timedelta(days=3), events=str(tmp_path / "ack.jsonl"))
+    policy_change(as_of=POLICY_T0 + timedelta(days=7))
+
+    shown = shown_by_device(devices, fcm, apns, webpush)
+    notice = "Please review a change to your policy"
+    reminder = "Reminder: a change awaits your confirmation"
+    for provider in ("fcm", "apns", "web"):
+        never, acknowledged = shown[f"C00001-{provider}"], shown[f"C00002-{provider}"]
+        assert [(m["title"], m["priority"]) for m in never] == [
+            (notice, "normal"),
+            (reminder, "normal"),
+            (reminder, "high"),
+        ], provider
+        assert [m["title"] for m in acknowledged] == ["Please review a change to your contract"], provider
+        for message in never + acknowledged:
+            assert set(message["data"]) == DATA_KEYS and message["data"]["use_case"] == "policy-change"
+            assert not any(value in message["text"] for value in ("PN-", "Alice", "@example.com", ACKNOWLEDGE_BY))
+    for number in (1, 2):
+        copies = [shown[f"C{number:05d}-{provider}"] for provider in ("fcm", "apns", "web")]
+        assert all([m["data"] for m in c] == [m["data"] for m in copies[0]] for c in copies)
