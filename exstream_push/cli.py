@@ -16,7 +16,7 @@ from typing import Any
 
 from exstream_push.errors import ExstreamPushError
 from exstream_push.settings import Settings, get_settings
-from exstream_push.status import EngagementType
+from exstream_push.status import EngagementType, Platform, PushProvider
 from exstream_push.task_runners import TASK_RUNNERS
 from exstream_push.usecases.registry import USE_CASES
 
@@ -318,6 +318,27 @@ example line:
   {EVENT_EXAMPLE}"""
 
 
+DEVICE_FIELDS = f"""\
+A CSV file with a header line; rows are upserted by device_id, a bad row is reported by its line number and
+skipped (its token never quoted). The ingress API's POST /v1/devices takes the same fields (a Web Push device's
+subscription as PushSubscription.toJSON() gives it).
+
+  customer_id     required: the customer whose documents the device is told about
+  device_id       required: the app back end's id for the device, unique across customers
+  platform        required: {", ".join(Platform)}
+  token           required: how the provider reaches the device: an FCM registration token; an APNs device
+                  token in hex, as the app got it from Apple; or a Web Push subscription's endpoint (https)
+  push_opt_in     required: true or false
+  locale          optional: the device's language (en, fr, es-MX), used when the document names none
+  timezone        optional: an IANA zone such as Europe/Paris, for quiet hours; empty: the use case's default
+  categories      optional: ;-separated categories the customer allows (statements;bills); empty means all
+  provider        optional column: {", ".join(PushProvider)}; absent or empty means fcm, so files written
+                  before APNs and Web Push import unchanged
+  webpush_p256dh  webpush rows only: the subscription's keys.p256dh (base64url), as PushSubscription.toJSON()
+                  gives it
+  webpush_auth    webpush rows only: its keys.auth (base64url)"""
+
+
 class _DeprecatedAlias(argparse.Action):
     """An option's old spelling, still accepted: it sets the new option and says so on stderr."""
 
@@ -360,8 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     devices = commands.add_parser("devices", help="the device registry").add_subparsers(
         dest="devices_command", required=True, metavar="ACTION"
     )
-    devices_import = devices.add_parser("import", help="upsert devices from CSV by device_id")
-    devices_import.add_argument("path")
+    devices_import = devices.add_parser(
+        "import",
+        help="upsert devices from CSV by device_id",
+        description=DEVICE_FIELDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    devices_import.add_argument("path", help="the CSV file (columns below)")
     devices_import.add_argument("--strict", action="store_true", help="exit 1 when any row was skipped")
     devices_import.set_defaults(handler=cmd_devices_import)
 

@@ -28,9 +28,15 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     from exstream_push_dev.emulators.exstream import create_exstream_app
     from exstream_push_dev.emulators.fcm import create_fcm_app, parse_fault_spec
     from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
+    from exstream_push_dev.emulators.samples import subscribe_web_devices
     from exstream_push_dev.emulators.server import ServerThread
     from exstream_push_dev.emulators.webpush import development_vapid_key, start_webpush_emulator
 
+    # Before anything starts: a signal while the emulators start (subscribing the web devices takes a moment)
+    # stops them once they are up, instead of killing the process with its servers half made.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     settings = get_settings()
     faults = parse_fault_spec(args.faults) if args.faults else None
     data_dir = Path(args.exstream_data) if args.exstream_data else settings.data_dir / "exstream"
@@ -48,6 +54,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     emulator_files = (settings.home / "emulators").resolve()
     webpush = start_webpush_emulator(emulator_files, port=args.webpush_port)
     vapid_key_file = development_vapid_key(emulator_files)
+    # The browsers of data/devices.csv subscribe now: only subscriptions the emulator made can be pushed to.
+    devices_file = emulator_files / "devices.csv"
+    subscribe_web_devices(settings.data_dir / "devices.csv", devices_file, webpush.url, webpush.tls.ca_file)
     # The same folder, so one development CA signs both TLS emulators and one EXSTREAM_PUSH_CA_FILE trusts them.
     apns = start_apns_emulator(
         emulator_files, bundle_id=settings.apns_bundle_id or DEFAULT_BUNDLE_ID, port=args.apns_port
@@ -57,6 +66,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     print(f"Exstream emulator  {exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)")
     print(f"Web Push emulator  {webpush.url}   (subscribe: POST {webpush.url}/_emulator/subscriptions)")
     print(f"APNs emulator      {apns.url}   (HTTP/2 over TLS; accepted notifications: {apns.url}/_emulator/messages)")
+    print(f"devices            {devices_file}   (data/devices.csv, its web devices subscribed here)")
     print("point exstream-push at them with:")
     print(f"  export EXSTREAM_PUSH_FCM_URL={fcm.url}")
     print(f"  export EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE={key_file}")
@@ -64,10 +74,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     print(f"  export EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE={vapid_key_file}")
     for name, value in apns.environment().items():
         print(f"  export {name}={value}")
+    print(f"and import the devices with: exstream-push devices import {devices_file}")
     print("Ctrl-C stops them.", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     for server in (fcm, oauth, exstream, webpush, apns):
         server.stop()

@@ -2,8 +2,8 @@
 
 A Prefect server (SQLite in the state folder, unless ``PREFECT_API_DATABASE_CONNECTION_URL`` names another
 database), the ``exstream-push`` process work pool with a worker, every deployment and automation of
-``prefect.yaml``, the FCM and Exstream emulators and the ingress API. Ctrl-C or SIGTERM stops all of it, children
-first, and the command exits 0.
+``prefect.yaml``, the FCM, APNs, Web Push and Exstream emulators (the web devices of data/devices.csv subscribed
+at the Web Push one) and the ingress API. Ctrl-C or SIGTERM stops all of it, children first, and the command exits 0.
 
 Each child runs in a session of its own: the terminal's Ctrl-C reaches only this process, which stops the children
 in order (the worker before the server it reports to), and a child's own subprocesses stop with it.
@@ -33,6 +33,7 @@ from exstream_push.settings import PROJECT_ROOT, Settings, get_settings
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
 
+    from exstream_push_dev.emulators.apns import ApnsEmulator
     from exstream_push_dev.emulators.server import ServerThread
 
 WORK_POOL = "exstream-push"
@@ -40,6 +41,8 @@ WORKER_NAME = "exstream-push-local"
 FCM_PORT = 8090
 OAUTH_PORT = 8092
 EXSTREAM_PORT = 8091
+APNS_PORT = 8093
+WEBPUSH_PORT = 8094
 INGRESS_PORT = 8095
 STARTUP_TIMEOUT = 180.0
 DEPLOY_TIMEOUT = 600.0
@@ -247,19 +250,24 @@ class Stack:
         self.prefect_port = prefect_port
         self.prefect_url = f"http://{LOOPBACK}:{prefect_port}"
         self.children: list[ChildProcess] = []
-        self.emulators: list[ServerThread] = []
+        self.emulators: list[ServerThread | ApnsEmulator] = []
+        self.devices_file = self.state / "devices.csv"
+        """data/devices.csv with its web devices subscribed at this stack's Web Push emulator: what to import."""
         self.urls: dict[str, str] = {}
         self.exports: dict[str, str] = {}
         self.secret = ""
 
     def start(self) -> None:
+        from exstream_push_dev.emulators.apns import DEFAULT_BUNDLE_ID, start_apns_emulator
         from exstream_push_dev.emulators.exstream import create_exstream_app
         from exstream_push_dev.emulators.fcm import create_fcm_app
         from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
+        from exstream_push_dev.emulators.samples import subscribe_web_devices
         from exstream_push_dev.emulators.server import ServerThread
+        from exstream_push_dev.emulators.webpush import development_vapid_key, start_webpush_emulator
 
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.say("starting the emulators: Google OAuth2, FCM, Exstream ...")
+        self.say("starting the emulators: Google OAuth2, FCM, APNs, Web Push, Exstream ...")
         key_file = self.state / "service-account.json"
         oauth = start_oauth_emulator(key_file, self.settings.fcm_project, port=port_or_free(OAUTH_PORT))
         self.emulators.append(oauth)
@@ -269,6 +277,18 @@ class Stack:
             create_exstream_app(self.settings.data_dir / "exstream"), port=port_or_free(EXSTREAM_PORT)
         ).start()
         self.emulators.append(exstream)
+        # One folder, so one development CA signs both TLS emulators and one EXSTREAM_PUSH_CA_FILE trusts them.
+        emulator_files = self.state / "emulators"
+        webpush = start_webpush_emulator(emulator_files, port=port_or_free(WEBPUSH_PORT))
+        self.emulators.append(webpush)
+        apns = start_apns_emulator(
+            emulator_files, bundle_id=self.settings.apns_bundle_id or DEFAULT_BUNDLE_ID, port=port_or_free(APNS_PORT)
+        )
+        self.emulators.append(apns)
+        # The browsers subscribe now: the emulator keeps their private keys, so only its own subscriptions work.
+        subscribe_web_devices(
+            self.settings.data_dir / "devices.csv", self.devices_file, webpush.url, webpush.tls.ca_file
+        )
         self.secret = ingress_secret(self.settings, self.state)
         api_url = f"{self.prefect_url}/api"
         self.exports = {
@@ -278,6 +298,8 @@ class Stack:
             "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE": str(key_file),
             "EXSTREAM_PUSH_EXSTREAM_URL": f"{exstream.url}/orchestration",
             "EXSTREAM_PUSH_OTDS_URL": f"{exstream.url}/otdsws",
+            **apns.environment(),
+            "EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE": str(development_vapid_key(emulator_files)),
             "EXSTREAM_PUSH_INGRESS_SECRET": self.secret,
         }
         if self.settings.database_url is None:  # a configured one is in the environment already, credentials too
@@ -332,7 +354,10 @@ class Stack:
             "ingress API": ingress_url,
             "FCM emulator": f"{fcm.url}   (accepted messages: {fcm.url}/_emulator/messages)",
             "Google OAuth2 emulator": f"{oauth.url}/token   (service-account key: {key_file})",
+            "APNs emulator": f"{apns.url}   (HTTP/2 over TLS; accepted notifications: {apns.url}/_emulator/messages)",
+            "Web Push emulator": f"{webpush.url}   (subscribe: POST {webpush.url}/_emulator/subscriptions)",
             "Exstream emulator": f"{exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)",
+            "devices": f"{self.devices_file}   (data/devices.csv, web devices subscribed here: devices import it)",
             "logs": str(self.logs),
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -150,6 +151,13 @@ def test_emulate_serves_every_emulator_until_sigterm(tmp_path: Path) -> None:
         ca_file = tmp_path.resolve() / "emulators" / "emulator-ca.pem"  # one CA for both TLS emulators
         assert f"EXSTREAM_PUSH_CA_FILE={ca_file}" in printed and "EXSTREAM_PUSH_APNS_KEY_FILE=" in printed
         assert f"EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE={tmp_path / 'emulators' / 'vapid-private.pem'}" in printed
+        devices_file = tmp_path.resolve() / "emulators" / "devices.csv"  # data/devices.csv, web devices subscribed
+        assert f"exstream-push devices import {devices_file}" in printed
+        with devices_file.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        web = [row["token"] for row in rows if row["provider"] == "webpush"]
+        assert web and all(token.startswith(f"https://127.0.0.1:{webpush_port}/push/") for token in web)
+        assert {row["provider"] for row in rows} == {"fcm", "apns", "webpush"}
     finally:
         if process.poll() is None:
             process.kill()

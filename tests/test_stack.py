@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -108,6 +110,23 @@ def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> N
     names = [automation["name"] for automation in automations]  # deployment triggers are automations too
     assert all(names.count(automation.name) == 1 for automation in project_automations()), names
     assert re.search(r"^\s+export EXSTREAM_PUSH_INGRESS_SECRET=\S+", up.output, re.MULTILINE)
+
+    # APNs and Web Push are configured against their emulators, which answer over TLS from the CA the settings
+    # name; the web devices of data/devices.csv are subscribed at the Web Push one, ready to import.
+    exports = dict(re.findall(r"^\s+export (EXSTREAM_PUSH_\w+)=(\S+)", up.output, re.MULTILINE))
+    apns_settings = ("APNS_URL", "APNS_TEAM_ID", "APNS_KEY_ID", "APNS_KEY_FILE", "APNS_BUNDLE_ID")
+    assert {f"EXSTREAM_PUSH_{name}" for name in apns_settings} <= set(exports)
+    assert Path(exports["EXSTREAM_PUSH_APNS_KEY_FILE"]).is_file()
+    assert Path(exports["EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE"]).is_file()
+    trust = ssl.create_default_context(cafile=exports["EXSTREAM_PUSH_CA_FILE"])
+    assert httpx.get(f"{exports['EXSTREAM_PUSH_APNS_URL']}/_emulator/stats", verify=trust, timeout=30).is_success
+    devices_file = Path(re.search(r"^devices\s+(\S+)", up.output, re.MULTILINE).group(1))
+    with devices_file.open(newline="") as handle:
+        web_endpoints = [row["token"] for row in csv.DictReader(handle) if row["provider"] == "webpush"]
+    webpush_url = re.search(r"^Web Push emulator\s+(https://\S+)", up.output, re.MULTILINE).group(1)
+    assert web_endpoints and all(endpoint.startswith(f"{webpush_url}/push/") for endpoint in web_endpoints)
+    stats = httpx.get(f"{webpush_url}/_emulator/stats", verify=trust, timeout=30).json()
+    assert stats["subscriptions"] == len(web_endpoints)
 
     # a command on this home without PREFECT_API_URL runs on the stack's server, not a server of its own
     status = subprocess.run(
