@@ -1,6 +1,8 @@
 """``exstream-push bench``: statement-ready end to end at scale, beside the ceiling and the SDK baseline.
 
-Everything runs against the FCM emulator in worker processes of its own, on this machine, in one command:
+Everything runs against the emulators on this machine, in one command: FCM in worker processes of its own, APNs
+(HTTP/2 over TLS) and Web Push (each message decrypted as a browser would) in threads of the bench's process. The
+device registry mixes the providers as ``MIX`` says, and the figures give each provider's share of the rate.
 
 - the **ceiling**: the fastest a minimal aiohttp client gets pre-encoded messages accepted;
 - the **baseline**: firebase-admin's own ``send_each_async`` (500 per call) for 20,000 messages;
@@ -46,6 +48,8 @@ STARTUP_CUSTOMERS = 20
 BASELINE_MESSAGES = 20_000
 CEILING_MESSAGES = 100_000
 CEILING_CONCURRENCY = (16, 32, 64, 128)
+MIX = {"fcm": 0.6, "apns": 0.3, "webpush": 0.1}
+"""Devices per provider in the generated registry."""
 PHASES = {
     "extract-manifest": "extract",
     "segment-recipients": "segment",
@@ -73,9 +77,7 @@ def _credentials(key_file: Path) -> service_account.Credentials:
     return service_account.Credentials.from_service_account_file(str(key_file), scopes=[FCM_SCOPE])
 
 
-async def _ceiling(
-    url: str, project: str, count: int, concurrency: int, access_token: str
-) -> tuple[float, float]:
+async def _ceiling(url: str, project: str, count: int, concurrency: int, access_token: str) -> tuple[float, float]:
     """Messages per second accepted by a bare aiohttp client with pre-encoded bodies (no model, no ledger), and
     the client's own CPU per message (this process's user + system time), in µs."""
     bodies = [_notice_body(n) for n in range(count)]
@@ -131,9 +133,7 @@ async def _baseline(url: str, project: str, count: int, key_file: Path) -> float
     return count / seconds
 
 
-def _transport_rates(
-    url: str, project: str, ceiling_messages: int, key_file: Path
-) -> tuple[float, int, float, float]:
+def _transport_rates(url: str, project: str, ceiling_messages: int, key_file: Path) -> tuple[float, int, float, float]:
     """The ceiling (its rate, best of a sweep of concurrencies, on the event loop the product sends on; its
     concurrency; its CPU per message) and the baseline, on asyncio's own loop as firebase-admin users run it.
     Both sign in with the run's service account."""
@@ -153,14 +153,24 @@ def _transport_rates(
 
 
 def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
-    from exstream_push_dev.emulators.samples import write_devices, write_manifest
+    """The manifest and the device registry, generated once per size; the web devices' endpoints are placeholders
+    until ``subscribe_web_devices`` subscribes them at this run's Web Push emulator."""
+    from exstream_push_dev.emulators.samples import ProviderMix, write_devices, write_manifest
 
     manifest, devices = folder / "_STDDELIVERYFILE.xml", folder / "devices.csv"
     if not (manifest.exists() and devices.exists()):
         folder.mkdir(parents=True, exist_ok=True)
         write_manifest(manifest, customers, seed=101, job_id=BENCH_JOB)
-        write_devices(devices, customers, seed=102)
+        write_devices(devices, customers, seed=102, mix=ProviderMix(apns=MIX["apns"], webpush=MIX["webpush"]))
     return manifest, devices
+
+
+def _per_provider(sent: Mapping[str, int], seconds: float) -> dict[str, dict[str, float]]:
+    """Each provider's messages sent in a run of ``seconds`` and its rate over the whole run: the providers send
+    side by side in every batch, so their rates add up to the end-to-end one."""
+    return {
+        provider: {"sent": sent.get(provider, 0), "per_s": round(sent.get(provider, 0) / seconds)} for provider in MIX
+    }
 
 
 def _parse_rate(manifest: Path, customers: int) -> float:
@@ -292,11 +302,11 @@ def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) ->
 
 
 def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, latency_ms: float) -> dict[str, Any]:
-    """Statement-ready on ``customers`` at 0 ms (and its re-run), then the same data against an FCM answering
-    after ``latency_ms``, beside the bare client's ceiling and firebase-admin's baseline."""
+    """Statement-ready on ``customers`` at 0 ms (and its re-run), then the same data against providers answering
+    after ``latency_ms``, beside the bare client's ceiling and firebase-admin's baseline (both FCM only)."""
     base = get_settings()
     work = (base.home / "bench").resolve()
-    manifest, devices = _ensure_data(work / f"data-{customers}", customers)
+    manifest, unsubscribed_devices = _ensure_data(work / f"data-{customers}-mix", customers)
     run_home = work / "run"
     shutil.rmtree(run_home, ignore_errors=True)
     logs = run_home / "logs"
@@ -304,9 +314,12 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     from exstream_push.prefect_server import port_or_free
+    from exstream_push_dev.emulators.apns import apns_emulator
     from exstream_push_dev.emulators.exstream import create_exstream_app
     from exstream_push_dev.emulators.google_oauth import fcm_process_env, oauth_emulator
+    from exstream_push_dev.emulators.samples import subscribe_web_devices
     from exstream_push_dev.emulators.server import EmulatorProcess, ServerThread
+    from exstream_push_dev.emulators.webpush import development_vapid_key, webpush_emulator
     from exstream_push_dev.stack import ChildProcess, prefect_env, wait_for_http
 
     key_file = run_home / "service-account.json"
@@ -329,24 +342,45 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
             env={"FCM_EMULATOR_KEEP_MESSAGES": "0", **fcm_process_env(oauth)},
         ) as fcm_url,
         ServerThread(create_exstream_app(None)) as exstream,
+        apns_emulator(run_home / "emulators") as apns,
+        webpush_emulator(run_home / "emulators") as webpush,
     ):
+        tls_emulators = (apns.state, webpush.app.state.webpush)
+        for state in tls_emulators:
+            state.keep_messages = False
+        devices = run_home / "devices.csv"
+        subscribe_web_devices(unsubscribed_devices, devices, webpush.url, webpush.tls.ca_file)
         # The bench's own run: given to the product in this process, and to the worker processes as variables.
-        # Every sender signs in as production does: the service account's JWT, exchanged at the token emulator.
+        # Every sender signs in as production does: the service account's JWT, exchanged at the token emulator;
+        # APNs with the team's signing key, Web Push with a VAPID key.
         exstream_url = f"{exstream.url}/orchestration"
-        settings = Settings(
-            home=run_home, fcm_url=fcm_url, exstream_url=exstream_url, fcm_service_account_file=key_file
-        )
-        configure_settings(settings)
         run_env = {
             "EXSTREAM_PUSH_HOME": str(run_home),
             "EXSTREAM_PUSH_FCM_URL": fcm_url,
             "EXSTREAM_PUSH_EXSTREAM_URL": exstream_url,
             "EXSTREAM_PUSH_FCM_SERVICE_ACCOUNT_FILE": str(key_file),
+            **apns.environment(),
+            "EXSTREAM_PUSH_WEBPUSH_VAPID_PRIVATE_KEY_FILE": str(development_vapid_key(run_home / "emulators")),
         }
+        settings = Settings(
+            home=run_home,
+            fcm_url=fcm_url,
+            exstream_url=exstream_url,
+            fcm_service_account_file=key_file,
+            apns_url=apns.url,
+            apns_team_id=apns.key.team_id,
+            apns_key_id=apns.key.key_id,
+            apns_key_file=apns.key.key_file,
+            apns_bundle_id=apns.bundle_id,
+            webpush_vapid_private_key_file=development_vapid_key(run_home / "emulators"),
+            ca_file=webpush.tls.ca_file,
+        )
+        configure_settings(settings)
 
+        mix = ", ".join(f"{share:.0%} {provider}" for provider, share in MIX.items())
         print(
-            f"bench: {customers:,} customers, {workers} worker process(es); FCM emulator {fcm_url} "
-            f"({emulator_workers} process(es))"
+            f"bench: {customers:,} customers ({mix} devices), {workers} worker process(es); FCM emulator {fcm_url} "
+            f"({emulator_workers} process(es)), APNs {apns.url}, Web Push {webpush.url}"
         )
         ceiling_messages = min(CEILING_MESSAGES, max(customers, 10_000))
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -370,11 +404,15 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
             wait_for_http(f"{prefect_url}/health", prefect_server)
             env = {**os.environ, **run_env, "EXSTREAM_PUSH_BATCHES_IN_FLIGHT": "1" if workers > 1 else "2"}
             first = _run_workers(workers, manifest, env, logs)
+            first_by_provider = ledger_for(settings).sent_by_provider("statement-ready", BENCH_JOB)
             second = _run_workers(workers, manifest, env, logs)
             phases, task_runs = _task_run_phases(first.started, second.started)
-            # The same data again, in a ledger of its own, against an FCM that answers after latency_ms.
+            # The same data again, in a ledger of its own, against providers that answer after latency_ms.
             latency_home = run_home / "at-latency"
-            import_devices(ledger_for(Settings(home=latency_home)), devices)
+            latency_ledger = ledger_for(Settings(home=latency_home))
+            import_devices(latency_ledger, devices)
+            for state in tls_emulators:
+                state.latency = latency_ms / 1000
             with EmulatorProcess(
                 "exstream_push_dev.emulators.fcm:create_fcm_app_from_env",
                 workers=emulator_workers,
@@ -386,6 +424,7 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
             ) as far_fcm_url:
                 far_env = {**env, "EXSTREAM_PUSH_HOME": str(latency_home), "EXSTREAM_PUSH_FCM_URL": far_fcm_url}
                 at_latency = _run_workers(workers, manifest, far_env, logs)
+            at_latency_by_provider = latency_ledger.sent_by_provider("statement-ready", BENCH_JOB)
         finally:
             prefect_server.stop()
     phases["record"] = round(first.totals["seconds_recording"], 2)
@@ -401,6 +440,8 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
         "manifest_parse_customers_per_s": round(parse_rate),
         "end_to_end_notifications_per_s": round(end_to_end),
         "end_to_end_at_latency_per_s": round(end_to_end_at_latency),
+        "per_provider": _per_provider(first_by_provider, first.seconds),
+        "per_provider_at_latency": _per_provider(at_latency_by_provider, at_latency.seconds),
         "latency_ms": latency_ms,
         "latency_ratio": round(end_to_end_at_latency / end_to_end, 3),
         "notifications_sent_at_latency": at_latency.totals["sent"],

@@ -133,7 +133,10 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("--out", default="bench-results/bench.json", help="where the figures go as JSON")
     bench.add_argument("--emulator-workers", type=int, default=1, help="FCM emulator processes")
     bench.add_argument(
-        "--latency", type=float, default=50.0, help="ms the FCM emulator waits before answering, in the second run"
+        "--latency",
+        type=float,
+        default=50.0,
+        help="ms the FCM, APNs and Web Push emulators wait before answering, in the second run",
     )
     bench.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the run (default: one per core)"

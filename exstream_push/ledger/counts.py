@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from exstream_push.ledger.base import LedgerBase
-from exstream_push.ledger.models import Notification, RejectedRecord
+from exstream_push.ledger.models import Device, Notification, RejectedRecord
+from exstream_push.status import Status
 
 REPORT_KINDS = {"notifications": Notification, "rejected_records": RejectedRecord}
 """What ``report_counts`` counts, by the name each kind is reported under."""
@@ -44,6 +45,19 @@ class CountMixin(LedgerBase):
                 for status, reason, count in rows:
                     counts[(status, reason)] = counts.get((status, reason), 0) + count
         return counts
+
+    def sent_by_provider(self, use_case: str, job_id: str) -> dict[str, int]:
+        """One job's notifications sent, by the provider of the device each went to (as the registry says now):
+        what ``exstream-push bench`` reports its rate per provider from."""
+        query = (
+            select(Device.provider, func.count())
+            .select_from(Notification)
+            .join(Device, Device.device_id == Notification.device_id)
+            .where(Notification.use_case == use_case, Notification.job_id == job_id, Notification.status == Status.SENT)
+            .group_by(Device.provider)
+        )
+        with self.engine.connect() as conn:
+            return {provider: count for provider, count in conn.execute(query)}
 
     def report_counts(
         self, job_id: str | None = None, since: datetime | None = None

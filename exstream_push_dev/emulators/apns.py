@@ -128,6 +128,8 @@ class ApnsEmulatorState:
         self.bundle_id = bundle_id
         self.latency = 0.0
         """Seconds each push waits before it is decided, as a distant APNs would: a crash test's kill lands mid-send."""
+        self.keep_messages = True
+        """False: accepted notifications are counted, not kept (the bench sends hundreds of thousands)."""
         self._keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
         for key in keys:
             self.register(key)
@@ -192,13 +194,14 @@ class ApnsEmulatorState:
         if refusal is not None:
             return refusal
         self.accepted += 1
-        self.messages.append(
-            {
-                "device_token": device_token,
-                "headers": {name: value for name, value in header.items() if name.startswith("apns-")},
-                "payload": payload,
-            }
-        )
+        if self.keep_messages:
+            self.messages.append(
+                {
+                    "device_token": device_token,
+                    "headers": {name: value for name, value in header.items() if name.startswith("apns-")},
+                    "payload": payload,
+                }
+            )
         return Reply(200)
 
     def _token_problem(self, authorization: str | None, connection: Any) -> Reply | None:

@@ -108,6 +108,8 @@ class WebPushEmulatorState:
         self._message_numbers = itertools.count(1)
         self.latency = 0.0
         """Seconds each push waits before it is decided, as a distant push service would."""
+        self.keep_messages = True
+        """False: accepted messages are counted (and still decrypted), not kept: the bench sends a great many."""
         self.reset()
 
     def reset(self) -> None:
@@ -200,13 +202,14 @@ class WebPushEmulatorState:
             subscription.attempted = True
             return _error(429, "Too many messages", {"Retry-After": str(RETRY_AFTER_SECONDS)})
         self.accepted += 1
-        self.messages.append(
-            {
-                "endpoint": f"{origin}/push/{subscription_id}",
-                "headers": {name: headers[name] for name in RECORDED_HEADERS if name in headers},
-                "payload": payload,
-            }
-        )
+        if self.keep_messages:
+            self.messages.append(
+                {
+                    "endpoint": f"{origin}/push/{subscription_id}",
+                    "headers": {name: headers[name] for name in RECORDED_HEADERS if name in headers},
+                    "payload": payload,
+                }
+            )
         return Reply(201, headers={"Location": f"{origin}/message/{self._run_id}-{next(self._message_numbers)}"})
 
     def _authorization_problem(
