@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
+from exstream_push.status import PushProvider
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
@@ -78,7 +79,7 @@ class FcmConnection(Block):
             concurrency=self.concurrency,
             max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
-            quota=quota if quota is not None else send_quota(get_settings(), self.project_id),
+            quota=quota if quota is not None else send_quota(get_settings(), PushProvider.FCM, self.project_id),
         )
 
     @classmethod

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from exstream_push.connectors.webpush import VapidKeyMissing, WebPushSender, load_vapid_key, load_vapid_key_file
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
+from exstream_push.status import PushProvider
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
@@ -72,7 +73,7 @@ class WebPushConnection(Block):
             concurrency=self.concurrency,
             max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
-            quota=quota if quota is not None else send_quota(settings, QUOTA_KEY),
+            quota=quota if quota is not None else send_quota(settings, PushProvider.WEBPUSH, QUOTA_KEY),
         )
 
     @classmethod
