@@ -9,6 +9,11 @@ encoder), ``auth`` (endpoint, credentials, a firebase-admin app pointed at it), 
 exceptions) and ``sender`` (the aiohttp transport).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from exstream_push.connectors.fcm.auth import (
     FCM_SCOPE,
     FcmCredentialsMissing,
@@ -16,7 +21,6 @@ from exstream_push.connectors.fcm.auth import (
     firebase_app_at,
     resolve_credentials,
 )
-from exstream_push.connectors.fcm.errors import parse_retry_after
 from exstream_push.connectors.fcm.message import (
     APNS_COLLAPSE_ID_MAX_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -31,7 +35,6 @@ from exstream_push.connectors.fcm.message import (
     payload_limit,
     webpush_topic,
 )
-from exstream_push.connectors.fcm.sender import QUOTA_RETRY_FLOOR_SECONDS, REFRESH_RETRY_SECONDS, FcmSender
 from exstream_push.connectors.push import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_CAP_SECONDS,
@@ -41,6 +44,26 @@ from exstream_push.connectors.push import (
     PushResult,
     event_loop_factory,
 )
+
+if TYPE_CHECKING:
+    from exstream_push.connectors.fcm.errors import parse_retry_after
+    from exstream_push.connectors.fcm.sender import QUOTA_RETRY_FLOOR_SECONDS, REFRESH_RETRY_SECONDS, FcmSender
+
+# The transport and its failures import aiohttp (a quarter of a second of every command's start): they load when
+# first asked for, by the task that sends, not with the message model that every task module imports.
+_ON_FIRST_USE = {
+    "FcmSender": "sender",
+    "QUOTA_RETRY_FLOOR_SECONDS": "sender",
+    "REFRESH_RETRY_SECONDS": "sender",
+    "parse_retry_after": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ON_FIRST_USE:
+        return getattr(importlib.import_module(f"{__name__}.{_ON_FIRST_USE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APNS_COLLAPSE_ID_MAX_BYTES",
