@@ -9,11 +9,6 @@ encoder), ``auth`` (endpoint, credentials, a firebase-admin app pointed at it), 
 exceptions) and ``sender`` (the aiohttp transport).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from exstream_push.connectors.fcm.auth import (
     FCM_SCOPE,
     FcmCredentialsMissing,
@@ -45,10 +40,6 @@ from exstream_push.connectors.push import (
     event_loop_factory,
 )
 
-if TYPE_CHECKING:
-    from exstream_push.connectors.fcm.errors import parse_retry_after
-    from exstream_push.connectors.fcm.sender import QUOTA_RETRY_FLOOR_SECONDS, REFRESH_RETRY_SECONDS, FcmSender
-
 # The transport and its failures import aiohttp (a quarter of a second of every command's start): they load when
 # first asked for, by the task that sends, not with the message model that every task module imports.
 _ON_FIRST_USE = {
@@ -59,9 +50,11 @@ _ON_FIRST_USE = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
+    from importlib import import_module
+
     if name in _ON_FIRST_USE:
-        return getattr(importlib.import_module(f"{__name__}.{_ON_FIRST_USE[name]}"), name)
+        return getattr(import_module(f"{__name__}.{_ON_FIRST_USE[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
