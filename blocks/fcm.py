@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import google.auth.credentials
 from google.oauth2 import service_account
@@ -10,10 +11,13 @@ from prefect.blocks.core import Block
 from prefect.blocks.fields import SecretDict
 from pydantic import Field, model_validator
 
-from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender
+from exstream_push.connectors.fcm import FCM_SCOPE
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
 from exstream_push.status import PushProvider
+
+if TYPE_CHECKING:
+    from exstream_push.connectors.fcm import FcmSender
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
@@ -71,7 +75,10 @@ class FcmConnection(Block):
 
     def get_sender(self, quota: SendQuota | None = None) -> FcmSender:
         """The project's shared send quota comes from the environment of the worker that sends, not from the
-        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment."""
+        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment. The transport is
+        imported here, by the task that sends, not by every command that loads the flow."""
+        from exstream_push.connectors.fcm import FcmSender
+
         return FcmSender(
             base_url=self.url,
             project_id=self.project_id,
