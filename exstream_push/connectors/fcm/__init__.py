@@ -49,7 +49,6 @@ _ON_FIRST_USE = {
     "FcmSender": "sender",
     "QUOTA_RETRY_FLOOR_SECONDS": "sender",
     "REFRESH_RETRY_SECONDS": "sender",
-    "parse_retry_after": "errors",
 }
 
 
