@@ -113,6 +113,23 @@ def test_the_sender_keeps_more_than_64_in_flight_when_fcm_is_far_away(
     assert fcm.app.state.fcm.accepted == 4_000
 
 
+@pytest.mark.parametrize("latency", [0.0, 0.02])
+def test_no_request_waits_for_a_slot_the_workers_follow_the_limit(
+    fcm: Any, fcm_google_credentials: service_account.Credentials, latency: float
+) -> None:
+    """A worker is started when the limit rises and leaves when it falls, so none queues on the limit (a pool as
+    large as the ceiling, waiting on it, cost a sixth of the client's CPU in wake-ups and garbage collection)."""
+    fcm.app.state.fcm.latency = latency
+    sender = FcmSender(
+        base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=16, max_concurrency=512
+    )
+    results = sender.send(statement_requests(2_000))
+    assert all(result.ok for result in results)
+    assert sender.last_limit is not None
+    assert sender.last_limit.waits == 0
+    assert fcm.app.state.fcm.accepted == 2_000
+
+
 def test_the_sender_backs_off_when_fcm_answers_429(
     fcm: Any, fcm_google_credentials: service_account.Credentials
 ) -> None:

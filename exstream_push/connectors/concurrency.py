@@ -35,6 +35,8 @@ class LimitStats:
     peak_in_flight: int
     overload_backoffs: int
     latency_backoffs: int
+    waits: int
+    """Requests that found every slot taken and waited for one: none while the workers follow the limit."""
 
 
 class AdaptiveLimit:
@@ -56,6 +58,7 @@ class AdaptiveLimit:
         self._peak_in_flight = 0
         self._overload_backoffs = 0
         self._latency_backoffs = 0
+        self._waits = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -63,10 +66,13 @@ class AdaptiveLimit:
         return max(1, int(self._limit))
 
     def stats(self) -> LimitStats:
-        return LimitStats(self.limit, self._peak_in_flight, self._overload_backoffs, self._latency_backoffs)
+        return LimitStats(
+            self.limit, self._peak_in_flight, self._overload_backoffs, self._latency_backoffs, self._waits
+        )
 
     async def acquire(self) -> None:
         if self._in_flight >= self.limit or self._waiters:
+            self._waits += 1
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
