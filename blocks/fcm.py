@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import google.auth.credentials
+import orjson
 from google.oauth2 import service_account
 from prefect.blocks.core import Block
 from prefect.blocks.fields import SecretDict
@@ -16,6 +18,9 @@ from exstream_push.settings import Settings, get_settings
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
+_SENDERS: dict[str, FcmSender] = {}
+"""This process's sender per connection (``get_sender``); batches on several threads share one."""
+_SENDERS_LOCK = threading.Lock()
 
 
 class FcmConnection(Block):
@@ -70,7 +75,30 @@ class FcmConnection(Block):
 
     def get_sender(self, quota: SendQuota | None = None) -> FcmSender:
         """The project's shared send quota comes from the environment of the worker that sends, not from the
-        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment."""
+        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment.
+
+        Without a ``quota`` of the caller's, one sender per connection and process serves every batch, so a batch
+        starts at the in-flight limit the previous one learnt and with its access token, instead of slow start
+        and a sign-in per batch."""
+        if quota is not None:
+            return self._new_sender(quota)
+        key = self._identity()
+        with _SENDERS_LOCK:
+            if key not in _SENDERS:
+                _SENDERS[key] = self._new_sender(send_quota(get_settings(), self.project_id))
+            return _SENDERS[key]
+
+    def _identity(self) -> str:
+        """Everything a sender is built from, the key's contents included (the block's JSON masks them)."""
+        return orjson.dumps(
+            {
+                **self.model_dump(mode="json", exclude={"service_account_info"}),
+                "service_account_info": self.service_account_info and self.service_account_info.get_secret_value(),
+            },
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
+
+    def _new_sender(self, quota: SendQuota) -> FcmSender:
         return FcmSender(
             base_url=self.url,
             project_id=self.project_id,
@@ -78,7 +106,7 @@ class FcmConnection(Block):
             concurrency=self.concurrency,
             max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
-            quota=quota if quota is not None else send_quota(get_settings(), self.project_id),
+            quota=quota,
         )
 
     @classmethod

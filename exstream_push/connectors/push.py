@@ -118,7 +118,8 @@ class PushSender(ABC, Generic[Session]):
         self._sleep = sleep
         self.quota: SendQuota = quota if quota is not None else NoQuota()
         self.last_limit: LimitStats | None = None
-        """The in-flight limit's accounting of the last ``send_async``: its final value, peak and back-offs."""
+        """The in-flight limit's accounting of the last ``send_async``: its final value, peak and back-offs. The
+        next ``send_async`` starts from that value: keep one sender for many batches to the same provider."""
 
     # What a provider supplies.
 
@@ -247,7 +248,7 @@ class _Batch:
         """Workers waiting for the queue: queued work beyond them needs a new worker."""
         self._pending_retries: set[asyncio.Task[None]] = set()
         self._permits = PermitPool(sender.quota)
-        self._limit = AdaptiveLimit(sender.concurrency, sender.max_concurrency)
+        self._limit = AdaptiveLimit(sender.concurrency, sender.max_concurrency, resume=sender.last_limit)
         self._session: Any = None
 
     async def run(self, session: Any) -> list[PushResult]:
