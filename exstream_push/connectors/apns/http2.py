@@ -6,7 +6,8 @@ notification and ran at ~50 a second with a few hundred streams in flight. Its t
 write per request (anyio's ``SocketStream.send``), per-request connection-pool bookkeeping that is quadratic in
 the streams in flight (``is_queued``), and Huffman-encoding the provider token into every request (h2 never
 indexes ``authorization`` unless told not to normalise). Here a request is a few h2 calls and a future: what h2
-has to send is written once per event-loop iteration for every stream started in it.
+has to send is written once per event-loop iteration for every stream started in it: ~700 µs per notification
+on the same machine and load, over half of it in h2 and hpack themselves.
 
 Why not aioapns (which is built the same way): see the package docstring; this module is only the transport.
 
