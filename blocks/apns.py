@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from exstream_push.connectors.apns import ApnsNotConfigured, ApnsSender, apns_url
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
+from exstream_push.status import PushProvider
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
@@ -74,7 +75,7 @@ class ApnsConnection(Block):
             concurrency=self.concurrency,
             max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
-            quota=quota if quota is not None else send_quota(settings, f"apns:{self.bundle_id}"),
+            quota=quota if quota is not None else send_quota(settings, PushProvider.APNS, self.bundle_id),
         )
 
     @classmethod

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import google.auth.credentials
+import orjson
 from google.oauth2 import service_account
 from prefect.blocks.core import Block
 from prefect.blocks.fields import SecretDict
 from pydantic import Field, model_validator
 
-from exstream_push.connectors.fcm import FCM_SCOPE, FcmSender
+from exstream_push.connectors.fcm import FCM_SCOPE
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
+from exstream_push.status import PushProvider
+
+if TYPE_CHECKING:
+    from exstream_push.connectors.fcm import FcmSender
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
+_SENDERS: dict[str, FcmSender] = {}
+"""This process's sender per connection (``get_sender``); batches on several threads share one."""
+_SENDERS_LOCK = threading.Lock()
 
 
 class FcmConnection(Block):
@@ -70,7 +80,37 @@ class FcmConnection(Block):
 
     def get_sender(self, quota: SendQuota | None = None) -> FcmSender:
         """The project's shared send quota comes from the environment of the worker that sends, not from the
-        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment."""
+        saved block: where the bucket lives (Prefect, Redis) is a property of the deployment.
+
+        Without a ``quota`` of the caller's, one sender per connection and process serves every batch, so a batch
+        starts at the in-flight limit the previous one learnt and with its access token, instead of slow start
+        and a sign-in per batch."""
+        if quota is not None:
+            return self._new_sender(quota)
+        settings = get_settings()
+        # Where the bucket lives is the worker's setting, so it is part of which sender is "the same" one.
+        key = self._identity() + repr(
+            (settings.quota_backend, settings.redis_url, settings.fcm_quota_per_minute, settings.quota_group)
+        )
+        with _SENDERS_LOCK:
+            if key not in _SENDERS:
+                _SENDERS[key] = self._new_sender(send_quota(settings, PushProvider.FCM, self.project_id))
+            return _SENDERS[key]
+
+    def _identity(self) -> str:
+        """Everything a sender is built from, the key's contents included (the block's JSON masks them)."""
+        return orjson.dumps(
+            {
+                **self.model_dump(mode="json", exclude={"service_account_info"}),
+                "service_account_info": self.service_account_info and self.service_account_info.get_secret_value(),
+            },
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
+
+    def _new_sender(self, quota: SendQuota) -> FcmSender:
+        """The transport is imported here, by the task that sends, not by every command that loads the flow."""
+        from exstream_push.connectors.fcm import FcmSender
+
         return FcmSender(
             base_url=self.url,
             project_id=self.project_id,
@@ -78,7 +118,7 @@ class FcmConnection(Block):
             concurrency=self.concurrency,
             max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
-            quota=quota if quota is not None else send_quota(get_settings(), self.project_id),
+            quota=quota,
         )
 
     @classmethod

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-from exstream_push.connectors.webpush import VapidKeyMissing, WebPushSender, load_vapid_key, load_vapid_key_file
+from exstream_push.connectors.webpush import VapidKeyMissing, load_vapid_key, load_vapid_key_file
 from exstream_push.quota import SendQuota, send_quota
 from exstream_push.settings import Settings, get_settings
+from exstream_push.status import PushProvider
+
+if TYPE_CHECKING:
+    from exstream_push.connectors.webpush.sender import WebPushSender
 
 # A block's defaults are the settings' own, so the two ways of configuring a connection agree.
 _DEFAULTS = Settings.model_fields
@@ -64,6 +69,8 @@ class WebPushConnection(Block):
             key = load_vapid_key_file(self.vapid_private_key_file)
         else:
             raise VapidKeyMissing("none configured")
+        from exstream_push.connectors.webpush.sender import WebPushSender  # aiohttp, only where a task sends
+
         settings = get_settings()
         return WebPushSender(
             vapid_private_key=key,
@@ -72,7 +79,7 @@ class WebPushConnection(Block):
             concurrency=self.concurrency,
             max_concurrency=max(self.concurrency, self.max_concurrency),
             max_attempts=self.max_attempts,
-            quota=quota if quota is not None else send_quota(settings, QUOTA_KEY),
+            quota=quota if quota is not None else send_quota(settings, PushProvider.WEBPUSH, QUOTA_KEY),
         )
 
     @classmethod

@@ -19,6 +19,8 @@ import asyncio
 import math
 from typing import TYPE_CHECKING, Protocol
 
+from exstream_push.status import PushProvider
+
 if TYPE_CHECKING:
     from exstream_push.settings import Settings
 
@@ -176,11 +178,22 @@ class PermitPool:
             await asyncio.gather(self._next, return_exceptions=True)
 
 
-def send_quota(settings: Settings, project_id: str) -> SendQuota:
-    """The quota of one FCM project, as the settings choose; every worker sending for it shares it."""
-    per_minute, group = settings.fcm_quota_per_minute, settings.quota_group
+def send_quota(settings: Settings, provider: PushProvider, account: str) -> SendQuota:
+    """The send rate of one provider account (an FCM project, an APNs bundle id, the VAPID key's Web Push origin
+    set), as the settings choose; every worker sending for it shares it. Each provider has its own bucket and
+    rate, so a Web Push burst never spends FCM's quota."""
+    per_minute, group = provider_quota_per_minute(settings, provider), settings.quota_group
     if settings.quota_backend == "prefect":
-        return PrefectQuota(f"fcm-send-{project_id}", per_minute, group=group)
+        return PrefectQuota(f"{provider}-send-{account}", per_minute, group=group)
     if settings.quota_backend == "redis":
-        return RedisQuota(settings.redis_url, f"exstream-push:fcm-quota:{project_id}", per_minute, group=group)
+        return RedisQuota(settings.redis_url, f"exstream-push:{provider}-quota:{account}", per_minute, group=group)
     return NoQuota()
+
+
+def provider_quota_per_minute(settings: Settings, provider: PushProvider) -> int:
+    """The one setting that owns each provider's share."""
+    return {
+        PushProvider.FCM: settings.fcm_quota_per_minute,
+        PushProvider.APNS: settings.apns_quota_per_minute,
+        PushProvider.WEBPUSH: settings.webpush_quota_per_minute,
+    }[provider]

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     channels: BatchInputChannels = Field(default_factory=BatchInputChannels)
 
     fcm_quota_per_minute: int = Field(480_000, ge=1)  # shared by every worker: 80% of FCM's 600,000 per project
+    # Apple publishes no account-wide rate (it throttles per device, 429 TooManyRequests): a ceiling of our own.
+    apns_quota_per_minute: int = Field(600_000, ge=1)
+    # Push services (FCM for Chrome, Mozilla autopush, Apple's web push) publish none either; 429 is honoured.
+    webpush_quota_per_minute: int = Field(120_000, ge=1)
     quota_backend: Literal["none", "prefect", "redis"] = "prefect"  # where the shared token bucket lives
     quota_group: int = Field(500, ge=1)  # permits taken per call to the quota backend
     redis_url: str = "redis://127.0.0.1:6379/0"

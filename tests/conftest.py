@@ -50,7 +50,7 @@ END_TO_END_MODULES = frozenset(
     {
         "test_cli", "test_crash_resume", "test_demo", "test_event_driven", "test_exstream_client",
         "test_exstream_conformance", "test_exstream_emulator", "test_fcm_emulator", "test_fcm_sender", "test_ingress",
-        "test_memory", "test_migrations", "test_prefect_events", "test_prefect_server", "test_quota",
+        "test_memory", "test_migrations", "test_apns_http2", "test_prefect_events", "test_prefect_server", "test_quota",
         "test_shared_run", "test_stack",
         "test_task_runners", "test_work_queue", "test_zombie_runs",
     }

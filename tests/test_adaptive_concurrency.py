@@ -66,6 +66,21 @@ def test_a_few_devices_answering_429_on_their_own_do_not_slow_everyone() -> None
     assert limit.limit == 512 and limit.stats().overload_backoffs == 0
 
 
+def test_a_limit_resumed_from_a_previous_send_starts_where_that_one_ended() -> None:
+    first = AdaptiveLimit(floor=64, ceiling=512)
+    settle(first, 0.05, 100)
+    resumed = AdaptiveLimit(floor=64, ceiling=512, resume=first.stats())
+    assert resumed.stats().start == resumed.limit == 164
+    settle(resumed, 0.05, 10)
+    assert resumed.limit == 174  # still in slow start: one more per answer
+    after_backoff = AdaptiveLimit(floor=64, ceiling=512)
+    settle(after_backoff, 0.05, 64, overloaded=True)
+    resumed = AdaptiveLimit(floor=64, ceiling=512, resume=after_backoff.stats())
+    assert resumed.limit == 64 and not resumed.stats().slow_start  # halved below the floor: back at the floor
+    settle(resumed, 0.05, 10)
+    assert 64 < resumed.limit < 64 + 10  # 512/16 per round trip (half a slot per answer at 64), not one per answer
+
+
 def test_a_fixed_limit_stays_where_it_is_on_flat_and_rising_round_trips() -> None:
     limit = AdaptiveLimit(floor=8, ceiling=8)
     settle(limit, 0.01, 100)
@@ -111,6 +126,37 @@ def test_the_sender_keeps_more_than_64_in_flight_when_fcm_is_far_away(
     assert sender.last_limit is not None
     assert sender.last_limit.peak_in_flight > 64
     assert fcm.app.state.fcm.accepted == 4_000
+
+
+def test_the_next_batch_on_the_same_sender_starts_where_the_last_left_the_limit(
+    fcm: Any, fcm_google_credentials: service_account.Credentials
+) -> None:
+    fcm.app.state.fcm.latency = 0.05
+    sender = FcmSender(
+        base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=64, max_concurrency=512
+    )
+    assert all(result.ok for result in sender.send(statement_requests(3_000)))
+    first = sender.last_limit
+    assert first is not None and first.start == 64 and first.limit > 64
+    assert all(result.ok for result in sender.send(statement_requests(500)))
+    assert sender.last_limit is not None and sender.last_limit.start == first.limit
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.02])
+def test_no_request_waits_for_a_slot_the_workers_follow_the_limit(
+    fcm: Any, fcm_google_credentials: service_account.Credentials, latency: float
+) -> None:
+    """A worker is started when the limit rises and leaves when it falls, so none queues on the limit (a pool as
+    large as the ceiling, waiting on it, cost a sixth of the client's CPU in wake-ups and garbage collection)."""
+    fcm.app.state.fcm.latency = latency
+    sender = FcmSender(
+        base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=16, max_concurrency=512
+    )
+    results = sender.send(statement_requests(2_000))
+    assert all(result.ok for result in results)
+    assert sender.last_limit is not None
+    assert sender.last_limit.waits == 0
+    assert fcm.app.state.fcm.accepted == 2_000
 
 
 def test_the_sender_backs_off_when_fcm_answers_429(

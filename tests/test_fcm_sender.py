@@ -631,6 +631,23 @@ def test_google_application_credentials_is_honoured(
     assert issued_by(google, authorization)
 
 
+def test_a_connection_has_one_sender_per_process_for_every_batch(google: GoogleEmulators) -> None:
+    """So a batch starts with the access token and the in-flight limit the previous one left."""
+    info = json.loads(google.service_account_file.read_text())
+    url = "http://127.0.0.1:9/"
+    sender = FcmConnection(url=url, project_id="p-shared", service_account_info=info).get_sender()
+    assert FcmConnection(url=url, project_id="p-shared", service_account_info=info).get_sender() is sender
+    other_account = {**info, "client_email": f"other-{info['client_email']}"}
+    for other in (
+        FcmConnection(url=url, project_id="p-other", service_account_info=info),
+        FcmConnection(url=url, project_id="p-shared", service_account_info=other_account),  # secrets tell apart
+        FcmConnection(url=url, project_id="p-shared", service_account_info=info, max_concurrency=256),
+    ):
+        assert other.get_sender() is not sender
+    # A caller's own quota gets a sender of its own.
+    assert FcmConnection(url=url, project_id="p-shared", service_account_info=info).get_sender(NoQuota()) is not sender
+
+
 def test_settings_and_block_configure_the_same_sender() -> None:
     settings = Settings(fcm_url="http://127.0.0.1:9/", fcm_project="p-1", fcm_concurrency=7, fcm_max_attempts=2)
     sender = FcmConnection.from_settings(settings).get_sender()

@@ -119,6 +119,49 @@ def test_a_ledger_migrated_by_a_newer_version_is_refused_with_a_clear_error(data
         Ledger(database_url)
 
 
+_OPEN_AND_TELL_WHETHER_ALEMBIC_RAN = """
+import sys
+from exstream_push.ledger import Ledger
+Ledger(sys.argv[1]).dispose()
+print("alembic" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("stamped", "migrates"), [("newest", False), ("0002", True)])
+def test_only_a_ledger_behind_the_newest_revision_is_migrated(database_url: str, stamped: str, migrates: bool) -> None:
+    """Every command opens the ledger: one at the newest revision costs a look at ``alembic_version``, not Alembic
+    (a fresh process tells whether it had to import it); one stamped at an older revision is brought to the head."""
+    engine = make_engine(database_url)
+    try:
+        if stamped == "newest":
+            migrations.upgrade(engine)
+        else:
+            from alembic import command
+
+            with engine.begin() as conn:
+                command.upgrade(migrations.config(conn), stamped)
+    finally:
+        engine.dispose()
+    opened = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_TELL_WHETHER_ALEMBIC_RAN, database_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert opened.stdout.split() == [str(migrates)]
+    engine = make_engine(database_url)
+    try:
+        assert _at_head(engine)
+        with engine.connect() as conn:
+            assert _differences(conn) == []
+    finally:
+        engine.dispose()
+
+
+def test_the_newest_revision_read_without_alembic_is_alembics_head() -> None:
+    assert migrations.newest_revision() == migrations.head()
+
+
 _OPEN_WHEN_TOLD = """
 import sys, time
 from pathlib import Path
@@ -180,6 +223,7 @@ def test_adding_a_table_is_one_generated_revision(database_url: str, tmp_path: P
         path = revision("post-back rows", folder)
         assert path.parent == folder / "versions" and path.name.startswith(f"{following}_")
         assert "sqlmodel" not in path.read_text()
+        assert migrations.newest_revision(folder) == following
 
         engine = make_engine(database_url)
         try:

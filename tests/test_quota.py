@@ -22,6 +22,7 @@ import pytest
 from exstream_push.connectors.fcm import FcmSender, PushRequest, build_message
 from exstream_push.quota import NoQuota, PermitPool, PrefectQuota, RedisQuota, SendQuota, send_quota
 from exstream_push.settings import Settings
+from exstream_push.status import PushProvider
 from exstream_push_dev.emulators.google_oauth import GoogleEmulators
 from exstream_push_dev.emulators.server import ServerThread
 
@@ -199,14 +200,26 @@ class _Unlimited:
 
 
 def test_settings_choose_the_backend_and_groups_fit_the_bucket() -> None:
-    assert isinstance(send_quota(Settings(quota_backend="none"), PROJECT), NoQuota)
-    prefect = send_quota(Settings(), PROJECT)
+    assert isinstance(send_quota(Settings(quota_backend="none"), PushProvider.FCM, PROJECT), NoQuota)
+    prefect = send_quota(Settings(), PushProvider.FCM, PROJECT)
     assert isinstance(prefect, PrefectQuota) and prefect.name == f"fcm-send-{PROJECT}"
     assert (prefect.burst, prefect.per_second, prefect.group) == (8_000, 8_000, 500)
-    redis_quota = send_quota(Settings(quota_backend="redis", fcm_quota_per_minute=600, quota_group=50), PROJECT)
+    redis_quota = send_quota(
+        Settings(quota_backend="redis", fcm_quota_per_minute=600, quota_group=50), PushProvider.FCM, PROJECT
+    )
     assert isinstance(redis_quota, RedisQuota) and redis_quota.key.endswith(PROJECT)
     assert (redis_quota.burst, redis_quota.group) == (10, 10)  # a group larger than the bucket could never be granted
     assert FcmSender(base_url="http://127.0.0.1:9", project_id=PROJECT).quota.__class__ is NoQuota
+
+
+def test_each_provider_has_its_own_bucket_and_rate() -> None:
+    settings = Settings(fcm_quota_per_minute=600, apns_quota_per_minute=1_200, webpush_quota_per_minute=60)
+    buckets = {
+        provider: send_quota(settings, provider, "acct")
+        for provider in (PushProvider.FCM, PushProvider.APNS, PushProvider.WEBPUSH)
+    }
+    assert {quota.name for quota in buckets.values()} == {"fcm-send-acct", "apns-send-acct", "webpush-send-acct"}
+    assert [buckets[p].per_second for p in (PushProvider.FCM, PushProvider.APNS, PushProvider.WEBPUSH)] == [10, 20, 1]
 
 
 def test_the_next_group_is_asked_for_when_half_the_current_one_is_spent() -> None:

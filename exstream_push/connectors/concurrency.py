@@ -1,14 +1,15 @@
 """How many FCM requests may be in flight: enough to keep a distant FCM's pipe full, no more than it takes.
 
 At a real round trip (tens of milliseconds) the send rate is requests in flight over the round trip, so a fixed 64
-caps a sender at 1,280 messages/s at 50 ms. The limit here starts at the configured floor and grows while round
-trips stay flat — doubling per round trip at first (slow start), then by a sixteenth of the ceiling per round trip —
-up to the ceiling. Round trips that rise past twice the fastest seen mean requests are queueing somewhere (our CPU,
-the network, FCM): the limit steps down a tenth, never below the floor. When more than a tenth of a window's
-answers say FCM is overloaded (429, 503), it halves, below the floor if need be: a few dead or rate-limited devices
-answering 429 or 503 on their own do not slow everyone. A window is as many answers as the limit was when it
-opened, about one round trip's worth; each rule acts at most once per window, since the answers to requests sent
-before a change say nothing of it. On loopback the round trip is CPU-bound and the limit stays at the floor.
+caps a sender at 1,280 messages/s at 50 ms. The limit here starts at the configured floor (or where the same
+sender's previous batch left it) and grows while round trips stay flat — doubling per round trip at first (slow
+start), then by a sixteenth of the ceiling per round trip — up to the ceiling. Round trips that rise past twice the
+fastest seen mean requests are queueing somewhere (our CPU, the network, FCM): the limit steps down a tenth, never
+below the floor. When more than a tenth of a window's answers say FCM is overloaded (429, 503), it halves, below the
+floor if need be: a few dead or rate-limited devices answering 429 or 503 on their own do not slow everyone. A
+window is as many answers as the limit was when it opened, about one round trip's worth; each rule acts at most once
+per window, since the answers to requests sent before a change say nothing of it. On loopback the round trip is
+CPU-bound and the limit stays near the floor.
 """
 
 from __future__ import annotations
@@ -31,24 +32,34 @@ GROWTH_PER_ROUND_TRIP = 1 / 16
 class LimitStats:
     """The limit's own accounting of one send: what a test or the bench asserts on, never a stopwatch."""
 
+    start: int
+    """Where the send began: the floor, or where the same sender's previous send left the limit."""
     limit: int
     peak_in_flight: int
     overload_backoffs: int
     latency_backoffs: int
+    waits: int
+    """Requests that found every slot taken and waited for one: none while the workers follow the limit."""
+    slow_start: bool
+    """Still doubling per round trip (no back-off yet, ceiling not reached)."""
 
 
 class AdaptiveLimit:
     """An asyncio gate: ``await acquire()`` before a request, ``release(...)`` after it, with its outcome."""
 
-    def __init__(self, floor: int, ceiling: int) -> None:
+    def __init__(self, floor: int, ceiling: int, resume: LimitStats | None = None) -> None:
+        """``resume``: the previous send's accounting, to start where it left off (as TCP keeps a destination's
+        slow-start threshold), not from the floor; a batch of a few thousand messages would otherwise spend
+        several round trips of it in slow start. The fastest round trip is learnt afresh each send."""
         if not 1 <= floor <= ceiling:
             raise ValueError(f"concurrency floor {floor} and ceiling {ceiling}: need 1 <= floor <= ceiling")
         self.floor = floor
         self.ceiling = ceiling
-        self._limit = float(floor)
-        self._slow_start = floor < ceiling
+        self._start = floor if resume is None else min(max(resume.limit, floor), ceiling)
+        self._limit = float(self._start)
+        self._slow_start = self._start < ceiling and (resume is None or resume.slow_start)
         self._fastest = float("inf")
-        self._window_size = floor
+        self._window_size = self._start
         self._window_answers = 0
         self._window_overloads = 0
         self._stepped_down_in_window = False
@@ -56,6 +67,7 @@ class AdaptiveLimit:
         self._peak_in_flight = 0
         self._overload_backoffs = 0
         self._latency_backoffs = 0
+        self._waits = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -63,10 +75,19 @@ class AdaptiveLimit:
         return max(1, int(self._limit))
 
     def stats(self) -> LimitStats:
-        return LimitStats(self.limit, self._peak_in_flight, self._overload_backoffs, self._latency_backoffs)
+        return LimitStats(
+            start=self._start,
+            limit=self.limit,
+            peak_in_flight=self._peak_in_flight,
+            overload_backoffs=self._overload_backoffs,
+            latency_backoffs=self._latency_backoffs,
+            waits=self._waits,
+            slow_start=self._slow_start and self._limit < self.ceiling,
+        )
 
     async def acquire(self) -> None:
         if self._in_flight >= self.limit or self._waiters:
+            self._waits += 1
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:

@@ -1,9 +1,11 @@
-"""The APNs sender: notifications posted as HTTP/2 streams over one TLS connection per batch (httpx + h2), with
-the provider token shared and reused; the batch driver is the shared one (``exstream_push.connectors.push``)."""
+"""The APNs sender: notifications posted as HTTP/2 streams over a few TLS connections per batch (``http2``, on
+h2), with the provider token shared and reused; the batch driver is the shared one
+(``exstream_push.connectors.push``)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import uuid
@@ -12,9 +14,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
+from hpack import NeverIndexedHeaderTuple
 
+from exstream_push.connectors.apns.http2 import (
+    STREAMS_PER_CONNECTION,
+    Header,
+    Http2Client,
+    Http2TransportError,
+)
 from exstream_push.connectors.apns.notification import (
     MAX_PAYLOAD_BYTES,
     PRIORITIES,
@@ -38,6 +46,8 @@ PAYLOAD_TOO_LARGE = "PayloadTooLarge"
 _APNS_ID_NAMESPACE = uuid.UUID("6f1d7c2e-3b0a-4d5e-9f8a-1c2b3d4e5f60")
 _REASON = re.compile(r"[A-Za-z]{1,64}")
 """What Apple's ``reason`` looks like; anything else in an error body is not stored."""
+_UNIQUE_HEADERS = frozenset({"apns-id", "apns-collapse-id"})
+"""Per-message values, sent never-indexed so they do not evict the repeated headers from the HPACK table."""
 
 
 def apns_url(environment: str, override: str | None = None) -> str:
@@ -65,8 +75,8 @@ class PreparedNotification:
     payload: bytes
 
 
-class ApnsSender(PushSender[httpx.AsyncClient]):
-    """Sends many APNs notifications over one HTTP/2 connection, with bounded concurrency and retries."""
+class ApnsSender(PushSender[Http2Client]):
+    """Sends many APNs notifications over HTTP/2 connections, with bounded concurrency and retries."""
 
     provider = PushProvider.APNS
     label = "APNs"
@@ -139,36 +149,39 @@ class ApnsSender(PushSender[httpx.AsyncClient]):
         return self.failure(key, ApnsError(str(error), status=400), attempts=0)
 
     @asynccontextmanager
-    async def open_session(self) -> AsyncIterator[httpx.AsyncClient]:
-        """One client, one connection: HTTP/2 multiplexes every request of the batch as its own stream (Apple
-        allows up to 1,000 at once). ``http1=False``: APNs speaks nothing else, so nothing else is offered."""
-        async with httpx.AsyncClient(
-            http1=False,
-            http2=True,
-            verify=client_ssl_context(self._ca_file, http2=True),
+    async def open_session(self) -> AsyncIterator[Http2Client]:
+        """HTTP/2 multiplexes every request of the batch as its own stream (Apple allows up to 1,000 at once per
+        connection): one connection per ``STREAMS_PER_CONNECTION`` the batch may have in flight. Only ``h2`` is
+        offered by ALPN: APNs speaks nothing else."""
+        async with Http2Client(
+            self.url,
+            client_ssl_context(self._ca_file, http2=True),
             timeout=self._timeout,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            max_connections=math.ceil(self.max_concurrency / STREAMS_PER_CONNECTION),
         ) as client:
             yield client
 
-    async def post(self, session: httpx.AsyncClient, body: PreparedNotification) -> Attempt:
+    async def post(self, session: Http2Client, body: PreparedNotification) -> Attempt:
         """One attempt; APNs and transport errors come back as values, never raised."""
         token = self._token.current(self._clock())
-        headers = {"authorization": f"bearer {token.value}", **body.headers}
+        headers: list[Header] = [(b"authorization", f"bearer {token.value}".encode())]
+        for name, value in body.headers.items():
+            pair = (name.encode(), value.encode())
+            headers.append(NeverIndexedHeaderTuple(*pair) if name in _UNIQUE_HEADERS else pair)
         try:
-            response = await session.post(body.url, content=body.payload, headers=headers)
-        except httpx.TransportError as error:
-            return Attempt(error=ApnsError(f"no answer from APNs: {type(error).__name__}"))
-        if response.status_code == 200:
+            response = await session.post(body.url[len(self.url) :], headers, body.payload)  # prepare's URL
+        except Http2TransportError as error:
+            return Attempt(error=ApnsError(f"no answer from APNs: {error}"))
+        if response.status == 200:
             return Attempt(message_id=response.headers.get("apns-id", body.headers["apns-id"]))
-        reason = _reason(response.content)
+        reason = _reason(response.body)
         error = ApnsError(
-            f"APNs answered {response.status_code} {reason or ''}".strip(), status=response.status_code, reason=reason
+            f"APNs answered {response.status} {reason or ''}".strip(), status=response.status, reason=reason
         )
         expired = reason == EXPIRED_PROVIDER_TOKEN and self._token.renewable(token.value, self._clock())
         return Attempt(
             error=error,
-            status=response.status_code,
+            status=response.status,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             rejected_credential=token.value if expired else None,
         )

@@ -32,7 +32,6 @@ from exstream_push.connectors.fcm.message import (
     encode,
     payload_limit,
 )
-from exstream_push.connectors.fcm.sender import QUOTA_RETRY_FLOOR_SECONDS, REFRESH_RETRY_SECONDS, FcmSender
 from exstream_push.connectors.push import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_CAP_SECONDS,
@@ -43,6 +42,23 @@ from exstream_push.connectors.push import (
     event_loop_factory,
     parse_retry_after,
 )
+
+# The transport and its failures import aiohttp (a quarter of a second of every command's start): they load when
+# first asked for, by the task that sends, not with the message model that every task module imports.
+_ON_FIRST_USE = {
+    "FcmSender": "sender",
+    "QUOTA_RETRY_FLOOR_SECONDS": "sender",
+    "REFRESH_RETRY_SECONDS": "sender",
+}
+
+
+def __getattr__(name: str) -> object:
+    from importlib import import_module
+
+    if name in _ON_FIRST_USE:
+        return getattr(import_module(f"{__name__}.{_ON_FIRST_USE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APNS_COLLAPSE_ID_MAX_BYTES",

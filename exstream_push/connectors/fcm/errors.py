@@ -11,10 +11,7 @@ import httpx
 from firebase_admin import _utils as firebase_utils
 from firebase_admin import exceptions, messaging
 
-# parse_retry_after lived here before every provider needed it; callers that import it from here keep working.
-from exstream_push.connectors.push import parse_retry_after
-
-__all__ = ["firebase_error", "parse_retry_after", "transport_error"]
+__all__ = ["firebase_error", "transport_error"]
 
 
 def firebase_error(url: str, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> exceptions.FirebaseError:

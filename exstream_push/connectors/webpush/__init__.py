@@ -11,8 +11,19 @@ from exstream_push.connectors.webpush.message import (
     WebPushNotification,
     validate_subscription,
 )
-from exstream_push.connectors.webpush.sender import WebPushError, WebPushSender
 from exstream_push.connectors.webpush.vapid import VapidKeyMissing, VapidTokens, load_vapid_key, load_vapid_key_file
+
+# The transport imports aiohttp: it loads when a task first asks for a sender (as ``connectors.fcm``'s does).
+_ON_FIRST_USE = {"WebPushError": "sender", "WebPushSender": "sender"}
+
+
+def __getattr__(name: str) -> object:
+    from importlib import import_module
+
+    if name in _ON_FIRST_USE:
+        return getattr(import_module(f"{__name__}.{_ON_FIRST_USE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_PLAINTEXT_BYTES",

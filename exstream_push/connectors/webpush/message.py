@@ -15,7 +15,6 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from pywebpush import WebPusher, WebPushException
 
 Urgency = Literal["very-low", "low", "normal", "high"]
 URGENCIES: frozenset[str] = frozenset(get_args(Urgency))
@@ -125,6 +124,9 @@ def encrypt(notification: WebPushNotification) -> bytes:
         "endpoint": notification.endpoint,
         "keys": {"p256dh": notification.p256dh, "auth": notification.auth},
     }
+    # pywebpush imports aiohttp and requests: loaded by the task that encrypts, not by every command's start.
+    from pywebpush import WebPusher, WebPushException
+
     try:
         return WebPusher(subscription).encode(notification.payload, "aes128gcm")["body"]
     except WebPushException as error:  # validated above; kept as a value error should pywebpush differ
