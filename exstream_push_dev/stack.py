@@ -325,6 +325,8 @@ class Stack:
             log_file=deploy_log,
             timeout=STARTUP_TIMEOUT,
         )
+        self.say("registering the block types of the blocks package (Exstream, FCM, APNs, Web Push) ...")
+        run_prefect(["block", "register", "-m", "blocks"], env=env, log_file=deploy_log, timeout=STARTUP_TIMEOUT)
         deployments = project_deployments()
         self.say(f"deploying the {len(deployments)} deployments of prefect.yaml (log: {deploy_log}) ...")
         run_prefect(["deploy", "--all", "--no-prompt"], env=env, log_file=deploy_log, timeout=DEPLOY_TIMEOUT)

@@ -72,7 +72,10 @@ def statement_ready(
     posts back what it could, then ends Failed.
     """
     if manifest is None and job_id is None:
-        raise ValueError("give a manifest path or an Exstream job id")
+        raise ValueError(
+            "statement-ready needs one of its parameters `manifest` (a manifest file) or `job_id` "
+            "(an Exstream job id); neither was given"
+        )
     as_of = run_moment(as_of)
     exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
     # What the run is made of: a file's content, or an Exstream job's id (its output does not change once done).

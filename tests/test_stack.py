@@ -26,7 +26,16 @@ pytestmark = pytest.mark.timeout(900)
 STARTUP_TIMEOUT = 420.0
 STOP_TIMEOUT = 150.0
 UP_BANNER = "exstream-push is up."
-STAGES = ("emulators", "Prefect server", "work pool", "deployments", "automations", "Prefect worker", "ingress API")
+STAGES = (
+    "emulators",
+    "Prefect server",
+    "work pool",
+    "block types",
+    "deployments",
+    "automations",
+    "Prefect worker",
+    "ingress API",
+)
 """What ``up`` says it waits for, one line per stage as it begins, in this order."""
 
 
@@ -106,6 +115,10 @@ def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> N
     assert health.status_code == 200, health.text
     deployments = httpx.post(f"{up.url('Prefect API')}/deployments/filter", json={}, timeout=30).json()
     assert {d["name"] for d in deployments} == set(project_deployments())
+    block_types = httpx.post(f"{up.url('Prefect API')}/block_types/filter", json={}, timeout=30).json()
+    assert {"exstream-connection", "fcm-connection", "apns-connection", "web-push-connection"} <= {
+        block_type["slug"] for block_type in block_types
+    }, "the Blocks page offers every connection block type"
     automations = httpx.post(f"{up.url('Prefect API')}/automations/filter", json={}, timeout=30).json()
     names = [automation["name"] for automation in automations]  # deployment triggers are automations too
     assert all(names.count(automation.name) == 1 for automation in project_automations()), names

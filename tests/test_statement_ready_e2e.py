@@ -180,3 +180,11 @@ def test_a_finished_run_started_again_is_up_to_date_until_something_changes(
     changed.parent.mkdir()
     write_manifest(changed, 50, seed=23, job_id=JOB_ID)
     assert not statement_ready(manifest=str(changed), job_id=JOB_ID)["up_to_date"]
+
+
+def test_a_run_with_neither_manifest_nor_job_id_fails_at_once_naming_both(
+    prefect_harness: None, env: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        statement_ready()
+    assert "`manifest`" in str(refused.value) and "`job_id`" in str(refused.value)
