@@ -325,7 +325,7 @@ class Stack:
             log_file=deploy_log,
             timeout=STARTUP_TIMEOUT,
         )
-        self.say("registering the block types of the blocks package (Exstream, FCM, APNs, Web Push) ...")
+        self.say("registering the block types of the blocks package ...")
         run_prefect(["block", "register", "-m", "blocks"], env=env, log_file=deploy_log, timeout=STARTUP_TIMEOUT)
         deployments = project_deployments()
         self.say(f"deploying the {len(deployments)} deployments of prefect.yaml (log: {deploy_log}) ...")
