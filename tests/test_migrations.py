@@ -4,8 +4,10 @@ before migrations is upgraded in place with every row kept, and processes openin
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,26 @@ def test_processes_opening_one_ledger_at_once_all_succeed(database_url: str, tmp
             assert _differences(conn) == []
     finally:
         engine.dispose()
+
+
+def test_opening_a_sqlite_ledger_waits_out_another_process_write_lock(tmp_path: Path) -> None:
+    """SQLite refuses a switch to WAL at once, without waiting, while another connection holds a write lock:
+    the engine waits it out rather than failing the run (the race of processes opening one fresh ledger)."""
+    path = tmp_path / "ledger.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other_writer (value INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other_writer VALUES (1)")
+    release = threading.Timer(0.5, holder.execute, ["COMMIT"])
+    release.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        engine.dispose()
+        holder.close()
 
 
 def test_adding_a_table_is_one_generated_revision(database_url: str, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,12 @@ def make_engine(url: str) -> Engine:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ledger_unavailable(exc, parsed) from None
-        engine = create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
@@ -44,6 +46,27 @@ def make_engine(url: str) -> Engine:
         _replace_error(context, engine.url)
 
     return engine
+
+
+SQLITE_BUSY_SECONDS = 60
+"""How long a SQLite connection waits for another process's lock before it gives up."""
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database file in WAL mode, waiting out another process's write lock.
+
+    SQLite answers a journal-mode change with "database is locked" at once, without calling its busy handler,
+    while another connection holds a write lock; several processes opening a fresh ledger together hit exactly
+    that. The mode is stored in the file, so a database already in WAL needs no change."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _replace_error(context: ExceptionContext, url: URL) -> None:
