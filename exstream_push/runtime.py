@@ -4,11 +4,15 @@ run needs answers before it starts."""
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import httpx
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
 
 from exstream_push.errors import DependencyUnavailable
 from exstream_push.ledger import Ledger
@@ -23,6 +27,26 @@ def _ledger(url: str) -> Ledger:
 
 def ledger_for(settings: Settings) -> Ledger:
     return _ledger(settings.resolved_database_url)
+
+
+# Prefect names a run it was given no name for with two random lowercase words joined by a dash (coolname).
+_GENERATED_RUN_NAME = re.compile(r"[a-z]+-[a-z]+")
+
+
+def typed_name_or(name_for: Callable[[dict[str, Any]], str]) -> Callable[[], str]:
+    """A ``flow_run_name`` that names a run from its parameters, unless someone typed a name for it.
+
+    Prefect renames every run of a flow that has a ``flow_run_name``, a name typed in the run form included; a
+    name it generated itself is two lowercase words, so any other name was given by a person and is kept (type
+    one with a digit or a third word to be sure)."""
+
+    def run_name() -> str:
+        current = flow_run.name
+        if current and not _GENERATED_RUN_NAME.fullmatch(current):
+            return current
+        return name_for(flow_run.parameters)
+
+    return run_name
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:

@@ -7,18 +7,18 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from exstream_push.blocks import connections
+from exstream_push.blocks import ApnsConnection, ExstreamConnection, FcmConnection, WebPushConnection, connections
 from exstream_push.notify.pipeline import notify, release_deferred
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest
-from exstream_push.usecases.follow_up.config import load_rules
+from exstream_push.tasks.summary import post_back_line, publish_summary
+from exstream_push.usecases.follow_up.config import FollowUpRules, load_rules
 from exstream_push.usecases.follow_up.tasks import (
     claim_hand_backs,
     discard_snapshot,
     import_engagement_events,
     plan_follow_ups,
     post_hand_backs,
-    publish_follow_up_summary,
     screen_documents,
     settle_documents,
     snapshot_active_documents,
@@ -33,10 +33,10 @@ def run_follow_up(
     job_id: str | None,
     events: str | None,
     as_of: datetime | None,
-    exstream_block: str | None,
-    fcm_block: str | None,
-    apns_block: str | None,
-    webpush_block: str | None,
+    exstream_block: ExstreamConnection | None,
+    fcm_block: FcmConnection | None,
+    apns_block: ApnsConnection | None,
+    webpush_block: WebPushConnection | None,
 ) -> dict[str, Any]:
     """Register new documents, take in closing events, then notify, remind or hand back every open document.
 
@@ -81,9 +81,20 @@ def run_follow_up(
             totals.update(reminded)
         totals.update(claim_hand_backs(plan.hand_back, rules, as_of))
     discard_snapshot(snapshot)
-    totals.update(post_hand_backs(rules, exstream, as_of))
+    hand_backs = post_hand_backs(rules, exstream, as_of)
+    totals.update(hand_backs)
 
-    publish_follow_up_summary(rules, as_of, dict(totals))
+    publish_summary(
+        use_case,
+        f"{use_case} · {job_id or 'documents registered so far'} · as of {as_of.isoformat(timespec='minutes')}",
+        totals,
+        lines=[post_back_line(f"Hand-back ({rules.hand_back.stage})", _hand_back_post(rules, hand_backs))],
+    )
     result = {"use_case": use_case, "as_of": as_of.isoformat(), "job_id": job_id, **totals}
     ensure_complete(use_case, job_id, result)
     return result
+
+
+def _hand_back_post(rules: FollowUpRules, counts: dict[str, int]) -> dict[str, Any]:
+    rows = counts.get(f"{rules.hand_back.stage}_rows_posted", 0)
+    return {"channel": rules.hand_back.channel, "rows": rows, "posted": rows > 0}

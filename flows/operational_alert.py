@@ -9,11 +9,12 @@ from typing import Any
 
 from prefect import flow
 
-from exstream_push.blocks import connections
+from exstream_push.blocks import ApnsConnection, ExstreamConnection, FcmConnection, WebPushConnection, connections
 from exstream_push.notify.pipeline import notify
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Category, OpsAlertState
+from exstream_push.tasks.summary import post_back_line, publish_summary
 from exstream_push.usecases.operational_alert.config import USE_CASE
 from exstream_push.usecases.operational_alert.tasks import (
     alert_report,
@@ -32,18 +33,29 @@ CATEGORY = Category.ALERTS.value
 def operational_alert(
     alert_id: str,
     as_of: datetime | None = None,
-    exstream_block: str | None = None,
-    fcm_block: str | None = None,
-    apns_block: str | None = None,
-    webpush_block: str | None = None,
+    exstream_block: ExstreamConnection | None = None,
+    fcm_block: FcmConnection | None = None,
+    apns_block: ApnsConnection | None = None,
+    webpush_block: WebPushConnection | None = None,
 ) -> dict[str, Any]:
-    """Push the alert to the affected customers' devices, then ask Exstream for the letter; once per alert."""
+    """Push the alert to the affected customers' devices, then ask Exstream for the letter; once per alert.
+
+    Args:
+        alert_id: The operational alert received by the ingress (``POST /v1/ops-alerts``) to act on.
+        as_of: The moment decisions are taken at, with its zone; empty: now.
+        exstream_block: A saved Exstream connection; empty: the worker's EXSTREAM_PUSH_EXSTREAM_* settings.
+        fcm_block: A saved FCM connection; empty: the worker's EXSTREAM_PUSH_FCM_* settings.
+        apns_block: A saved APNs connection; empty: the worker's APNs settings, if any.
+        webpush_block: A saved Web Push connection; empty: the worker's VAPID settings, if any.
+    """
     as_of = run_moment(as_of)
     settings = get_settings()
     ledger = ledger_for(settings)
     alert = read_alert(ledger, alert_id)
     if alert.state == OpsAlertState.FOLLOW_UP_REQUESTED:
-        return {"alert_id": alert_id, "already_done": True, "report": alert_report(ledger, alert_id)}
+        report = alert_report(ledger, alert_id)
+        publish_summary(USE_CASE, f"{USE_CASE} · alert {alert_id} · already done", {}, tables=_report_tables(report))
+        return {"alert_id": alert_id, "already_done": True, "report": report}
 
     exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
     totals: Counter[str] = Counter()
@@ -53,4 +65,23 @@ def operational_alert(
         mark_alert(ledger, alert_id, OpsAlertState.PUSHED, pushed_at=as_of)
         shutil.rmtree(alert_spool(settings, alert_id), ignore_errors=True)
     follow_up = request_follow_up(alert, exstream, as_of)
-    return {"alert_id": alert_id, **totals, "follow_up": follow_up, "report": alert_report(ledger, alert_id)}
+    report = alert_report(ledger, alert_id)
+    publish_summary(
+        USE_CASE,
+        f"{USE_CASE} · alert {alert_id}",
+        totals,
+        lines=[post_back_line("Formal follow-up", follow_up)],
+        tables=_report_tables(report),
+    )
+    return {"alert_id": alert_id, **totals, "follow_up": follow_up, "report": report}
+
+
+def _report_tables(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The alert report as a summary table: its facts, then the push's and the follow-up's, one level deep."""
+    rows = []
+    for name, value in report.items():
+        parts = value.items() if isinstance(value, dict) else [("", value)]
+        for part, item in parts:
+            if isinstance(item, int | str):
+                rows.append({"of the alert": f"{name} {part}".strip(), "value": item})
+    return {"Alert report": rows}

@@ -12,22 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 
-from exstream_push.blocks import connections
+from exstream_push.blocks import ApnsConnection, ExstreamConnection, FcmConnection, WebPushConnection, connections
 from exstream_push.notify.pipeline import deliver, notify, release_deferred
+from exstream_push.runtime import typed_name_or
 from exstream_push.status import Category, UseCase
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest
+from exstream_push.tasks.summary import publish_summary
 from exstream_push.usecases.intake import discard_manifest_spools, manifest_sources
 from exstream_push.usecases.payment_reminders.config import REMINDER_KEYS, load_reminder_config
 from exstream_push.usecases.payment_reminders.tasks import (
     due_reminders,
     owed_pages,
     owed_reminders,
-    publish_reminder_summary,
     quarantine_invalid_due_dates,
     record_payments,
+    reminder_outcomes,
     reminder_pages,
 )
 from exstream_push.zones import run_moment
@@ -36,29 +37,38 @@ USE_CASE = UseCase.PAYMENT_REMINDERS.value
 CATEGORY = Category.PAYMENTS.value
 
 
-def _run_name() -> str:
-    parameters = flow_run.parameters
+def _run_name(parameters: dict[str, Any]) -> str:
     source = parameters.get("job_id") or (Path(parameters["manifest"]).name if parameters.get("manifest") else "daily")
     as_of = parameters.get("as_of")
     return f"{USE_CASE}-{source}" + (f"-{as_of:%Y-%m-%dT%H:%M%z}" if isinstance(as_of, datetime) else "")
 
 
-@flow(name=USE_CASE, flow_run_name=_run_name, persist_result=False)
+@flow(name=USE_CASE, flow_run_name=typed_name_or(_run_name), persist_result=False)
 def payment_reminders(
     manifest: str | None = None,
     job_id: str | None = None,
     payments: str | None = None,
     as_of: datetime | None = None,
-    exstream_block: str | None = None,
-    fcm_block: str | None = None,
-    apns_block: str | None = None,
-    webpush_block: str | None = None,
+    exstream_block: ExstreamConnection | None = None,
+    fcm_block: FcmConnection | None = None,
+    apns_block: ApnsConnection | None = None,
+    webpush_block: WebPushConnection | None = None,
 ) -> dict[str, Any]:
     """Remind each unpaid document once per stage it reaches, within the frequency cap and outside quiet hours.
 
     ``manifest`` or ``job_id`` registers new reminder documents first; with neither, the run works on the
-    documents already in the ledger. ``payments`` is a CSV ``customer_id,document_id,paid_at``. ``as_of`` (with
-    its zone; default now) is the moment every decision is taken at, so a run can be replayed.
+    documents already in the ledger. ``as_of`` is the moment every decision is taken at, so a run can be replayed.
+
+    Args:
+        manifest: Path of an Exstream manifest file on the worker that registers reminder documents (optional).
+        job_id: An Exstream job whose delivery file registers reminder documents, or the label of the manifest
+            given (optional; with neither, the run reminds the documents already registered).
+        payments: Path of a CSV file ``customer_id,document_id,paid_at`` of payments to record first.
+        as_of: The moment decisions are taken at, with its zone; empty: now.
+        exstream_block: A saved Exstream connection; empty: the worker's EXSTREAM_PUSH_EXSTREAM_* settings.
+        fcm_block: A saved FCM connection; empty: the worker's EXSTREAM_PUSH_FCM_* settings.
+        apns_block: A saved APNs connection; empty: the worker's APNs settings, if any.
+        webpush_block: A saved Web Push connection; empty: the worker's VAPID settings, if any.
     """
     as_of = run_moment(as_of)
     config = load_reminder_config()
@@ -98,7 +108,13 @@ def payment_reminders(
         )
         totals.update(sent)
 
-    outcomes = publish_reminder_summary(USE_CASE, as_of, config, dict(totals))
+    outcomes = reminder_outcomes(USE_CASE, as_of, config)
+    publish_summary(
+        USE_CASE,
+        f"{USE_CASE} · {job_id or 'daily run'} · as of {as_of.isoformat(timespec='minutes')}",
+        totals,
+        tables={"Notifications by stage, risk segment and status": outcomes},
+    )
     result = {"as_of": as_of.isoformat(), "job_id": job_id, **totals, "outcomes": outcomes}
     ensure_complete(USE_CASE, job_id, result)
     return result

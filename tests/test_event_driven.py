@@ -170,3 +170,37 @@ def test_an_ops_alert_posted_to_the_ingress_starts_operational_alert(system: Eve
 def test_every_flow_is_deployed(system: EventDrivenSystem) -> None:
     """The fixture ran ``prefect deploy --all``: every deployment of prefect.yaml is on the server."""
     assert system.prefect.deployment_names() == {d["name"] for d in DEPLOYMENTS}
+
+
+def test_a_run_from_the_form_with_a_saved_block_picked_uses_that_block(system: EventDrivenSystem) -> None:
+    """The run form offers saved blocks for the connection parameters and sends the pick as a block reference;
+    the run connects with that block's settings (seen here by the client id Exstream was called with)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from exstream_push.blocks import ExstreamConnection
+
+    job = job_uuid("STMT-PICKED-1")
+    folder = write_exstream_job(system.home / "picked-jobs", job, 30, seed=9, channel="statements")
+    system.emulator.load_job_folder(folder)
+    picked = ExstreamConnection(
+        url=system.env["EXSTREAM_PUSH_EXSTREAM_URL"],
+        otds_url=system.env["EXSTREAM_PUSH_OTDS_URL"],
+        client_id="picked-in-the-run-form",
+        client_secret="picked-secret",
+    )
+    with temporary_settings({PREFECT_API_URL: system.prefect.api_url}):
+        block_id = picked.save("picked-exstream", overwrite=True)
+    schema = system.prefect.deployment("statement-ready")["parameter_openapi_schema"]
+    assert {"$ref": "#/definitions/ExstreamConnection"} in schema["properties"]["exstream_block"]["anyOf"]
+    assert schema["definitions"]["ExstreamConnection"]["block_type_slug"] == "exstream-connection"
+    assert all(field.get("description") for field in schema["properties"].values())
+
+    reference = {"$ref": {"block_document_id": str(block_id)}}
+    run_id = system.prefect.run_deployment("statement-ready", {"job_id": job, "exstream_block": reference})
+    system.prefect.wait_for_completed("the statement-ready run with a picked block", system.prefect.flow_run(run_id))
+    posted = [
+        each.fields
+        for each in system.emulator.jobs.values()
+        if each.fields.get("channel") == "push-status" and each.fields.get("triggeredBy") == "picked-in-the-run-form"
+    ]
+    assert len(posted) == 1

@@ -13,6 +13,7 @@ from exstream_push.usecases.lifecycle_tracking.rules import (
     candidates,
     fallback_rows,
     forward,
+    funnel_display,
     funnel_table,
     furthest,
     status_rows,
@@ -84,23 +85,43 @@ def test_fallback_rows_name_the_wait_in_hours() -> None:
     ]
 
 
-def test_the_funnel_counts_documents_reaching_at_least_each_step() -> None:
+def test_the_funnel_counts_documents_reaching_at_least_each_step_per_job_with_shares() -> None:
     counts = pd.DataFrame(
-        [("u", "t", None, 1), ("u", "t", "sent", 2), ("u", "t", "opened", 3), ("u", "t", "action_completed", 4)],
-        columns=["use_case", "document_type", "engagement", "documents"],
+        [
+            ("u", "J1", "t", None, 1),
+            ("u", "J1", "t", "sent", 2),
+            ("u", "J1", "t", "opened", 3),
+            ("u", "J1", "t", "action_completed", 4),
+            ("u", "J2", "t", "sent", 3),
+        ],
+        columns=["use_case", "job_id", "document_type", "engagement", "documents"],
     )
-    assert funnel_table(counts) == [
-        {
-            "use_case": "u",
-            "document_type": "t",
-            "documents": 10,
-            "sent": 9,
-            "delivered": 7,
-            "opened": 7,
-            "document_accessed": 4,
-            "acknowledged_or_completed": 4,
-        }
-    ]
+    table = funnel_table(counts)
+    assert table[0] == {
+        "use_case": "u",
+        "job_id": "J1",
+        "document_type": "t",
+        "documents": 10,
+        "sent": 9,
+        "sent_pct": 90.0,
+        "delivered": 7,
+        "delivered_pct": 70.0,
+        "opened": 7,
+        "opened_pct": 70.0,
+        "document_accessed": 4,
+        "document_accessed_pct": 40.0,
+        "acknowledged_or_completed": 4,
+        "acknowledged_or_completed_pct": 40.0,
+    }
+    assert (table[1]["job_id"], table[1]["documents"], table[1]["sent_pct"], table[1]["opened_pct"]) == (
+        "J2",
+        3,
+        100.0,
+        0.0,
+    )
+    shown = funnel_display(table)
+    assert shown[0]["opened"] == "7 (70.0%)"
+    assert "opened_pct" not in shown[0]
 
 
 def test_the_latest_change_is_the_next_watermark() -> None:

@@ -149,12 +149,9 @@ class EngagementRepository:
             )
 
     def step_counts(self) -> pd.DataFrame:
-        """Documents per (use_case, document_type, engagement), in column ``documents``."""
+        """Documents per (use_case, job_id, document_type, engagement), in column ``documents``."""
         table = Document.__table__
+        groups = (table.c.use_case, table.c.job_id, table.c.document_type, table.c.engagement)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.use_case, table.c.document_type, table.c.engagement, func.count()).group_by(
-                    table.c.use_case, table.c.document_type, table.c.engagement
-                )
-            ).fetchall()
-        return pd.DataFrame(rows, columns=["use_case", "document_type", "engagement", "documents"])
+            rows = conn.execute(select(*groups, func.count()).group_by(*groups)).fetchall()
+        return pd.DataFrame(rows, columns=["use_case", "job_id", "document_type", "engagement", "documents"])

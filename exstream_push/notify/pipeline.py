@@ -89,7 +89,11 @@ def _checked(frame: Any, schema: pa.Schema, boundary: str, submit: bool) -> Any:
     return frame if submit else conform(frame, schema, boundary)
 
 
-def _step(step: Task[..., Any], submit: bool) -> Callable[..., Any]:
+def _step(step: Task[..., Any], submit: bool, batch: int | None = None) -> Callable[..., Any]:
+    """The task called or submitted; a numbered batch names its task runs ``segment-recipients-batch-3`` and so on,
+    so the batches of a run can be told apart in its graph."""
+    if batch is not None:
+        step = step.with_options(task_run_name=f"{step.name}-batch-{batch}")
     return step.submit if submit else step
 
 
@@ -105,24 +109,40 @@ def notify(
     quiet_hours: QuietHours | None = None,
     priority: str = "normal",
     submit: bool = False,
+    batch: int | None = None,
+    upstream: Sequence[Any] = (),
 ) -> dict[str, float] | PrefectFuture[dict[str, float]]:
     """Push a batch of owed notices (a frame, or a spooled Parquet batch): the send's counts, or their future.
 
     ``extra_keys`` are the use case's manifest keys the frame carries; the content guard keeps their values out
     of every push. ``priority`` is the messages' own unless a ``priority`` column says otherwise per row.
+    ``batch`` numbers the task runs; ``upstream`` (task states or futures) is what the batch's first task waits
+    for, drawn as edges in the run's graph (a spooled batch is a file path, which Prefect cannot trace).
     """
     if isinstance(notices, Path):
         conform(pq.read_schema(notices).empty_table().to_pandas(), NOTICES, "notify")
     else:
         _checked(notices, NOTICES, "notify", submit)
-    batch: Any = notices
+    owed: Any = notices
+    wait_for = list(upstream)
     if frequency_cap is not None:
-        batch = _step(apply_frequency_cap, submit)(batch, use_case, as_of, frequency_cap)
-    recipients = _step(segment_recipients, submit)(batch, use_case, category, as_of)
+        owed = _step(apply_frequency_cap, submit, batch)(owed, use_case, as_of, frequency_cap, wait_for=wait_for)
+        wait_for = []
+    recipients = _step(segment_recipients, submit, batch)(owed, use_case, category, as_of, wait_for=wait_for)
     if quiet_hours is not None:
         recipients = _checked(recipients, RECIPIENTS, "defer-quiet-hours", submit)
-        recipients = _step(defer_quiet_hours, submit)(recipients, use_case, as_of, quiet_hours)
-    return deliver(recipients, use_case, category, push, as_of, extra_keys=extra_keys, priority=priority, submit=submit)
+        recipients = _step(defer_quiet_hours, submit, batch)(recipients, use_case, as_of, quiet_hours)
+    return deliver(
+        recipients,
+        use_case,
+        category,
+        push,
+        as_of,
+        extra_keys=extra_keys,
+        priority=priority,
+        submit=submit,
+        batch=batch,
+    )
 
 
 def deliver(
@@ -135,10 +155,11 @@ def deliver(
     extra_keys: Sequence[str] = (),
     priority: str = "normal",
     submit: bool = False,
+    batch: int | None = None,
 ) -> dict[str, float] | PrefectFuture[dict[str, float]]:
     """Render and send recipients already decided (each row with its ``key``): the send's counts, or their future."""
     recipients = _checked(recipients, RECIPIENTS, "render-messages", submit)
-    render = _step(render_messages, submit)
+    render = _step(render_messages, submit, batch)
     messages = render(recipients, use_case, category, as_of, extra_keys=extra_keys, priority=priority)
     messages = _checked(messages, MESSAGES, "send-push", submit)
-    return _step(send_push, submit)(messages, use_case, push, as_of)
+    return _step(send_push, submit, batch)(messages, use_case, push, as_of)

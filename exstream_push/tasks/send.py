@@ -33,6 +33,12 @@ TTL = MAX_TTL
 """How long APNs and push services keep a message for an offline device: what FCM keeps one by default."""
 
 
+SEND_COUNTS = ("sent", "failed", "retry_exhausted", "configuration_error", "already_done", "devices_deactivated")
+"""What ``send_push`` counts, every one always present (zero when nothing happened), so every run's result has
+the same shape: the messages accepted, failed for good, left pending by retries or configuration, found already
+done by an earlier run, and the devices deactivated as dead."""
+
+
 def _classify(result: PushResult) -> tuple[Status, str | None, str]:
     """(ledger status, reason, outcome counted) for one send: only permanent failures are final besides success;
     retry-exhausted and configuration errors stay pending, so a later run sends them."""
@@ -112,7 +118,8 @@ def send_push(
     owed = ledger.claim(notification_rows(messages, use_case, Status.PENDING, as_of=as_of))
     to_send = messages[messages["key"].isin(owed)]
     device_of = dict(zip(to_send["key"], to_send["device_id"], strict=True))
-    counts: Counter[str] = Counter(already_done=len(messages) - len(to_send))
+    counts: Counter[str] = Counter(dict.fromkeys(SEND_COUNTS, 0))
+    counts["already_done"] = len(messages) - len(to_send)
     seconds_recording = 0.0
     configuration_errors: Counter[str] = Counter()
 

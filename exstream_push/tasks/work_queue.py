@@ -29,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFuture
@@ -42,6 +43,7 @@ from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
 from exstream_push.status import BatchState, RunState
 from exstream_push.tasks.extract import ExtractedManifest
+from exstream_push.tasks.summary import artifact_key
 
 # A lease outlives several missed heartbeats; a holder on another host that dies is replaced after this long.
 LEASE = timedelta(seconds=60)
@@ -61,6 +63,7 @@ class SharedRun:
 
     run_id: int
     run_key: str
+    use_case: str
     worker: str
     extracts: bool
     up_to_date: bool = False
@@ -185,7 +188,9 @@ def join_run(use_case: str, job_id: str, content: str | None = None) -> SharedRu
     up_to_date = not extracts and ledger.run_state(run_id)[0] == RunState.DONE
     role = "extractor" if extracts else "up to date" if up_to_date else "worker"
     run_logger().info("run %s #%d: joined as %s (%s)", key, run_id, worker, role)
-    run = SharedRun(run_id=run_id, run_key=key, worker=worker, extracts=extracts, up_to_date=up_to_date)
+    run = SharedRun(
+        run_id=run_id, run_key=key, use_case=use_case, worker=worker, extracts=extracts, up_to_date=up_to_date
+    )
     crash_dead_workers(run, holders)
     return run
 
@@ -203,7 +208,7 @@ def shared_run(use_case: str, job_id: str, content: str | None = None) -> Iterat
 
 
 @task(name="enqueue-batches", cache_policy=NO_CACHE)
-def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> None:
+def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> int:
     """Queue every spooled batch of the run at once, so nobody reads a spool a takeover could still rewrite."""
     totals: Counter[str] = Counter()
     for each in extracted:
@@ -211,6 +216,7 @@ def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> None:
     paths = [str(path) for e in extracted for path in e.batches]
     ledger_for(get_settings()).enqueue_batches(run.run_id, run.worker, paths, json.dumps(totals))
     run_logger().info("run %s #%d: %d batch(es) queued", run.run_key, run.run_id, len(paths))
+    return len(paths)
 
 
 def run_totals(run: SharedRun) -> dict[str, int]:
@@ -219,15 +225,53 @@ def run_totals(run: SharedRun) -> dict[str, int]:
     return json.loads(totals) if totals else {}
 
 
+class RunProgress:
+    """The run's progress as a Prefect progress artifact on this flow run (one key per use case, so the UI keeps
+    the history), and a log line per batch with its counts and this worker's rate."""
+
+    def __init__(self, run: SharedRun) -> None:
+        self.run = run
+        self.started = time.monotonic()
+        self.sent = 0
+        self.artifact_id = create_progress_artifact(
+            progress=self._percent(),
+            key=artifact_key(run.use_case, "progress"),
+            description=f"batches of run {run.run_key}",
+        )
+
+    def _percent(self) -> float:
+        _state, _totals, batches = ledger_for(get_settings()).run_state(self.run.run_id)
+        total = sum(batches.values())
+        return 100.0 * batches.get(BatchState.DONE, 0) / total if total else 100.0
+
+    def batch_done(self, number: int, counts: dict[str, Any]) -> None:
+        self.sent += int(counts.get("sent", 0))
+        percent = self._percent()
+        update_progress_artifact(self.artifact_id, percent)
+        rate = self.sent / max(time.monotonic() - self.started, 1e-9)
+        run_logger().info(
+            "run %s: batch %d done (%.0f%% of the run): %d sent, %d failed, %d already done; %.0f sent/s here",
+            self.run.run_key,
+            number,
+            percent,
+            counts.get("sent", 0),
+            counts.get("failed", 0),
+            counts.get("already_done", 0),
+            rate,
+        )
+
+
 def drain_batches(
-    run: SharedRun, process: Callable[[Path], PrefectFuture[Any]], in_flight: int = 2
-) -> Iterator[dict[str, Any]]:
+    run: SharedRun, process: Callable[[Path, int], PrefectFuture[Any]], in_flight: int = 2
+) -> Iterator[PrefectFuture[Any]]:
     """Claim batches and submit them (at most ``in_flight`` at a time) until every batch of the run is done.
 
-    Yields each batch's result as it completes. With nothing left to claim it keeps waiting while other workers
-    hold batches, to take over the batch of one that dies; it returns when all are done.
+    ``process`` gets each batch's spool file and number. Yields each batch's future once it has completed, so the
+    flow reads its counts and makes the post-back wait on every send. With nothing left to claim it keeps waiting
+    while other workers hold batches, to take over the batch of one that dies; it returns when all are done.
     """
     ledger = ledger_for(get_settings())
+    progress = RunProgress(run)
     submitted: deque[tuple[int, int, PrefectFuture[Any]]] = deque()
     processed = 0
     try:
@@ -237,15 +281,16 @@ def drain_batches(
                 if claimed is None:
                     break
                 batch_id, number, path = claimed
-                submitted.append((batch_id, number, process(Path(path))))
+                submitted.append((batch_id, number, process(Path(path), number)))
             if submitted:
                 batch_id, number, future = submitted[0]
-                result = future.result()
+                counts = future.result()
                 submitted.popleft()
                 if not ledger.complete_batch(batch_id, run.worker):
                     run_logger().warning("run %s: batch %d was taken over while held here", run.run_key, number)
                 processed += 1
-                yield result
+                progress.batch_done(number, counts)
+                yield future
                 continue
             _state, _totals, batches = ledger.run_state(run.run_id)
             if set(batches) <= {BatchState.DONE}:

@@ -14,7 +14,6 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from exstream_push.blocks.exstream import ExstreamConnection
@@ -24,7 +23,6 @@ from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import JobStatus, Status
-from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.delivery_exceptions.config import USE_CASE, load_config
 from exstream_push.usecases.delivery_exceptions.rules import (
     OperationsAlerts,
@@ -148,8 +146,11 @@ def build_operations_alerts() -> OperationsAlerts:
 
 
 @task(name="mark-alerted-exceptions", retries=2, retry_condition_fn=retry_if_it_can_succeed, cache_policy=NO_CACHE)
-def mark_alerted_exceptions(alerts: OperationsAlerts) -> dict[str, int]:
-    """Tie each record to the push that covered it, once that push is sent; the others stay owed to the next run."""
+def mark_alerted_exceptions(alerts: OperationsAlerts) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Tie each record to the push that covered it, once that push is sent; the others stay owed to the next run.
+
+    Returns the counts, and one row per push (job, channel, failure class, documents, its status) for the
+    run's summary."""
     ledger = ledger_for(get_settings())
     keys = list(alerts.covered)
     statuses = ledger.exceptions.notification_statuses(keys)
@@ -164,19 +165,15 @@ def mark_alerted_exceptions(alerts: OperationsAlerts) -> dict[str, int]:
     if counts["alerts_unsent"]:
         logger.warning("%d operations push(es) not sent; their exceptions stay owed to the next run",
                        counts["alerts_unsent"])  # fmt: skip
-    if keys:
-        table = [
-            {
-                "job_id": row.job_id,
-                "channel": row.channel,
-                "failure_class": row.failure_class,
-                "documents": row.documents,
-                "new_documents": row.new_documents,
-                "push": statuses.get(row.key, Status.PENDING.value),
-            }
-            for row in alerts.messages.itertuples(index=False)
-        ]
-        create_table_artifact(
-            key=artifact_key(USE_CASE, "alerts"), table=table, description="Operations pushes of this run"
-        )
-    return dict(counts)
+    table = [
+        {
+            "job_id": row.job_id,
+            "channel": row.channel,
+            "failure_class": row.failure_class,
+            "documents": row.documents,
+            "new_documents": row.new_documents,
+            "push": statuses.get(row.key, Status.PENDING.value),
+        }
+        for row in alerts.messages.itertuples(index=False)
+    ]
+    return dict(counts), table

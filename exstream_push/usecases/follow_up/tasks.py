@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +17,13 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.events import import_events
 from exstream_push.ledger.notices import EXSTREAM_DEVICE_PREFIX
 from exstream_push.ledger.store import notification_rows
 from exstream_push.retrying import retry_if_it_can_succeed
-from exstream_push.runtime import ledger_for
+from exstream_push.runtime import ledger_for, typed_name_or
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState, SkipReason, Status
 from exstream_push.tasks.extract import ManifestSource, rejected_rows
@@ -43,15 +42,20 @@ from exstream_push.usecases.follow_up.rules import (
 )
 
 
-def follow_up_run_name(use_case: str) -> str:
+def follow_up_run_name(use_case: str) -> Callable[[], str]:
     """``policy-change-{job or manifest or 'ledger'}-{as_of}``: a run says what it took in and when it acted."""
-    parameters = flow_run.parameters
-    label = parameters.get("job_id") or (Path(parameters["manifest"]).name if parameters.get("manifest") else "ledger")
-    as_of = parameters.get("as_of")
-    if isinstance(as_of, str):  # a deployment's parameters arrive as JSON
-        as_of = datetime.fromisoformat(as_of)
-    moment = as_of.astimezone(UTC).strftime("%Y%m%dT%H%MZ") if isinstance(as_of, datetime) else "now"
-    return f"{use_case}-{label}-{moment}"
+
+    def name_for(parameters: dict[str, Any]) -> str:
+        label = parameters.get("job_id") or (
+            Path(parameters["manifest"]).name if parameters.get("manifest") else "ledger"
+        )
+        as_of = parameters.get("as_of")
+        if isinstance(as_of, str):  # a deployment's parameters arrive as JSON
+            as_of = datetime.fromisoformat(as_of)
+        moment = as_of.astimezone(UTC).strftime("%Y%m%dT%H%MZ") if isinstance(as_of, datetime) else "now"
+        return f"{use_case}-{label}-{moment}"
+
+    return typed_name_or(name_for)
 
 
 def available_templates(use_case: str) -> set[str]:
@@ -199,18 +203,6 @@ def post_hand_backs(rules: FollowUpRules, exstream: ExstreamConnection, as_of: d
     if hand_back.closes:
         repository.cancel_unsent(use_case, moving)
     return {hand_back.state.value: moved, f"{hand_back.stage}_rows_posted": post["rows"] if post["posted"] else 0}
-
-
-@task(name="publish-follow-up-summary", cache_policy=NO_CACHE)
-def publish_follow_up_summary(rules: FollowUpRules, as_of: datetime, totals: dict[str, float]) -> list[dict[str, Any]]:
-    """The run's counts as a table artifact: what came in, which stages were owed, what closed, what went back."""
-    table = [{"count_of": name, "count": count} for name, count in sorted(totals.items())]
-    create_table_artifact(
-        key=artifact_key(rules.use_case, "run"),
-        table=table,
-        description=f"{rules.use_case} run at {as_of.isoformat()}",
-    )
-    return table
 
 
 @task(name="publish-completion-rates", cache_policy=NO_CACHE)

@@ -80,19 +80,33 @@ def fallback_rows(unopened: pd.DataFrame, as_of: datetime, fallback_after: timed
 
 
 def funnel_table(counts: pd.DataFrame) -> list[dict[str, Any]]:
-    """Documents that reached at least each step, per use case and document type (from per-step counts)."""
+    """Documents that reached at least each step, per use case, Exstream job and document type, from per-step
+    counts; each step's share of the documents follows as ``<step>_pct`` (one decimal)."""
     result = []
-    for (use_case, document_type), group in counts.groupby(["use_case", "document_type"]):
+    for (use_case, job_id, document_type), group in counts.groupby(["use_case", "job_id", "document_type"]):
         ranks = group["engagement"].map(LIFECYCLE_ORDER).fillna(-1)
+        documents = int(group["documents"].sum())
         row: dict[str, Any] = {
             "use_case": use_case,
+            "job_id": job_id,
             "document_type": document_type,
-            "documents": int(group["documents"].sum()),
+            "documents": documents,
         }
         for step in EngagementType:
             if step is EngagementType.ACTION_COMPLETED:
                 continue
             label = "acknowledged_or_completed" if step is EngagementType.ACKNOWLEDGED else step.value
-            row[label] = int(group.loc[ranks >= LIFECYCLE_ORDER[step], "documents"].sum())
+            reached = int(group.loc[ranks >= LIFECYCLE_ORDER[step], "documents"].sum())
+            row[label] = reached
+            row[f"{label}_pct"] = round(100.0 * reached / documents, 1) if documents else 0.0
         result.append(row)
     return result
+
+
+def funnel_display(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The funnel as a person reads it: each step's count with its share, ``7 (70.0%)``."""
+    shown = []
+    for row in table:
+        steps = {name: f"{value:,} ({row[f'{name}_pct']}%)" for name, value in row.items() if f"{name}_pct" in row}
+        shown.append({**{name: row[name] for name in ("use_case", "job_id", "document_type", "documents")}, **steps})
+    return shown

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from exstream_push.blocks.exstream import ExstreamConnection
@@ -16,7 +15,6 @@ from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.tasks.post_back import post_driver_file
-from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.lifecycle_tracking.config import USE_CASE
 from exstream_push.usecases.lifecycle_tracking.rules import (
     UNOPENED_STEPS,
@@ -102,12 +100,7 @@ def post_rows(
     return post_driver_file(exstream, channel, run_key, header, rows)
 
 
-@task(name="publish-funnel", cache_policy=NO_CACHE)
-def publish_funnel() -> list[dict[str, Any]]:
-    """Documents that reached at least each step, per use case and document type, as the run's artifact."""
-    table = funnel_table(ledger_for(get_settings()).engagement.step_counts())
-    if table:
-        create_table_artifact(
-            key=artifact_key(USE_CASE, "funnel"), table=table, description="documents reaching each lifecycle step"
-        )
-    return table
+@task(name="lifecycle-funnel", cache_policy=NO_CACHE)
+def lifecycle_funnel() -> list[dict[str, Any]]:
+    """Documents that reached at least each step, per use case, job and document type, with each step's share."""
+    return funnel_table(ledger_for(get_settings()).engagement.step_counts())

@@ -11,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from exstream_push.ledger.reminders import CustomerPage
@@ -21,7 +20,6 @@ from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import QuarantineReason, SkipReason, Status
 from exstream_push.tasks.extract import ExtractedManifest
-from exstream_push.tasks.summary import artifact_key
 from exstream_push.usecases.payment_reminders.config import ReminderConfig
 from exstream_push.usecases.payment_reminders.rules import (
     check_payments,
@@ -180,20 +178,12 @@ def due_reminders(page: CustomerPage, use_case: str, config: ReminderConfig, as_
 # -- the run's table ------------------------------------------------------------------------------------------------
 
 
-@task(name="publish-reminder-summary", cache_policy=NO_CACHE)
-def publish_reminder_summary(
-    use_case: str, as_of: datetime, config: ReminderConfig, extra: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """The run's counts as a table artifact, one key per use case so Prefect keeps the daily runs as versions:
-    notifications decided or sent by the run, by stage × risk segment × status × reason, in ladder order."""
+@task(name="reminder-outcomes", cache_policy=NO_CACHE)
+def reminder_outcomes(use_case: str, as_of: datetime, config: ReminderConfig) -> list[dict[str, Any]]:
+    """Notifications decided or sent by the run, by stage × risk segment × status × reason, in ladder order."""
     pages = ledger_for(get_settings()).reminders.run_outcomes(use_case, as_of)
     counts = outcome_table([tally_outcomes(page) for page in pages], [stage.name for stage in config.stages])
-    table = [
+    return [
         {key: (int(value) if key == "count" else value) for key, value in row.items()}
         for row in counts.to_dict(orient="records")
     ]
-    description = f"{use_case} at {as_of.isoformat()}: notifications by stage, risk segment and status"
-    if extra:
-        description += "  \n" + ", ".join(f"{name}: {value}" for name, value in extra.items())
-    create_table_artifact(key=artifact_key(use_case, "summary"), table=table, description=description)
-    return table
