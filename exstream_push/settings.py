@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     ingress_secret: SecretStr | None = None
     # The largest request body the ingress reads: 10,000 tracking events fit; a larger body gets 413 unread.
     ingress_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # A closed loop (engagement → lifecycle tracking, preferences → preference sync, tracking failures → delivery
+    # exceptions) is announced to Prefect at most once per this many seconds while input keeps arriving, so a burst
+    # of thousands of signals starts a handful of runs; the last of a burst is announced once this has passed.
+    loop_quiet_seconds: float = Field(15.0, ge=0)
 
     batch_size: int = Field(25_000, ge=1)
     # Batches one process has submitted at once: 2 overlaps rendering the next with sending this one; with one

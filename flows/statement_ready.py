@@ -106,7 +106,8 @@ def statement_ready(
         content = file_digest(Path(manifest))
         job_id = job_id or job_id_for_digest(content)
 
-    totals: Counter[str] = Counter(dict.fromkeys((*SEND_COUNTS, "batches"), 0))  # one shape, up to date or not
+    # One shape of result, whether the run sent or found itself up to date.
+    totals: Counter[str] = Counter(dict.fromkeys((*SEND_COUNTS, "seconds_recording", "batches"), 0))
     posted: dict[str, Any] | None = None
     started = time.monotonic()
     with shared_run(USE_CASE, job_id, content) as run:

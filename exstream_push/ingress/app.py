@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from exstream_push.ingress.loops import LoopAnnouncer
 from exstream_push.ingress.routes import health_routes, signed_routes
 from exstream_push.ingress.signed import EXCEPTION_HANDLERS
 from exstream_push.ingress.signing import REPLAY_MEMORY, SIGNATURE_HEADER
@@ -28,6 +29,7 @@ from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
 
 DRAIN_INTERVAL_SECONDS = 10.0
+LOOP_TICK_SECONDS = 1.0  # how often owed loop announcements are looked at (no database read when none is)
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,31 @@ async def _keep_draining(ledger: Ledger, api_url: str | None, interval: float) -
         await asyncio.sleep(interval)
 
 
+def _announce_loops(announcer: LoopAnnouncer, ledger: Ledger, api_url: str | None) -> None:
+    if announcer.announce_due():
+        drain_outbox(ledger, api_url)
+
+
+async def _keep_announcing(announcer: LoopAnnouncer, ledger: Ledger, api_url: str | None, tick: float) -> None:
+    """Announce the closed loops input arrived for, each once its quiet time has passed (``ingress.loops``)."""
+    while True:
+        await asyncio.sleep(tick)
+        if announcer.owed():
+            try:
+                await asyncio.to_thread(_announce_loops, announcer, ledger, api_url)
+            except Exception:
+                logger.exception("announcing the closed loops failed; trying again in %.0f s", tick)
+
+
 def create_app(
-    settings: Settings, prefect_api_url: str | None = None, drain_interval: float = DRAIN_INTERVAL_SECONDS
+    settings: Settings,
+    prefect_api_url: str | None = None,
+    drain_interval: float = DRAIN_INTERVAL_SECONDS,
+    loop_tick: float = LOOP_TICK_SECONDS,
 ) -> FastAPI:
-    """The ingress for one ledger; events go to ``prefect_api_url``, by default Prefect's ``PREFECT_API_URL``."""
+    """The ingress for one ledger; events go to ``prefect_api_url``, by default Prefect's ``PREFECT_API_URL``.
+
+    Every ``loop_tick`` seconds the closed loops owed an announcement are announced (``ingress.loops``)."""
     secret = settings.ingress_secret.get_secret_value() if settings.ingress_secret is not None else ""
     if not secret:
         raise IngressConfigurationError(
@@ -65,10 +88,14 @@ def create_app(
     if api_url is None:
         logger.warning("PREFECT_API_URL is not set: accepted events wait in the outbox until it is")
 
+    announcer = LoopAnnouncer(ledger, settings.loop_quiet_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         drainer = asyncio.create_task(_keep_draining(ledger, api_url, drain_interval))
+        announcing = asyncio.create_task(_keep_announcing(announcer, ledger, api_url, loop_tick))
         yield
+        announcing.cancel()
         drainer.cancel()
 
     # Swagger UI and ReDoc from fastapi-offline's copies of their assets, not a CDN a bank's network cannot reach;
@@ -89,7 +116,7 @@ def create_app(
     app.state.ingress_key = secret.encode()
     app.state.max_body_bytes = settings.ingress_max_body_bytes
     app.include_router(health_routes(ledger))
-    app.include_router(signed_routes(settings, ledger, api_url))
+    app.include_router(signed_routes(settings, ledger, api_url, announcer))
     return app
 
 

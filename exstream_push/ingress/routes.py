@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 
 from exstream_push.content.links import customer_ref
 from exstream_push.events import EventError, EventImportReport, parse_event, store_events
+from exstream_push.ingress.loops import LoopAnnouncer
 from exstream_push.ingress.schemas import (
     DeviceIn,
     EngagementEvents,
@@ -33,7 +34,7 @@ from exstream_push.ledger.ingress import LEDGER_UNREADABLE, PendingEvent
 from exstream_push.ledger.store import utcnow
 from exstream_push.prefect_events import drain_outbox, enqueue, pending_count
 from exstream_push.settings import Settings
-from exstream_push.status import EngagementType, OpsAlertState
+from exstream_push.status import EngagementType, OpsAlertState, UseCase
 from exstream_push.usecases.operational_alert.config import load_segments
 
 OPS_ALERT_EVENT = "exstream-push.ops.alert"
@@ -90,8 +91,9 @@ def health_routes(ledger: Ledger) -> APIRouter:
     return router
 
 
-def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None) -> APIRouter:
-    """The ``/v1`` routes, every one signed; accepted events are drained to ``api_url`` right after the answer."""
+def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None, loops: LoopAnnouncer) -> APIRouter:
+    """The ``/v1`` routes, every one signed; accepted events are drained to ``api_url`` right after the answer,
+    and the closed loops the input feeds are owed an announcement (``ingress.loops``)."""
     reference_key = settings.link_key
     signature_scheme = APIKeyHeader(name=SIGNATURE_HEADER, auto_error=False, description="t=…,v1=…")
     signed = APIRouter(prefix="/v1", route_class=SignedRoute, dependencies=[Security(signature_scheme)])
@@ -113,6 +115,7 @@ def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None) -> AP
             "updated_at": utcnow(),
         }
         ledger.ingress.register_device(signature_of(request), row)
+        loops.owe(UseCase.PREFERENCE_SYNC.value)
         return {"device_id": device.device_id, "active": device.active}
 
     @signed.post("/preferences", tags=["app"])
@@ -131,6 +134,7 @@ def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None) -> AP
             {"customer_ref": reference, "fields": sorted(stated)},
         )
         ledger.ingress.state_preference(signature_of(request), row, pending, enqueue)
+        loops.owe(UseCase.PREFERENCE_SYNC.value)
         drain_soon(background)
         return {"customer_id": preference.customer_id, "stated": sorted(stated)}
 
@@ -154,6 +158,8 @@ def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None) -> AP
         report = EventImportReport()
         store_events(ledger, list(enumerate(parsed)), report)
         new_ids = sorted(set(event_ids) - known)
+        if report.stored:
+            loops.owe(UseCase.LIFECYCLE_TRACKING.value)
         if ledger.ingress.announce_engagement(new_ids, STATE_CHANGING_ENGAGEMENT, _engagement_event, enqueue):
             drain_soon(background)
         return {
@@ -192,6 +198,7 @@ def signed_routes(settings: Settings, ledger: Ledger, api_url: str | None) -> AP
                 )
         stored, new_failures = ledger.ingress.record_tracking_events(signature_of(request), rows, failures, enqueue)
         if new_failures:
+            loops.owe(UseCase.DELIVERY_EXCEPTIONS.value)
             drain_soon(background)
         return {"stored": len(stored), "repeated": len(rows) - len(stored), "failed": len(new_failures)}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,6 +26,7 @@ from exstream_push.ledger.models import (
     Preference,
     SeenRequest,
     TrackingEvent,
+    Watermark,
 )
 
 # What a ledger read raises when the database cannot answer (``/healthz`` answers 503 for it).
@@ -157,6 +158,25 @@ class IngressRepository:
             if inserted:
                 _put(conn, enqueue, pending)
         return inserted
+
+    def announce_loop(
+        self, mark: str, arrived: datetime, now: datetime, quiet: float, pending: PendingEvent, enqueue: Enqueue
+    ) -> Literal["announced", "covered", "quiet"]:
+        """Put ``pending`` in the outbox if input ``arrived`` after the last announcement (``mark`` remembers up to
+        when) and that announcement is ``quiet`` seconds old: ``announced``; ``covered`` when an announcement made
+        since covers it, ``quiet`` when it must wait. The mark and the event are written together, so a crash
+        neither loses an announcement nor makes two of one."""
+        table = Watermark.__table__
+        with self.engine.begin() as conn:
+            last = conn.execute(select(table.c.value, table.c.updated_at).where(table.c.name == mark)).first()
+            if last is not None:
+                if arrived <= datetime.fromisoformat(last.value):
+                    return "covered"
+                if (now - last.updated_at).total_seconds() < quiet:
+                    return "quiet"
+            _put(conn, enqueue, pending)
+            _upsert(conn, Watermark, {"name": mark, "value": now.isoformat(), "updated_at": now}, "name")
+        return "announced"
 
     def forget_seen_requests(self, before: datetime) -> int:
         """Signatures older than the replay window can no longer be presented with a valid timestamp."""
