@@ -27,10 +27,36 @@ from exstream_push.ledger.store import utcnow
 
 DRAIN_BATCH = 200
 RESOURCE_ID = "prefect.resource.id"
+ROLE = "prefect.resource.role"
+NAME = "prefect.resource.name"
 logger = logging.getLogger(__name__)
 
 # One drain at a time per process: concurrent drains would only post the same rows twice.
 _drain_lock = threading.Lock()
+
+
+def emitting_run() -> list[dict[str, str]]:
+    """The flow run (and its flow) storing an event, as related resources; none outside a run (the ingress).
+
+    Stored with the event, so it names the run that stored it even when another run emits it after a crash.
+    """
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_context = FlowRunContext.get()
+    if flow_context is not None and flow_context.flow_run is not None:
+        run = flow_context.flow_run
+        related = [{RESOURCE_ID: f"prefect.flow-run.{run.id}", ROLE: "flow-run", NAME: run.name}]
+        if run.flow_id is not None:
+            related.append({RESOURCE_ID: f"prefect.flow.{run.flow_id}", ROLE: "flow", NAME: flow_context.flow.name})
+        return related
+    task_context = TaskRunContext.get()
+    if task_context is not None and task_context.task_run.flow_run_id is not None:
+        return [{RESOURCE_ID: f"prefect.flow-run.{task_context.task_run.flow_run_id}", ROLE: "flow-run"}]
+    return []
+
+
+def _related_column(related: Sequence[Mapping[str, str]]) -> str | None:
+    return json.dumps([dict(resource) for resource in related], sort_keys=True) if related else None
 
 
 def enqueue(
@@ -47,6 +73,7 @@ def enqueue(
                 "resource_id": resource_id,
                 "payload": json.dumps(dict(payload), sort_keys=True),
                 "occurred": occurred or utcnow(),
+                "related": _related_column(emitting_run()),
             }
         ],
     )
@@ -54,7 +81,8 @@ def enqueue(
 
 
 def outbox_rows(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Prefect events as JSON (``Event.model_dump(mode="json")``) → outbox rows, keeping their ids, labels and order."""
+    """Prefect events as JSON (``Event.model_dump(mode="json")``) → outbox rows, keeping their ids, labels, related
+    resources and order."""
     rows = []
     for position, event in enumerate(events):
         labels = {name: value for name, value in event["resource"].items() if name != RESOURCE_ID}
@@ -67,6 +95,7 @@ def outbox_rows(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "payload": json.dumps(event.get("payload") or {}, sort_keys=True),
                 "occurred": datetime.fromisoformat(str(event["occurred"])),
                 "position": position,
+                "related": _related_column(event.get("related") or ()),
             }
         )
     return rows
@@ -105,6 +134,7 @@ def _as_prefect_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "event": row["event"],
         "resource": {RESOURCE_ID: row["resource_id"], **labels},
         "payload": json.loads(row["payload"]),
+        "related": json.loads(row["related"]) if row["related"] else [],
     }
 
 

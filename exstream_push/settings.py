@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "data"
 
     ingress_secret: SecretStr | None = None
+    # Where `exstream-push up` points the exstream-push-operations notification block it creates when the Prefect
+    # server has none (prefect.yaml's failure automation sends through it). A secret: a Slack or Teams webhook URL
+    # is a credential. Unset, `up` points it at its own operations inbox emulator.
+    operations_webhook_url: SecretStr | None = None
     # The largest request body the ingress reads: 10,000 tracking events fit; a larger body gets 413 unread.
     ingress_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     # A closed loop (engagement → lifecycle tracking, preferences → preference sync, tracking failures → delivery

@@ -3,7 +3,8 @@
 A Prefect server (SQLite in the state folder, unless ``PREFECT_API_DATABASE_CONNECTION_URL`` names another
 database), the ``exstream-push`` process work pool with a worker, every deployment and automation of
 ``prefect.yaml``, the FCM, APNs, Web Push and Exstream emulators (the web devices of data/devices.csv subscribed
-at the Web Push one) and the ingress API. Ctrl-C or SIGTERM stops all of it, children first, and the command exits 0.
+at the Web Push one), an operations inbox for failure notifications (unless a webhook URL is configured) and the
+ingress API. Ctrl-C or SIGTERM stops all of it, children first, and the command exits 0.
 
 Each child runs in a session of its own: the terminal's Ctrl-C reaches only this process, which stops the children
 in order (the worker before the server it reports to), and a child's own subprocesses stop with it.
@@ -22,7 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import httpx
 import yaml
@@ -31,6 +33,7 @@ from exstream_push.prefect_server import ServerRecord, pid_alive, port_or_free, 
 from exstream_push.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
     from prefect.events.schemas.automations import AutomationCore
 
     from exstream_push_dev.emulators.apns import ApnsEmulator
@@ -44,11 +47,14 @@ EXSTREAM_PORT = 8091
 APNS_PORT = 8093
 WEBPUSH_PORT = 8094
 INGRESS_PORT = 8095
+OPERATIONS_PORT = 8096
 STARTUP_TIMEOUT = 180.0
 DEPLOY_TIMEOUT = 600.0
 STOP_TIMEOUT = 30.0
 LOOPBACK = "127.0.0.1"
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
+BLOCK_REFERENCE = "notification-block:"
+"""How an automation's action in prefect.yaml names a notification block, whose id differs per server."""
 
 
 class StackError(RuntimeError):
@@ -183,24 +189,92 @@ def project_deployments(project_file: Path = PREFECT_YAML) -> list[str]:
     return [deployment["name"] for deployment in data.get("deployments") or []]
 
 
-def project_automations(project_file: Path = PREFECT_YAML) -> list[AutomationCore]:
-    """The ``automations:`` of ``prefect.yaml``, read as ``prefect automation create --from-file`` reads them."""
+def _automation_items(project_file: Path) -> list[dict[str, Any]]:
+    data = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
+    return list(data.get("automations") or [])
+
+
+def _block_reference(action: Mapping[str, Any]) -> str | None:
+    """The block name of an action's ``block_document_id: notification-block:<name>``, or None."""
+    reference = str(action.get("block_document_id", ""))
+    return reference.removeprefix(BLOCK_REFERENCE) if reference.startswith(BLOCK_REFERENCE) else None
+
+
+def referenced_blocks(project_file: Path = PREFECT_YAML) -> list[str]:
+    """The notification blocks the ``automations:`` of ``prefect.yaml`` name, each once, in order."""
+    names = [
+        name
+        for item in _automation_items(project_file)
+        for action in item.get("actions") or []
+        if (name := _block_reference(action)) is not None
+    ]
+    return list(dict.fromkeys(names))
+
+
+def project_automations(
+    project_file: Path = PREFECT_YAML, block_ids: Mapping[str, UUID] | None = None
+) -> list[AutomationCore]:
+    """The ``automations:`` of ``prefect.yaml``, read as ``prefect automation create --from-file`` reads them once
+    each ``notification-block:<name>`` is replaced by that block's id from ``block_ids``."""
     from prefect.events.schemas.automations import AutomationCore
 
-    data = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
-    return [AutomationCore.model_validate(item) for item in data.get("automations") or []]
+    automations = []
+    for item in _automation_items(project_file):
+        actions = []
+        for action in item.get("actions") or []:
+            name = _block_reference(action)
+            if name is not None:
+                if block_ids is None or name not in block_ids:
+                    raise StackError(f"automation {item.get('name')!r} needs the notification block {name!r}")
+                action = {**action, "block_document_id": str(block_ids[name])}
+            actions.append(action)
+        automations.append(AutomationCore.model_validate({**item, "actions": actions}))
+    return automations
 
 
-def apply_automations(api_url: str, project_file: Path = PREFECT_YAML) -> list[str]:
-    """Create each automation of ``prefect.yaml``, or update the one of that name, and return their names.
+def notification_block_id(client: SyncPrefectClient, name: str, webhook_url: str) -> UUID:
+    """The id of the notification block called ``name``, whatever its type; a Custom Webhook one posting
+    ``{"subject", "text"}`` (what Slack and Teams incoming webhooks read) to ``webhook_url`` when there is none.
+
+    The URL goes in the block's secrets, not its visible fields: a chat webhook URL is a credential. A block an
+    operator made or changed in the UI is used as it is.
+    """
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    found = client.request(
+        "POST",
+        "/block_documents/filter",
+        json={
+            "block_documents": {"name": {"any_": [name]}, "is_anonymous": {"eq_": False}},
+            "block_schemas": {"block_capabilities": {"all_": ["notify"]}},
+        },
+    ).json()
+    if len(found) > 1:
+        kinds = ", ".join(sorted(document["block_type"]["slug"] for document in found))
+        raise StackError(f"several notification blocks are named {name!r} ({kinds}): keep one")
+    if found:
+        return UUID(found[0]["id"])
+    block = CustomWebhookNotificationBlock(
+        name=name,
+        url="{{webhook_url}}",
+        json_data={"subject": "{{subject}}", "text": "{{body}}"},
+        secrets={"webhook_url": webhook_url},
+    )
+    return block.save(name)
+
+
+def apply_automations(api_url: str, webhook_url: str, project_file: Path = PREFECT_YAML) -> list[str]:
+    """Create each automation of ``prefect.yaml``, or update the one of that name, and return their names; the
+    notification blocks they name are found, or made pointing at ``webhook_url``, first.
 
     ``prefect deploy`` reads only the deployments; by name, so bringing the stack up again keeps one of each.
     """
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    automations = project_automations(project_file)
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        block_ids = {name: notification_block_id(client, name, webhook_url) for name in referenced_blocks(project_file)}
+        automations = project_automations(project_file, block_ids)
         for automation in automations:
             existing = client.read_automations_by_name(automation.name)
             if existing:
@@ -262,6 +336,7 @@ class Stack:
         from exstream_push_dev.emulators.exstream import create_exstream_app
         from exstream_push_dev.emulators.fcm import create_fcm_app
         from exstream_push_dev.emulators.google_oauth import start_oauth_emulator
+        from exstream_push_dev.emulators.operations import HOOK_PATH, create_operations_app
         from exstream_push_dev.emulators.samples import subscribe_web_devices
         from exstream_push_dev.emulators.server import ServerThread
         from exstream_push_dev.emulators.webpush import development_vapid_key, start_webpush_emulator
@@ -285,6 +360,12 @@ class Stack:
             emulator_files, bundle_id=self.settings.apns_bundle_id or DEFAULT_BUNDLE_ID, port=port_or_free(APNS_PORT)
         )
         self.emulators.append(apns)
+        if self.settings.operations_webhook_url is not None:
+            webhook_url, operations_inbox = self.settings.operations_webhook_url.get_secret_value(), None
+        else:  # failure notifications land in an inbox of the stack's own
+            operations = ServerThread(create_operations_app(), port=port_or_free(OPERATIONS_PORT)).start()
+            self.emulators.append(operations)
+            webhook_url, operations_inbox = f"{operations.url}{HOOK_PATH}", f"{operations.url}/_emulator/notifications"
         # The browsers subscribe now: the emulator keeps their private keys, so only its own subscriptions work.
         subscribe_web_devices(
             self.settings.data_dir / "devices.csv", self.devices_file, webpush.url, webpush.tls.ca_file
@@ -330,9 +411,9 @@ class Stack:
         deployments = project_deployments()
         self.say(f"deploying the {len(deployments)} deployments of prefect.yaml (log: {deploy_log}) ...")
         run_prefect(["deploy", "--all", "--no-prompt"], env=env, log_file=deploy_log, timeout=DEPLOY_TIMEOUT)
-        self.say("creating the automations of prefect.yaml ...")
+        self.say("creating the automations of prefect.yaml and the notification block they send through ...")
         try:
-            apply_automations(api_url)
+            apply_automations(api_url, webhook_url)
         except Exception as exc:  # the server answered health checks, so this is a real refusal worth showing
             raise StackError(f"the automations of prefect.yaml could not be created: {exc}") from exc
         self.say(f"starting the Prefect worker {WORKER_NAME} on the {WORK_POOL} pool ...")
@@ -359,6 +440,7 @@ class Stack:
             "APNs emulator": f"{apns.url}   (HTTP/2 over TLS; accepted notifications: {apns.url}/_emulator/messages)",
             "Web Push emulator": f"{webpush.url}   (subscribe: POST {webpush.url}/_emulator/subscriptions)",
             "Exstream emulator": f"{exstream.url}/orchestration   (received posts: {exstream.url}/_emulator/inbox)",
+            "operations inbox": operations_inbox or "none: notifications go to EXSTREAM_PUSH_OPERATIONS_WEBHOOK_URL",
             "devices": f"{self.devices_file}   (data/devices.csv, web devices subscribed here: devices import it)",
             "logs": str(self.logs),
         }

@@ -83,9 +83,10 @@ def test_a_ledger_made_before_migrations_is_upgraded_with_every_row_kept(databas
         after = every_row(ledger.engine)
         if version == "before-workrun-content":
             assert [row.pop("content") for row in after["workrun"]] == [None] * ROWS_PER_TABLE
-        # Outbox rows from before revision 0003 gain no resource labels and the first position.
-        added = [(row.pop("resource_labels"), row.pop("position")) for row in after["outboxevent"]]
-        assert added == [(None, 0)] * ROWS_PER_TABLE
+        # Outbox rows from before revision 0003 gain no resource labels and the first position, and from before
+        # revision 0005 no related resources.
+        added = [(row.pop("resource_labels"), row.pop("position"), row.pop("related")) for row in after["outboxevent"]]
+        assert added == [(None, 0, None)] * ROWS_PER_TABLE
         # Devices from before revision 0004 were all FCM ones, with no Web Push keys.
         reached = [(row.pop("provider"), row.pop("webpush_p256dh"), row.pop("webpush_auth")) for row in after["device"]]
         assert reached == [("fcm", None, None)] * ROWS_PER_TABLE

@@ -102,3 +102,28 @@ def test_a_refused_batch_stays_in_the_outbox_and_the_client_authenticates_as_pre
     assert datetime.fromisoformat(sent[0]["occurred"]).tzinfo is not None
     with ledger.engine.connect() as conn:
         assert all(conn.scalars(select(OutboxEvent.emitted_at)))
+
+
+def test_an_event_stored_inside_a_flow_run_names_that_run_even_when_drained_outside_it(
+    prefect_harness: None, ledger: Ledger
+) -> None:
+    from prefect import flow
+
+    resource = f"exstream-push.test.{uuid.uuid4().hex}"
+    stored: list[str] = []
+
+    @flow(name="exstream-push-test-emitter", flow_run_name="emitter-run", persist_result=False)
+    def store_an_event() -> None:
+        with ledger.engine.begin() as conn:
+            stored.append(enqueue(conn, "exstream-push.test.outbox", f"{resource}.inside", {}))
+
+    run_id = store_an_event(return_state=True).state_details.flow_run_id
+    with ledger.engine.begin() as conn:
+        outside = enqueue(conn, "exstream-push.test.outbox", f"{resource}.outside", {})
+    assert drain_outbox(ledger, PREFECT_API_URL.value()) == 2  # by this process, in no run
+
+    events = {str(event.id): event for event in wait_for_events([*stored, outside])}
+    related = {(r.id, r.role, r.get("prefect.resource.name")) for r in events[stored[0]].related}
+    assert (f"prefect.flow-run.{run_id}", "flow-run", "emitter-run") in related
+    assert any(role == "flow" and name == "exstream-push-test-emitter" for _, role, name in related)
+    assert events[outside].related == []

@@ -38,6 +38,21 @@ def test_prefect_yaml_deploys_each_registered_flow_from_its_file() -> None:
     assert set(by_name) - set(USE_CASES) == {"exstream-watcher"}
 
 
+def test_the_failure_automation_matches_the_flow_of_every_deployment_and_no_other() -> None:
+    """Its list of flow names is prefect.yaml's second: held against the flows the deployments load."""
+    import importlib
+
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployed = set()
+    for deployment in project["deployments"]:
+        path, function = deployment["entrypoint"].split(":")
+        module = importlib.import_module(f"exstream_push.{path.removesuffix('.py').replace('/', '.')}")
+        deployed.add(getattr(module, function).name)
+    (failures,) = [item for item in project["automations"] if item["actions"][0]["type"] == "send-notification"]
+    assert failures["trigger"]["match_related"]["prefect.resource.role"] == "flow"
+    assert set(failures["trigger"]["match_related"]["prefect.resource.name"]) == deployed
+
+
 def test_the_readme_table_lists_the_registered_flows_in_order() -> None:
     rows = re.findall(r"^\| (\d) \| `(\w+)` \|", (ROOT / "README.md").read_text(), flags=re.MULTILINE)
     expected = [(str(number), entry.flow.split(":")[1]) for number, entry in enumerate(USE_CASES.values(), start=1)]

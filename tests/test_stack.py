@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from exstream_push.prefect_server import pid_alive, stack_state_file
 from exstream_push_dev.emulators.server import free_port
-from exstream_push_dev.stack import descendant_pids, project_automations, project_deployments
+from exstream_push_dev.stack import descendant_pids, project_automations, project_deployments, referenced_blocks
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -121,7 +122,20 @@ def test_up_brings_the_stack_up_and_ctrl_c_takes_it_all_down(up: UpProcess) -> N
     }, "the Blocks page offers every connection block type"
     automations = httpx.post(f"{up.url('Prefect API')}/automations/filter", json={}, timeout=30).json()
     names = [automation["name"] for automation in automations]  # deployment triggers are automations too
-    assert all(names.count(automation.name) == 1 for automation in project_automations()), names
+    block_ids = {name: uuid.uuid4() for name in referenced_blocks()}
+    assert all(names.count(automation.name) == 1 for automation in project_automations(block_ids=block_ids)), names
+    # The failure automation sends through the notification block up made, pointing at up's operations inbox.
+    blocks = httpx.post(
+        f"{up.url('Prefect API')}/block_documents/filter",
+        json={"block_documents": {"name": {"any_": list(block_ids)}}},
+        timeout=30,
+    ).json()
+    assert [(block["name"], block["block_type"]["slug"]) for block in blocks] == [
+        ("exstream-push-operations", "custom-webhook")
+    ]
+    sends = [action for a in automations for action in a["actions"] if action["type"] == "send-notification"]
+    assert [action["block_document_id"] for action in sends] == [blocks[0]["id"]]
+    assert httpx.get(up.url("operations inbox"), timeout=30).json() == []
     assert re.search(r"^\s+export EXSTREAM_PUSH_INGRESS_SECRET=\S+", up.output, re.MULTILINE)
 
     # APNs and Web Push are configured against their emulators, which answer over TLS from the CA the settings

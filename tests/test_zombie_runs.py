@@ -3,6 +3,7 @@ marks a run without them Crashed, as ``prefect.yaml`` declares it and ``exstream
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import yaml
@@ -12,7 +13,7 @@ from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.settings import PREFECT_API_URL
 from prefect.settings.models.flows import FlowsSettings
 
-from exstream_push_dev.stack import PREFECT_YAML, apply_automations, project_automations
+from exstream_push_dev.stack import PREFECT_YAML, apply_automations, project_automations, referenced_blocks
 
 TERMINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 
@@ -26,7 +27,9 @@ def _heartbeat_frequencies() -> dict[str, int]:
 
 
 def _zombie_automation() -> tuple[EventTrigger, ChangeFlowRunState]:
-    (automation,) = project_automations()
+    block_ids = {name: uuid.uuid4() for name in referenced_blocks()}
+    automations = project_automations(block_ids=block_ids)
+    (automation,) = [a for a in automations if a.actions[0].type == "change-flow-run-state"]
     assert automation.enabled
     assert isinstance(automation.trigger, EventTrigger)
     (action,) = automation.actions
@@ -60,10 +63,16 @@ def test_up_creates_the_automation_once_however_often_it_runs(prefect_harness: N
     from prefect.client.orchestration import get_client
 
     api_url = PREFECT_API_URL.value()
-    names = apply_automations(api_url)
-    assert apply_automations(api_url) == names
+    webhook = "http://127.0.0.1:9/hooks/operations"  # never called: no run fails here
+    names = apply_automations(api_url, webhook)
+    assert apply_automations(api_url, webhook) == names
     trigger, action = _zombie_automation()
     with get_client(sync_client=True) as client:
         (created,) = client.read_automations_by_name(names[0])
+        (failures,) = client.read_automations_by_name(names[1])
+        blocks = client.request("POST", "/block_documents/filter", json={}).json()
     assert created.trigger == trigger
     assert created.actions == [action]
+    # the notification block is made once and found again by name
+    operations = [block for block in blocks if block["name"] in referenced_blocks()]
+    assert [block["id"] for block in operations] == [str(failures.actions[0].block_document_id)]

@@ -222,6 +222,8 @@ class OutboxEvent(SQLModel, table=True):
     resource_labels: str | None = Field(default=None, sa_column=Column(Text))
     # Order among events enqueued together at the same ``occurred``: the drain posts them in that order.
     position: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The event's related resources as JSON (the flow run that stored it, when one did): the run it links to.
+    related: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class FailedJobEnd(SQLModel, table=True):

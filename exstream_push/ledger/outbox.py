@@ -17,7 +17,7 @@ from exstream_push.ledger.models import FailedJobEnd, OutboxEvent, TrackingEvent
 # The open transaction a caller writes its input in, so the event and the input are stored together or not at all.
 Transaction = Connection
 
-OUTBOX_COLUMNS = ("id", "event", "resource_id", "resource_labels", "payload", "occurred")
+OUTBOX_COLUMNS = ("id", "event", "resource_id", "resource_labels", "payload", "occurred", "related")
 
 
 class CursorMoved(RuntimeError):
@@ -27,7 +27,8 @@ class CursorMoved(RuntimeError):
 def add_events(conn: Transaction, rows: Sequence[Mapping[str, Any]]) -> None:
     """Outbox rows (``OUTBOX_COLUMNS`` and ``position``) inside the caller's transaction."""
     if rows:
-        conn.execute(insert(OutboxEvent), [{"emitted_at": None, "resource_labels": None, **row} for row in rows])
+        defaults = {"emitted_at": None, "resource_labels": None, "related": None}
+        conn.execute(insert(OutboxEvent), [{**defaults, **row} for row in rows])
 
 
 def _insert_skipping_stored(conn: Connection, table: Table) -> Insert:
@@ -104,7 +105,7 @@ class OutboxRepository:
                 stored = result.rowcount == 1
             if not stored:
                 raise CursorMoved(f"watermark {name!r} changed while this run was reading Exstream")
-            _insert_new(conn, OutboxEvent.__table__, [{"emitted_at": None, **row} for row in events])
+            _insert_new(conn, OutboxEvent.__table__, [{"emitted_at": None, "related": None, **row} for row in events])
             _insert_new(conn, FailedJobEnd.__table__, [{"processed_at": None, **row} for row in failed_ends])
 
     # -- failed job ends, consumed by delivery-exceptions -----------------------------------------------------

@@ -11,6 +11,7 @@ it (and every triggered flow is idempotent besides).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import Event
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from exstream_push.blocks.exstream import ExstreamConnection
 from exstream_push.connectors.exstream import ExstreamJob
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.outbox import CursorMoved
-from exstream_push.prefect_events import configured_api_url, drain_outbox, outbox_rows
+from exstream_push.prefect_events import configured_api_url, drain_outbox, emitting_run, outbox_rows
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import Settings, get_settings
@@ -56,6 +58,16 @@ class JobRouting(BaseModel):
         """None when nothing is configured for the job: its event is still emitted, and starts no flow."""
         use_case = self.failed if job.status == JobStatus.ERROR else self.completed.get(job.channel or "")
         return use_case.value if use_case else None
+
+
+def watch_run_name() -> str:
+    """``watch-<moment>``: the moment a watcher run reads Exstream at (``as_of``, or now), to the minute in UTC, so
+    its runs are told apart in the UI."""
+    as_of = flow_run.parameters.get("as_of")
+    moment = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of or datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"watch-{moment:%Y-%m-%d %H:%M}"
 
 
 def load_routing(settings: Settings) -> JobRouting:
@@ -157,7 +169,8 @@ def job_event(job: ExstreamJob, use_case: str | None, observed_at: datetime) -> 
     """The Prefect event for one job end, as JSON; its id is derived from the end, so a re-post is recognised.
 
     ``occurred`` is when the watcher saw the end (the end date travels in the payload): the server's triggers
-    look at event time, and the moment of observation only moves forward.
+    look at event time, and the moment of observation only moves forward. Its related resources name the watcher
+    run that saw it.
     """
     name = JOB_EVENTS[job.status]
     key = end_key(job)
@@ -171,6 +184,7 @@ def job_event(job: ExstreamJob, use_case: str | None, observed_at: datetime) -> 
         occurred=_utc(observed_at),
         event=name,
         resource=resource,
+        related=emitting_run(),
         payload={
             "job_id": job.id,
             "channel": job.channel,
@@ -250,7 +264,9 @@ def record_job_ends(exstream: ExstreamConnection, as_of: datetime) -> dict[str, 
         "unrouted": len(unrouted),
         "watermark": _iso(advanced.ended_at) if advanced.ended_at else None,
     }
-    logger.info("read Exstream jobs ended since %s: %s", _iso(since), counts)
+    # A poll that found nothing new says nothing at INFO: one a minute would bury the runs that did something.
+    level = logging.INFO if taken else logging.DEBUG
+    logger.log(level, "read Exstream jobs ended since %s: %s", _iso(since), counts)
     return counts
 
 
