@@ -207,7 +207,7 @@ class Browser:
 
     def wait_for_text(self, needles: list[str], *, absent: tuple[str, ...] = (), timeout: float = PAGE_TIMEOUT) -> str:
         """Until the page's text holds every needle and none of ``absent``; the text then."""
-        deadline = time.monotonic() + timeout
+        deadline, text = time.monotonic() + timeout, ""
         while True:
             with contextlib.suppress(ScreenshotError):  # a navigation in progress has no document to read yet
                 text = self.text()
@@ -452,10 +452,13 @@ def take_screenshots(
     browser: Browser, ui: str, api: PrefectApi, run: dict[str, Any], out: Path, private: set[str]
 ) -> list[Path]:
     artifact = api.summary_artifact(run["id"])
+    table = json.loads(artifact["data"]) if isinstance(artifact["data"], str) else artifact["data"]
+    if not any(row.get("status") == "sent" and int(row.get("count") or 0) > 0 for row in table):
+        raise ScreenshotError(f"flow run {run['name']} sent nothing: its summary would show an empty run")
     task_runs = api.task_run_count(run["id"])
-    deployments = api.deployment_names()
+    deployments = api.deployment_names()[:10]  # the page's first ten, sorted by name as the page is
     shots: list[tuple[str, str, list[str], tuple[str, ...], str | None]] = [
-        ("deployments.png", f"{ui}/deployments", [f"{len(deployments)} Deployments", "Ready", *deployments], (), None),
+        ("deployments.png", f"{ui}/deployments", ["Deployments", "Ready", *deployments], (), None),
         (
             "flow-run-graph.png",
             f"{ui}/runs/flow-run/{run['id']}",
