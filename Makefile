@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/exstream-push bench --out bench-results/bench.json
+
+# The README's Prefect UI screenshots, from a real `exstream-push up` in headless Chromium (installed with apt-get
+# when missing and run as root); about three minutes.
+screenshots: $(STAMP)
+	$(BIN)/python -m exstream_push_dev.screenshots --out docs/screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
