@@ -53,6 +53,7 @@ from typing import Any
 import httpx
 
 from exstream_push.settings import PROJECT_ROOT
+from exstream_push.tasks.summary import summary_key
 
 DEFAULT_OUT = Path("docs/screenshots")
 WIDTH, HEIGHT = 1440, 900
@@ -381,10 +382,12 @@ class PrefectApi:
         return self.post("/task_runs/count", {"flow_runs": {"id": {"any_": [run_id]}}})
 
     def summary_artifact(self, run_id: str) -> dict[str, Any]:
-        body = {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}}
+        """The run's markdown summary, under its use case's stable key."""
+        key = summary_key(DEPLOYMENT)
+        body = {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": [key]}}}
         found = self.post("/artifacts/filter", body)
         if not found:
-            raise ScreenshotError(f"flow run {run_id} published no table artifact")
+            raise ScreenshotError(f"flow run {run_id} published no {key} artifact")
         return found[0]
 
 
@@ -452,8 +455,7 @@ def take_screenshots(
     browser: Browser, ui: str, api: PrefectApi, run: dict[str, Any], out: Path, private: set[str]
 ) -> list[Path]:
     artifact = api.summary_artifact(run["id"])
-    table = json.loads(artifact["data"]) if isinstance(artifact["data"], str) else artifact["data"]
-    if not any(row.get("status") == "sent" and int(row.get("count") or 0) > 0 for row in table):
+    if not re.search(r"\*\*[1-9][\d,]* sent\*\*", artifact["data"]):
         raise ScreenshotError(f"flow run {run['name']} sent nothing: its summary would show an empty run")
     task_runs = api.task_run_count(run["id"])
     deployments = api.deployment_names()[:10]  # the page's first ten, sorted by name as the page is
@@ -469,7 +471,7 @@ def take_screenshots(
         (
             "summary-artifact.png",
             f"{ui}/artifacts/artifact/{artifact['id']}",
-            [artifact["description"].splitlines()[0].strip(), "status", "reason", "count", "sent"],
+            [artifact["description"].splitlines()[0].strip(), "status", "reason or code", "count", "sent"],
             (),
             None,
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -323,3 +324,168 @@ def test_a_run_from_the_form_with_a_saved_block_picked_uses_that_block(system: E
         if each.fields.get("channel") == "push-status" and each.fields.get("triggeredBy") == "picked-in-the-run-form"
     ]
     assert len(posted) == 1
+
+
+BURST = 10_000
+
+
+class _SignedIngress:
+    """``exstream-push serve`` as deployed: its own process, its lifespan announcing the closed loops."""
+
+    def __init__(self, system: EventDrivenSystem) -> None:
+        self.port = free_port()
+        self.process = ChildProcess(
+            "ingress API",
+            [sys.executable, "-m", "exstream_push.cli", "serve", "--host", LOOPBACK, "--port", str(self.port)],
+            env=system.prefect.env,
+            cwd=PROJECT_ROOT,
+            log_file=system.home / "loop-ingress.log",
+        )
+
+    def __enter__(self) -> _SignedIngress:
+        self.process.start()
+        wait_for_http(f"http://{LOOPBACK}:{self.port}/healthz", self.process)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.process.stop()
+
+    def post(self, path: str, payload: Any) -> httpx.Response:
+        from exstream_push.ingress.signing import SIGNATURE_HEADER, sign
+
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(INGRESS_SECRET.encode(), int(time.time()), body),
+        }
+        return httpx.post(f"http://{LOOPBACK}:{self.port}{path}", content=body, headers=headers, timeout=120)
+
+
+def _seconds_until(found: Any, timeout: float = 300.0) -> float:
+    """Seconds until ``found()`` is true (bounded); the figure the loop's latency is reported by, never asserted."""
+    started = time.monotonic()
+    while not found():
+        assert time.monotonic() - started < timeout, "the loop did not close within the time allowed"
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def _posted_rows(system: EventDrivenSystem, channel: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    rows = []
+    for post in exstream_inbox(system.exstream):
+        if post["method"] == "POST" and post["path"].endswith(f"/{channel}"):
+            rows.extend(csv.DictReader(io.StringIO(post["body"])))
+    return rows
+
+
+def test_customer_signals_close_their_loops_without_a_schedule_and_a_burst_starts_few_runs(
+    watched_jobs: EventDrivenSystem,
+) -> None:
+    """A signed ``opened`` reaches Exstream's document-status channel and a preference change its channel-preferences
+    channel through the ingress's loop announcements (the test server runs no schedule); 10,000 engagement events
+    start a handful of lifecycle runs and each is stored once; a tracking failure reaches operations."""
+    from sqlalchemy import select
+
+    from exstream_push.ledger import EngagementEvent, Notification
+
+    system = watched_jobs
+    prefect = system.prefect
+    prefect.wait_for_completed("the statement run", prefect.run_of("statement-ready", job_id=STATEMENT_JOB))
+    ledger = Ledger(system.env["EXSTREAM_PUSH_DATABASE_URL"])
+    with ledger.engine.connect() as conn:
+        notified = sorted(
+            set(
+                conn.execute(
+                    select(Notification.document_id, Notification.customer_id).where(
+                        Notification.job_id == STATEMENT_JOB, Notification.status == "sent"
+                    )
+                ).all()
+            )
+        )
+    assert len(notified) > 100
+    occurred = datetime.now(UTC).isoformat()
+
+    def engagement(number: int, kind: str, document: tuple[str, str]) -> dict[str, Any]:
+        return {"event_id": f"loop-{number}", "type": kind, "document_id": document[0], "customer_id": document[1],
+                "occurred_at": occurred}  # fmt: skip
+
+    with _SignedIngress(system) as ingress:
+        # One opened event, alone: seconds until Exstream's document-status channel has the document's row.
+        first = notified[0]
+        assert ingress.post("/v1/engagement-events", engagement(0, "opened", first)).json()["stored"] == 1
+        opened_seconds = _seconds_until(
+            lambda: any(row["document_id"] == first[0] for row in _posted_rows(system, "document-status"))
+        )
+        # A preference change: seconds until channel-preferences has the customer's row.
+        customer = notified[1][1]
+        assert ingress.post("/v1/preferences", {"customer_id": customer, "push_opt_in": False}).status_code == 200
+        preference_seconds = _seconds_until(
+            lambda: any(customer in row.values() for row in _posted_rows(system, "channel-preferences"))
+        )
+        print(f"\nloop latency: opened → document-status {opened_seconds:.1f} s, "
+              f"preference → channel-preferences {preference_seconds:.1f} s")  # fmt: skip
+
+        runs_before = len(prefect.flow_runs("lifecycle-tracking"))
+        kinds = ("delivered", "opened", "document_accessed")
+        burst = [engagement(1 + n, kinds[n % 3], notified[n % len(notified)]) for n in range(BURST)]
+        for start in range(0, BURST, 1_000):
+            response = ingress.post("/v1/engagement-events", burst[start : start + 1_000])
+            assert response.status_code == 200 and not response.json()["rejected"], response.text
+
+        failure = {
+            "expctr": {"schemaType": "Exstream-Email-NDLV", "eventId": "loop-ndlv-1", "eventDate": occurred},
+            "user": {"CustomerId": notified[2][1], "DocumentId": notified[2][0]},
+        }
+        operations_pushes = len([message for message in fcm_messages(system.fcm) if "topic" in message])
+        assert ingress.post("/v1/exstream/events", failure).json()["failed"] == 1
+
+        def lifecycle_settled() -> bool:
+            runs = prefect.flow_runs("lifecycle-tracking")
+            accessed = {row["document_id"] for row in _posted_rows(system, "document-status")
+                        if row["status"] == "document_accessed"}  # fmt: skip
+            return accessed >= {document for document, _ in notified[:3]} and all(
+                run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for run in runs
+            )
+
+        _seconds_until(lifecycle_settled)
+        time.sleep(20)  # a trailing announcement after the last request would start its run by now
+        _seconds_until(lifecycle_settled)
+
+    burst_runs = prefect.flow_runs("lifecycle-tracking")[runs_before:]
+    assert 1 <= len(burst_runs) <= 5, f"{len(burst_runs)} lifecycle runs for one burst"
+    assert all(run["state_type"] == "COMPLETED" for run in prefect.flow_runs("lifecycle-tracking"))
+    with ledger.engine.connect() as conn:
+        stored = conn.execute(select(EngagementEvent.event_id).where(EngagementEvent.event_id.like("loop-%"))).all()
+    assert len(stored) == BURST + 1  # every event stored exactly once
+    statuses = [(row["document_id"], row["status"]) for row in _posted_rows(system, "document-status")]
+    assert len(statuses) == len(set(statuses))  # each document's change told to Exstream once
+    assert {document for document, status in statuses if status == "document_accessed"} == {
+        document for document, _ in notified
+    }
+
+    # The tracking failure: marked processed, in `exceptions list`, and pushed to operations.
+    _seconds_until(lambda: _tracking_processed(ledger))
+    ledger.dispose()
+    listed = subprocess.run(
+        [sys.executable, "-m", "exstream_push.cli", "exceptions", "list", "--json"],
+        env=prefect.env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert notified[2][0] in {item.get("document_id") for item in json.loads(listed.stdout)}
+    _seconds_until(lambda: len([m for m in fcm_messages(system.fcm) if "topic" in m]) > operations_pushes)
+
+
+def _tracking_processed(ledger: Ledger) -> bool:
+    from sqlalchemy import select
+
+    from exstream_push.ledger import TrackingEvent
+
+    with ledger.engine.connect() as conn:
+        moment = conn.execute(select(TrackingEvent.processed_at).where(TrackingEvent.event_id == "loop-ndlv-1"))
+        return moment.scalar_one() is not None
