@@ -111,11 +111,15 @@ def measure(burst: int) -> dict[str, Any]:
 
         def one_opened(number: int, document: tuple[str, str]) -> float:
             stack.post("/v1/engagement-events", opened(number, document))
-            return stack.seconds_until_row("document-status", lambda row: row["document_id"] == document[0])
+            return stack.seconds_until_row(
+                "document-status", lambda row: (row["document_id"], row["status"]) == (document[0], "opened")
+            )
 
         def one_preference(customer: str) -> float:
             stack.post("/v1/preferences", {"customer_id": customer, "push_opt_in": False})
-            return stack.seconds_until_row("channel-preferences", lambda row: customer in row.values())
+            return stack.seconds_until_row(
+                "channel-preferences", lambda row: (row["customer_id"], row["push_enabled"]) == (customer, "false")
+            )
 
         figures["opened_to_document_status_seconds"] = round(one_opened(0, documents[0]), 1)
         figures["preference_to_channel_preferences_seconds"] = round(one_preference(documents[1][1]), 1)

@@ -417,13 +417,19 @@ def test_customer_signals_close_their_loops_without_a_schedule_and_a_burst_start
         first = notified[0]
         assert ingress.post("/v1/engagement-events", engagement(0, "opened", first)).json()["stored"] == 1
         opened_seconds = _seconds_until(
-            lambda: any(row["document_id"] == first[0] for row in _posted_rows(system, "document-status"))
+            lambda: any(
+                (row["document_id"], row["status"]) == (first[0], "opened")
+                for row in _posted_rows(system, "document-status")
+            )
         )
         # A preference change: seconds until channel-preferences has the customer's row.
         customer = notified[1][1]
         assert ingress.post("/v1/preferences", {"customer_id": customer, "push_opt_in": False}).status_code == 200
         preference_seconds = _seconds_until(
-            lambda: any(customer in row.values() for row in _posted_rows(system, "channel-preferences"))
+            lambda: any(
+                (row["customer_id"], row["push_enabled"]) == (customer, "false")
+                for row in _posted_rows(system, "channel-preferences")
+            )
         )
         print(f"\nloop latency: opened → document-status {opened_seconds:.1f} s, "
               f"preference → channel-preferences {preference_seconds:.1f} s")  # fmt: skip

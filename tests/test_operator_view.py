@@ -72,6 +72,8 @@ def test_a_finished_statement_run_reads_well_through_the_prefect_api(
         assert f"**{result['sent']:,} sent**" in summary.data
         assert "sent/s" in summary.data
         assert f"Exstream channel `{result['post_back']['channel']}`" in summary.data
+        (started,) = result["post_back"]["exstream_jobs"]  # the job Exstream started on the posted file
+        assert f"Exstream job `{started}`" in summary.data
         assert "| status | reason or code | count |" in summary.data
         assert "audit export --use-case statement-ready" in summary.data
         assert JOB_ID in summary.description

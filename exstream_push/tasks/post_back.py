@@ -124,7 +124,8 @@ def post_driver_file(
     """Write a CSV driver file to disk (it can be millions of rows), then post it to a batch-input channel once.
 
     The digest covers every column but the last (a timestamp), so the same content for the same job and channel
-    is never posted twice, whoever asks. Returns ``rows`` and ``posted``.
+    is never posted twice, whoever asks. Returns ``channel``, ``rows`` and ``posted``, and for a post the jobs
+    Exstream started on the file (``exstream_jobs``), the link from a run's summary to what Exstream did with it.
     """
     settings = get_settings()
     ledger = ledger_for(settings)
@@ -154,7 +155,8 @@ def post_driver_file(
             response = client.post_batch_input(channel, path, content_type="text/csv")
         ledger.record_post_back(channel, job_id, fingerprint, count, repr(response)[:2000])
         logger.info("job %s: %d rows posted to Exstream channel %s", job_id, count, channel)
-        return {"channel": channel, "rows": count, "posted": True}
+        started = [str(each["jobId"]) for each in response if isinstance(each, dict) and each.get("jobId")]
+        return {"channel": channel, "rows": count, "posted": True, "exstream_jobs": started}
     finally:
         path.unlink(missing_ok=True)
 

@@ -68,7 +68,12 @@ def post_back_line(name: str, post: Mapping[str, Any] | None) -> str:
     posted = "posted" if post.get("posted") else "not posted (nothing new since the same file was posted)"
     if not post.get("rows"):
         posted = "nothing to post"
-    return f"- **{name}**: {post.get('rows', 0):,} row(s) to Exstream channel `{post.get('channel', '?')}`, {posted}"
+    jobs = post.get("exstream_jobs") or []
+    started = f" (Exstream job {', '.join(f'`{job}`' for job in jobs)})" if jobs else ""
+    return (
+        f"- **{name}**: {post.get('rows', 0):,} row(s) to Exstream channel `{post.get('channel', '?')}`, {posted}"
+        f"{started}"
+    )
 
 
 def publish_summary(
