@@ -15,6 +15,7 @@ from exstream_push import prefect_events
 from exstream_push.connectors.exstream import ExstreamJob
 from exstream_push.flows import exstream_watcher as watcher_module
 from exstream_push.flows.exstream_watcher import exstream_watcher
+from exstream_push.ingress.loops import LOOP_DUE_EVENT, LOOPS, loop_resource
 from exstream_push.ledger.outbox import CursorMoved
 from exstream_push.prefect_events import pending_count
 from exstream_push.runtime import _ledger, ledger_for
@@ -212,10 +213,17 @@ def test_the_routing_configuration_and_prefect_yaml_agree() -> None:
     routes = {(JOB_EVENTS["complete"], use_case.value) for use_case in routing.completed.values()}
     routes.add((JOB_EVENTS["error"], routing.failed.value))
     for event, use_case in routes:
-        (trigger,) = deployments[use_case]["triggers"]
-        assert trigger["expect"] == [event]
+        (trigger,) = [each for each in deployments[use_case]["triggers"] if each["expect"] == [event]]
         assert trigger["match"] == {"prefect.resource.id": "exstream.job.*", USE_CASE_LABEL: use_case}
         assert trigger["parameters"] == {"job_id": "{{ event.payload.job_id }}"}
+    for use_case in LOOPS:  # each closed loop's flow starts on its own announcement, and only those do
+        (loop_trigger,) = [each for each in deployments[use_case]["triggers"] if each["expect"] == [LOOP_DUE_EVENT]]
+        assert loop_trigger["match"] == {"prefect.resource.id": loop_resource(use_case)}
+    announced = {
+        name for name, deployment in deployments.items()
+        for each in deployment.get("triggers", []) if each["expect"] == [LOOP_DUE_EVENT]
+    }  # fmt: skip
+    assert announced == set(LOOPS)
     (alert_trigger,) = deployments["operational-alert"]["triggers"]
     assert alert_trigger["expect"] == ["exstream-push.ops.alert"]
     assert alert_trigger["parameters"] == {"alert_id": "{{ event.payload.alert_id }}"}
