@@ -488,6 +488,9 @@ def run_stack(prefect_port: int) -> int:
     settings = get_settings()
     stack = Stack(settings, prefect_port)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Explicitly, not by Python's default: a process started in the background by a shell without job control
+    # inherits SIGINT ignored, and Python then leaves it ignored, so Ctrl-C (or a supervisor's SIGINT) did nothing.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         stack.start()
         print("\n".join(stack.describe()), flush=True)

@@ -40,6 +40,11 @@ STAGES = (
 """What ``up`` says it waits for, one line per stage as it begins, in this order."""
 
 
+def _as_a_background_job() -> None:
+    """Start ``up`` as a shell without job control starts ``up &``: SIGINT ignored. Ctrl-C must stop it anyway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class UpProcess:
     """``exstream-push up`` in a subprocess, its output collected line by line as it comes."""
 
@@ -55,6 +60,7 @@ class UpProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_as_a_background_job,
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
