@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
-from exstream_push.ledger import bulk, store
+from exstream_push.ledger import bulk, evidence, store
+
+# The evidence a write's rows give, read in the write's transaction once the rows are in (``ledger/evidence.py``).
+FactsOf = Callable[[Connection, Sequence[Mapping[str, Any]]], list[dict[str, Any]]]
 
 
 class LedgerBase:
@@ -23,7 +26,11 @@ class LedgerBase:
     def _copies(self, rows: Sequence[Any]) -> bool:
         return self.use_copy and len(rows) >= bulk.COPY_THRESHOLD
 
-    def _insert_ignoring_conflicts(self, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:
+    def _insert_ignoring_conflicts(
+        self, model: type[SQLModel], rows: Sequence[Mapping[str, Any]], facts_of: FactsOf | None = None
+    ) -> None:
+        """Insert, leaving rows already present alone; ``facts_of`` gives the evidence of the rows that went in,
+        appended in the same transaction."""
         if not rows:
             return
         table: Table = model.__table__  # type: ignore[attr-defined]
@@ -31,13 +38,16 @@ class LedgerBase:
             for chunk in store._chunks(rows, store._SQLITE_WRITE_CHUNK):
                 with self.engine.begin() as conn:
                     bulk.sqlite_insert_ignoring_conflicts(conn, table, chunk)
+                    if facts_of is not None:
+                        evidence.append(conn, facts_of(conn, chunk))
             return
-        if self._copies(rows):
-            with self.engine.begin() as conn:
-                bulk.insert_ignoring_conflicts(conn, table, rows)
-            return
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(table).on_conflict_do_nothing()
         with self.engine.begin() as conn:
-            for chunk in store._chunks(rows):
-                conn.execute(statement, list(chunk))
+            if self._copies(rows):
+                bulk.insert_ignoring_conflicts(conn, table, rows)
+            else:
+                dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+                statement = dialect.insert(table).on_conflict_do_nothing()
+                for chunk in store._chunks(rows):
+                    conn.execute(statement, list(chunk))
+            if facts_of is not None:
+                evidence.append(conn, [f for chunk in store._chunks(rows) for f in facts_of(conn, chunk)])

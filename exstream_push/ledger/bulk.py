@@ -80,6 +80,15 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], ke
     )
 
 
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """COPY ``rows`` straight into ``table`` (an append-only log: no conflict to handle, nothing to move after)."""
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    raw = conn.connection.driver_connection
+    with driver_errors(conn), raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
+
+
 def pending_among(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], pending: str) -> set[str]:
     """Claim idempotency keys (insert, ignoring those present) and return those still ``pending``, in one pass."""
     columns = copy_columns(table, rows)
@@ -142,6 +151,15 @@ def sqlite_insert_ignoring_conflicts(conn: Connection, table: Table, rows: Seque
         bound_tuples(conn.dialect, table, rows, columns),
     )
     return result.rowcount
+
+
+def sqlite_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """A plain ``INSERT`` of every row as one driver-level executemany."""
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', bound_tuples(conn.dialect, table, rows, columns)
+    )
 
 
 def sqlite_keys_with_status(conn: Connection, table: Table, keys: Sequence[str], status: str) -> set[str]:

@@ -6,24 +6,27 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from exstream_push.ledger import store
+from exstream_push.ledger import evidence, store
 from exstream_push.ledger.base import LedgerBase
 from exstream_push.ledger.models import Document, EngagementEvent, RejectedRecord
+from exstream_push.status import ENGAGEMENT_FACTS, EvidenceFact
 
 
 class DocumentMixin(LedgerBase):
     """Documents, rejected input records and engagement events: recorded once, read per job or id."""
 
     def record_documents(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._insert_ignoring_conflicts(Document, rows)
+        """Documents as first seen; each one new to the ledger is evidence that Exstream generated it."""
+        self._insert_ignoring_conflicts(Document, rows, _generated)
 
     def record_rejected(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._insert_ignoring_conflicts(RejectedRecord, rows)
 
     def record_events(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._insert_ignoring_conflicts(EngagementEvent, rows)
+        """Engagement events, once per event id; each one stored is evidence of what the customer did."""
+        self._insert_ignoring_conflicts(EngagementEvent, rows, _engaged)
 
     def documents_where_seen(self, use_case: str, document_ids: Sequence[str]) -> pd.DataFrame:
         """Where each document was first seen (job, step, position) and whose it is, to tell duplicates from re-runs
@@ -71,3 +74,68 @@ class DocumentMixin(LedgerBase):
         )
         with self.engine.connect().execution_options(stream_results=True, yield_per=10_000) as conn:
             yield from conn.execute(statement)
+
+
+def _generated(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``generated`` for the rows this insert stored: a document already present keeps its first sighting, so a
+    row whose stored job, step, position and moment are not its own went in before."""
+    table = Document.__table__
+    given: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in rows:  # the first row of an id wins the insert
+        given.setdefault((row["use_case"], row["document_id"]), row)
+    facts = []
+    for use_case in sorted({use_case for use_case, _ in given}):
+        ids = [document_id for case, document_id in given if case == use_case]
+        for chunk in store._chunks(ids):
+            stored = conn.execute(
+                select(
+                    table.c.document_id,
+                    table.c.customer_id,
+                    table.c.job_id,
+                    table.c.step_id,
+                    table.c.position,
+                    table.c.first_seen_at,
+                ).where(table.c.use_case == use_case, table.c.document_id.in_(chunk))
+            )
+            for document_id, customer_id, job_id, step_id, position, first_seen_at in stored:
+                row = given[use_case, document_id]
+                if (job_id, step_id, position) != (row["job_id"], row["step_id"], row["position"]) or store._naive_utc(
+                    first_seen_at
+                ) != store._naive_utc(row["first_seen_at"]):
+                    continue
+                facts.append(
+                    evidence.fact(
+                        EvidenceFact.GENERATED,
+                        document_id,
+                        first_seen_at,
+                        use_case=use_case,
+                        customer_id=customer_id,
+                        job_id=job_id,
+                        detail=step_id,
+                    )
+                )
+    return facts
+
+
+def _engaged(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The fact of each event this insert stored (one received before keeps its own moment of receipt)."""
+    table = EngagementEvent.__table__
+    given = {row["event_id"]: row for row in rows if row["type"] in ENGAGEMENT_FACTS}
+    facts = []
+    for chunk in store._chunks(list(given)):
+        stored = conn.execute(select(table.c.event_id, table.c.received_at).where(table.c.event_id.in_(chunk)))
+        for event_id, received_at in stored:
+            row = given[event_id]
+            if store._naive_utc(received_at) != store._naive_utc(row["received_at"]):
+                continue
+            facts.append(
+                evidence.fact(
+                    ENGAGEMENT_FACTS[row["type"]],
+                    row["document_id"],
+                    row["occurred_at"],
+                    use_case=row["use_case"],
+                    customer_id=row["customer_id"],
+                    device_id=row["device_id"],
+                )
+            )
+    return facts
