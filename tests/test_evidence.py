@@ -460,3 +460,26 @@ def test_export_all_writes_one_row_per_document_in_each_format(ledger: Ledger, c
     assert main(["audit", "export", "--use-case", "all", "--format", "csv", *window, "--out", str(out)]) == 0
     with out.open(newline="", encoding="utf-8") as handle:
         assert [row["document_id"] for row in csv.DictReader(handle)] == ["'=HYPERLINK(1)"]
+
+
+def test_a_run_publishes_the_evidence_head_as_an_artifact(prefect_harness: None, ledger: Ledger) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from exstream_push.tasks.evidence import publish_evidence_head
+
+    @flow
+    def a_run() -> str:
+        ledger.record_documents([document(STATEMENT, "S-1", 1)])
+        return publish_evidence_head(STATEMENT)
+
+    before = ledger.evidence_head()
+    head = a_run()
+    assert head == ledger.evidence_head() != before
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{STATEMENT}-evidence-head"]))
+        )
+    latest = max(artifacts, key=lambda artifact: artifact.created)  # the harness lives for the session
+    assert latest.type == "markdown" and f"`{head}`" in str(latest.data)
