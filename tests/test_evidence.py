@@ -296,7 +296,7 @@ def test_verify_names_the_record_after_a_deleted_one_and_a_missing_last_one(
     assert (code, out.split(" (")[0]) == (
         1,
         f"evidence broken at a missing record, shard={chain[-1][1]}, seq={chain[-1][2]}: the chain ends at seq "
-        f"{chain[-2][2]}, before the shard's head",
+        f"{chain[-2][2]}, not at the shard's head",
     )
     tamper(database_url, f"DELETE FROM evidence WHERE id = {chain[1][0]}")
     code, out = verify(capsys)

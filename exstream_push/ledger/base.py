@@ -11,8 +11,9 @@ from sqlmodel import SQLModel
 
 from exstream_push.ledger import bulk, evidence, store
 
-# The evidence a write's rows give, read in the write's transaction once the rows are in (``ledger/evidence.py``).
-FactsOf = Callable[[Connection, Sequence[Mapping[str, Any]]], list[dict[str, Any]]]
+# The evidence of a write's rows, found in the write's transaction once they are in (``ledger/evidence.py``); told
+# whether every row went in, when the insert says so, it need not read back which did.
+FactsOf = Callable[[Connection, Sequence[Mapping[str, Any]], bool], list[dict[str, Any]]]
 
 
 class LedgerBase:
@@ -37,17 +38,19 @@ class LedgerBase:
         if self.on_sqlite:
             for chunk in store._chunks(rows, store._SQLITE_WRITE_CHUNK):
                 with self.engine.begin() as conn:
-                    bulk.sqlite_insert_ignoring_conflicts(conn, table, chunk)
+                    inserted = bulk.sqlite_insert_ignoring_conflicts(conn, table, chunk)
                     if facts_of is not None:
-                        evidence.append(conn, facts_of(conn, chunk))
+                        evidence.append(conn, facts_of(conn, chunk, inserted == len(chunk)))
             return
         with self.engine.begin() as conn:
+            inserted = -1
             if self._copies(rows):
-                bulk.insert_ignoring_conflicts(conn, table, rows)
+                inserted = bulk.insert_ignoring_conflicts(conn, table, rows)
             else:
                 dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
                 statement = dialect.insert(table).on_conflict_do_nothing()
                 for chunk in store._chunks(rows):
                     conn.execute(statement, list(chunk))
             if facts_of is not None:
-                evidence.append(conn, [f for chunk in store._chunks(rows) for f in facts_of(conn, chunk)])
+                all_new = inserted == len(rows)
+                evidence.append(conn, [f for chunk in store._chunks(rows) for f in facts_of(conn, chunk, all_new)])

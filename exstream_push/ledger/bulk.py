@@ -59,12 +59,14 @@ def copy_into_temp(conn: Connection, table: Table, rows: Sequence[Mapping[str, A
     return temp
 
 
-def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``INSERT … ON CONFLICT DO NOTHING`` by way of COPY."""
+def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """``INSERT … ON CONFLICT DO NOTHING`` by way of COPY; returns how many rows were inserted."""
     columns = copy_columns(table, rows)
     temp = copy_into_temp(conn, table, rows, columns)
     quoted = ", ".join(f'"{name}"' for name in columns)
-    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM "{temp}" ON CONFLICT DO NOTHING')
+    return conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM "{temp}" ON CONFLICT DO NOTHING'
+    ).rowcount
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], key: str) -> None:
@@ -87,6 +89,17 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
     with driver_errors(conn), raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
         for row in rows:
             copy.write_row([row[name] for name in columns])
+
+
+def driver_rows(conn: Connection, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """A read of plain values (text, numbers) on the driver's own cursor: tuples, without a Row object each."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with driver_errors(conn):
+            cursor.execute(statement, tuple(parameters))
+            return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def pending_among(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], pending: str) -> set[str]:

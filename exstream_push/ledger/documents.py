@@ -76,9 +76,11 @@ class DocumentMixin(LedgerBase):
             yield from conn.execute(statement)
 
 
-def _generated(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _generated(conn: Connection, rows: Sequence[Mapping[str, Any]], all_new: bool) -> list[dict[str, Any]]:
     """``generated`` for the rows this insert stored: a document already present keeps its first sighting, so a
     row whose stored job, step, position and moment are not its own went in before."""
+    if all_new:
+        return [_generated_fact(row) for row in rows]
     table = Document.__table__
     given: dict[tuple[str, str], Mapping[str, Any]] = {}
     for row in rows:  # the first row of an id wins the insert
@@ -89,53 +91,52 @@ def _generated(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict
         for chunk in store._chunks(ids):
             stored = conn.execute(
                 select(
-                    table.c.document_id,
-                    table.c.customer_id,
-                    table.c.job_id,
-                    table.c.step_id,
-                    table.c.position,
-                    table.c.first_seen_at,
+                    table.c.document_id, table.c.job_id, table.c.step_id, table.c.position, table.c.first_seen_at
                 ).where(table.c.use_case == use_case, table.c.document_id.in_(chunk))
             )
-            for document_id, customer_id, job_id, step_id, position, first_seen_at in stored:
+            for document_id, job_id, step_id, position, first_seen_at in stored:
                 row = given[use_case, document_id]
-                if (job_id, step_id, position) != (row["job_id"], row["step_id"], row["position"]) or store._naive_utc(
+                if (job_id, step_id, position) == (row["job_id"], row["step_id"], row["position"]) and store._naive_utc(
                     first_seen_at
-                ) != store._naive_utc(row["first_seen_at"]):
-                    continue
-                facts.append(
-                    evidence.fact(
-                        EvidenceFact.GENERATED,
-                        document_id,
-                        first_seen_at,
-                        use_case=use_case,
-                        customer_id=customer_id,
-                        job_id=job_id,
-                        detail=step_id,
-                    )
-                )
+                ) == store._naive_utc(row["first_seen_at"]):
+                    facts.append(_generated_fact(row))
     return facts
 
 
-def _engaged(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _generated_fact(row: Mapping[str, Any]) -> dict[str, Any]:
+    return evidence.fact(
+        EvidenceFact.GENERATED,
+        row["document_id"],
+        row["first_seen_at"],
+        use_case=row["use_case"],
+        customer_id=row["customer_id"],
+        job_id=row["job_id"],
+        detail=row["step_id"],
+    )
+
+
+def _engaged(conn: Connection, rows: Sequence[Mapping[str, Any]], all_new: bool) -> list[dict[str, Any]]:
     """The fact of each event this insert stored (one received before keeps its own moment of receipt)."""
-    table = EngagementEvent.__table__
     given = {row["event_id"]: row for row in rows if row["type"] in ENGAGEMENT_FACTS}
-    facts = []
-    for chunk in store._chunks(list(given)):
-        stored = conn.execute(select(table.c.event_id, table.c.received_at).where(table.c.event_id.in_(chunk)))
-        for event_id, received_at in stored:
-            row = given[event_id]
-            if store._naive_utc(received_at) != store._naive_utc(row["received_at"]):
-                continue
-            facts.append(
-                evidence.fact(
-                    ENGAGEMENT_FACTS[row["type"]],
-                    row["document_id"],
-                    row["occurred_at"],
-                    use_case=row["use_case"],
-                    customer_id=row["customer_id"],
-                    device_id=row["device_id"],
-                )
-            )
-    return facts
+    if not all_new:
+        table = EngagementEvent.__table__
+        stored = set()
+        for chunk in store._chunks(list(given)):
+            found = conn.execute(select(table.c.event_id, table.c.received_at).where(table.c.event_id.in_(chunk)))
+            stored |= {
+                event_id
+                for event_id, received_at in found
+                if store._naive_utc(received_at) == store._naive_utc(given[event_id]["received_at"])
+            }
+        given = {event_id: row for event_id, row in given.items() if event_id in stored}
+    return [
+        evidence.fact(
+            ENGAGEMENT_FACTS[row["type"]],
+            row["document_id"],
+            row["occurred_at"],
+            use_case=row["use_case"],
+            customer_id=row["customer_id"],
+            device_id=row["device_id"],
+        )
+        for row in given.values()
+    ]

@@ -297,7 +297,7 @@ class Evidence(SQLModel, table=True):
     device is its ledger id, never its token.
     """
 
-    __table_args__ = (UniqueConstraint("shard", "seq"), one_of("fact", EvidenceFact))
+    __table_args__ = (UniqueConstraint("seq", "shard"), one_of("fact", EvidenceFact))
 
     id: int | None = Field(default=None, primary_key=True)
     shard: int
@@ -313,7 +313,7 @@ class Evidence(SQLModel, table=True):
     stage: str | None = None
     detail: str | None = None  # the failure code, the Exstream step, the hand-back channel
     occurred_at: datetime
-    recorded_at: datetime = Field(index=True)
+    recorded_at: datetime
     prev_hash: str
     hash: str
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from exstream_push.ledger import bulk, evidence, store
 from exstream_push.ledger.base import LedgerBase
-from exstream_push.ledger.models import Device, Notification
+from exstream_push.ledger.models import Notification
 from exstream_push.status import NOTICE_STAGE, UNSETTLED, EvidenceFact, Status
 
 
@@ -131,22 +131,14 @@ def _outcome_facts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[
     settled = {row["key"]: row for row in rows if row["status"] in _SETTLED}
     if not settled:
         return []
-    table, device = Notification.__table__, Device.__table__
     facts = []
     for chunk in store._chunks(list(settled)):
-        found = conn.execute(
-            select(
-                table.c.key,
-                table.c.use_case,
-                table.c.document_id,
-                table.c.customer_id,
-                table.c.job_id,
-                table.c.device_id,
-                table.c.stage,
-                device.c.provider,
-            )
-            .outerjoin(device, device.c.device_id == table.c.device_id)
-            .where(table.c.key.in_(chunk))
+        found = bulk.driver_rows(
+            conn,
+            "SELECT n.key, n.use_case, n.document_id, n.customer_id, n.job_id, n.device_id, n.stage, d.provider "
+            "FROM notification n LEFT JOIN device d ON d.device_id = n.device_id "
+            f"WHERE n.key IN ({evidence.marks(conn, len(chunk))})",
+            chunk,
         )
         for key, use_case, document_id, customer_id, job_id, device_id, stage, provider in found:
             row = settled[key]

@@ -62,11 +62,10 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(), nullable=False),
         sa.CheckConstraint(_FACTS, name="fact_in_vocabulary"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("shard", "seq"),
+        sa.UniqueConstraint("seq", "shard"),
     )
     with op.batch_alter_table("evidence", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_evidence_document_id"), ["document_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_evidence_recorded_at"), ["recorded_at"], unique=False)
     heads = op.create_table(
         "evidencehead",
         sa.Column("shard", sa.Integer(), autoincrement=False, nullable=False),
