@@ -239,8 +239,9 @@ def verify(capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, str]
     return code, capsys.readouterr().out.strip()
 
 
-def many_facts(ledger: Ledger, documents: int = 300) -> None:
-    """Enough documents that every shard holds a chain of several records."""
+def many_facts(ledger: Ledger, documents: int = 600) -> None:
+    """Enough documents that every shard holds a chain of several records, and that PostgreSQL's writes (the
+    documents, the outcomes, their evidence) take the COPY path."""
     ledger.record_documents([document(STATEMENT, f"S-{n}", n) for n in range(documents)])
     rows = [row for n in range(documents) for row in claims(STATEMENT, f"S-{n}", ("dev-1", ""))]
     ledger.claim(rows)
@@ -264,7 +265,7 @@ def test_verify_passes_an_untouched_log(ledger: Ledger, capsys: pytest.CaptureFi
     many_facts(ledger)
     code, out = verify(capsys)
     shards = len({shard for shard, _ in _shards_and_seqs(ledger)})
-    assert (code, out) == (0, f"evidence intact: 600 record(s) checked in {shards} shard(s)")
+    assert (code, out) == (0, f"evidence intact: 1200 record(s) checked in {shards} shard(s)")
 
 
 def _shards_and_seqs(ledger: Ledger) -> list[tuple[int, int]]:

@@ -58,6 +58,8 @@ def moment(value: datetime) -> datetime:
     """A timestamp as the log stores and hashes it: aware UTC, microseconds (what both databases keep)."""
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime(warn=False)
+    if value.tzinfo is UTC:
+        return value  # the same object, so the facts of one write share its text (``append``)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -113,36 +115,63 @@ def fact(
     }
 
 
-def append(conn: Connection, facts: Sequence[Mapping[str, Any]]) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """Facts made ready to chain outside the write's transaction: all that is left under its lock is one SHA-256
+    per record. ``bodies`` are each fact's canonical content after shard and seq, in shard order."""
+
+    recorded_at: datetime
+    order: list[tuple[int, int]]  # (shard, index into facts), sorted
+    facts: Sequence[Mapping[str, Any]]
+    bodies: list[str]
+
+
+def prepare(facts: Sequence[Mapping[str, Any]]) -> Prepared:
+    """Shards, order and canonical text of ``facts``, to ``append`` later, inside the transaction."""
+    recorded_at = moment(store.utcnow())
+    recorded_text = _text(recorded_at)
+    order = sorted((shard_of(f["document_id"]), n) for n, f in enumerate(facts))
+    moments: dict[int, str] = {}  # one text per timestamp object: a write's facts mostly share theirs
+    bodies = []
+    for _, n in order:
+        f = facts[n]
+        occurred = f["occurred_at"]
+        occurred_text = moments.get(id(occurred)) or moments.setdefault(id(occurred), _text(occurred))
+        bodies.append(_CANONICAL.encode([*(f[name] for name in FACT_COLUMNS[:-1]), occurred_text, recorded_text]))
+    return Prepared(recorded_at, order, facts, bodies)
+
+
+def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> None:
     """Append ``facts`` in the caller's transaction, after the write that caused them: at most once per
     transaction, so its shard locks are taken in one ascending sweep.
 
     Sent past SQLAlchemy as plain tuples (``bulk``): an outcome group of 64 costs one read of the heads, one
     executemany of the records and one of the heads."""
-    if not facts:
+    prepared = facts if isinstance(facts, Prepared) else prepare(facts)
+    if not prepared.order:
         return
-    recorded_at = moment(store.utcnow())
-    recorded_text = _text(recorded_at)
-    sharded = sorted((shard_of(f["document_id"]), n) for n, f in enumerate(facts))
-    shards = sorted({shard for shard, _ in sharded})
+    shards = sorted({shard for shard, _ in prepared.order})
     locking = f"SELECT shard, seq, hash FROM evidencehead WHERE shard IN ({marks(conn, len(shards))}) ORDER BY shard"
     if conn.dialect.name == "postgresql":
         locking += " FOR UPDATE"
     tips = {shard: (seq, digest) for shard, seq, digest in conn.exec_driver_sql(locking, tuple(shards))}
     if len(tips) != len(shards):
         raise RuntimeError("the evidence heads are missing: the ledger was not made by its migrations")
-    moments: dict[int, str] = {}  # one text per timestamp object: a write's facts mostly share theirs
     rows = []
-    for shard, n in sharded:
-        f = facts[n]
+    for (shard, n), body in zip(prepared.order, prepared.bodies, strict=True):
         seq, prev_hash = tips[shard]
-        occurred = f["occurred_at"]
-        occurred_text = moments.get(id(occurred)) or moments.setdefault(id(occurred), _text(occurred))
-        content = [shard, seq + 1, *(f[name] for name in FACT_COLUMNS[:-1]), occurred_text, recorded_text]
-        digest = record_hash(prev_hash, content)
+        # The JSON array of CONTENT_COLUMNS, as ``record_hash`` writes it: shard and seq, then the body's items.
+        digest = hashlib.sha256(f"{prev_hash}\n[{shard},{seq + 1},{body[1:]}".encode()).hexdigest()
         tips[shard] = (seq + 1, digest)
         rows.append(
-            {**f, "shard": shard, "seq": seq + 1, "recorded_at": recorded_at, "prev_hash": prev_hash, "hash": digest}
+            {
+                **prepared.facts[n],
+                "shard": shard,
+                "seq": seq + 1,
+                "recorded_at": prepared.recorded_at,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
         )
     table = Evidence.__table__
     if conn.dialect.name == "sqlite":

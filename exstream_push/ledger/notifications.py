@@ -71,6 +71,10 @@ class NotificationMixin(LedgerBase):
             }
             for o in outcomes
         ]
+        # Read and made ready before the write: a notification's document, device and stage never change, and a
+        # SQLite writer holds every other process's writes up for as long as its transaction lasts.
+        with self.engine.connect() as conn:
+            facts = evidence.prepare(_outcome_facts(conn, rows))
         with self.engine.begin() as conn:
             if self._copies(rows):
                 bulk.update_outcomes(conn, table, rows)
@@ -84,7 +88,7 @@ class NotificationMixin(LedgerBase):
                     .values({**values, "attempts": table.c.attempts + values["attempts"]})
                 )
                 conn.execute(statement, [{f"b_{name}": value for name, value in row.items()} for row in rows])
-            evidence.append(conn, _outcome_facts(conn, rows))
+            evidence.append(conn, facts)
 
     def document_outcomes(self, use_case: str, job_id: str) -> Iterator[tuple[Any, ...]]:
         """Per document of a job: (document_id, customer_id, statuses and reasons of its notifications), streamed.
