@@ -169,11 +169,42 @@ def cmd_events_import(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from exstream_push.audit import export_audit
+    from exstream_push.audit import export_audit, head_path
     from exstream_push.runtime import ledger_for
 
-    rows = export_audit(ledger_for(get_settings()), args.use_case, args.format, Path(args.out))
-    print(f"wrote {rows} row(s) to {args.out}")
+    out = Path(args.out)
+    rows = export_audit(ledger_for(get_settings()), args.use_case, args.format, out, args.since, args.until)
+    print(f"wrote {rows} row(s) to {out}, the evidence head to {head_path(out)}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Counts and the broken record's place only: the log's content stays in the ledger."""
+    from exstream_push.runtime import ledger_for
+
+    verdict = ledger_for(get_settings()).verify_evidence(args.since)
+    checked = f"{verdict.records} record(s) checked in {verdict.shards} shard(s)"
+    if verdict.broken is None:
+        print(f"evidence intact: {checked}")
+        return 0
+    broken = verdict.broken
+    record = "a missing record" if broken.id is None else f"record id={broken.id}"
+    print(f"evidence broken at {record}, shard={broken.shard}, seq={broken.seq}: {broken.why} ({checked})")
+    return 1
+
+
+def cmd_audit_trail(args: argparse.Namespace) -> int:
+    from exstream_push.runtime import ledger_for
+
+    facts = ledger_for(get_settings()).evidence_trail(args.document_id)
+    if not facts:
+        print("no evidence recorded for that document", file=sys.stderr)
+        return 1
+    print("\t".join(("time", "fact", "use_case", "provider", "provider_message_id", "detail")))
+    for occurred_at, fact, use_case, provider, message_id, stage, detail in facts:
+        details = "; ".join(part for part in (stage, detail) if part) or "-"
+        when = occurred_at.isoformat().replace("+00:00", "Z")
+        print("\t".join((when, fact, use_case or "-", provider or "-", message_id or "-", details)))
     return 0
 
 
@@ -449,22 +480,65 @@ def build_parser() -> argparse.ArgumentParser:
     audited = [name for name, entry in USE_CASES.items() if entry.audit_export]
     audit_export = audit.add_parser(
         "export",
-        help="one row per document: notified, reminded, acknowledged, escalated",
+        help="one row per document: generated, notified, reminded, acknowledged, escalated, expired",
         description=(
-            f"One row per document a follow-up use case ({', '.join(audited)}) received: when it was first "
-            "notified and on how many devices, reminders sent, when it was acknowledged or completed, handed back "
-            "to Exstream or expired, and its state now; documents kept out of the use case too, with the reason."
+            f"One row per document. A follow-up use case ({', '.join(audited)}): when it was first notified and on "
+            "how many devices, reminders sent, when it was acknowledged or completed, handed back to Exstream or "
+            "expired, and its state now; documents kept out of the use case too, with the reason. Any other use "
+            "case, or all: every fact of the evidence log folded per document (generated, notified, devices, "
+            "reminders, failures, delivered, opened, accessed, acknowledged, completed, handed back, expired). "
+            "The evidence head when the export began is written beside the file as FILE.head."
         ),
     )
-    audit_export.add_argument("--use-case", required=True, choices=audited, help="whose documents to export")
+    audit_export.add_argument(
+        "--use-case", required=True, choices=[*USE_CASES, "all"], help="whose documents to export (all: every one)"
+    )
     audit_export.add_argument(
         "--format",
         required=True,
-        choices=["csv", "parquet"],
-        help="csv (a header line, times in UTC ISO 8601) or parquet (the same columns, typed)",
+        choices=["csv", "parquet", "jsonl"],
+        help="csv (a header, times in UTC ISO 8601), parquet (the same columns, typed), jsonl (an object a line)",
+    )
+    audit_export.add_argument(
+        "--from",
+        dest="since",
+        type=_moment,
+        metavar="ISO_TIME",
+        help="only documents that entered the ledger then or later",
+    )
+    audit_export.add_argument(
+        "--to",
+        dest="until",
+        type=_moment,
+        metavar="ISO_TIME",
+        help="only documents that entered the ledger before then",
     )
     audit_export.add_argument("--out", required=True, help="file to write (replaced whole once complete)")
     audit_export.set_defaults(handler=cmd_audit_export)
+    audit_verify = audit.add_parser(
+        "verify",
+        help="check the evidence log's hash chains: exit 0 intact, 1 naming the first broken record",
+        description=(
+            "Recomputes every evidence record's SHA-256 and its link to the record before it, shard by shard, and "
+            "that each chain ends at its shard's head. Prints counts only; exit 1 names the first broken record "
+            "(id, shard, seq) when one was edited, deleted or reordered."
+        ),
+    )
+    audit_verify.add_argument(
+        "--since",
+        type=_moment,
+        metavar="ISO_TIME",
+        help="only records appended at or after this ISO date-time with zone",
+    )
+    audit_verify.set_defaults(handler=cmd_audit_verify)
+    audit_trail = audit.add_parser(
+        "trail",
+        help="one document's evidence in order",
+        description="Every fact the evidence log holds about one document: time, fact, use case, provider, "
+        "provider message id, detail (stage, failure code, Exstream step or channel). Exit 1 when there is none.",
+    )
+    audit_trail.add_argument("document_id", metavar="DOCUMENT_ID", help="the Exstream document id")
+    audit_trail.set_defaults(handler=cmd_audit_trail)
 
     exceptions = commands.add_parser("exceptions", help="delivery exceptions found in Exstream runs").add_subparsers(
         dest="exceptions_command", required=True, metavar="ACTION"

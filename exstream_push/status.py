@@ -45,6 +45,36 @@ class EngagementType(StrEnum):
     ACTION_COMPLETED = "action_completed"
 
 
+class EvidenceFact(StrEnum):
+    """What the evidence log (``evidence`` table) says happened to a document, one row per fact."""
+
+    GENERATED = "generated"  # registered from an Exstream job's delivery file (job, step)
+    NOTIFIED = "notified"  # a push accepted by its provider (device, provider, provider message id)
+    REMINDED = "reminded"  # a reminder stage's push accepted by its provider
+    FAILED = "failed"  # a push refused for good (detail: the provider's code)
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    ACCESSED = "accessed"
+    ACKNOWLEDGED = "acknowledged"
+    COMPLETED = "completed"
+    HANDED_BACK = "handed_back"  # posted to an Exstream channel (escalation, print fallback, fallback delivery)
+    EXPIRED = "expired"
+
+
+NOTICE_STAGE = "notice"
+"""The stage of a follow-up's first push (``usecases/follow_up``); a push at any other stage is a reminder."""
+
+
+ENGAGEMENT_FACTS = {
+    EngagementType.DELIVERED.value: EvidenceFact.DELIVERED,
+    EngagementType.OPENED.value: EvidenceFact.OPENED,
+    EngagementType.DOCUMENT_ACCESSED.value: EvidenceFact.ACCESSED,
+    EngagementType.ACKNOWLEDGED.value: EvidenceFact.ACKNOWLEDGED,
+    EngagementType.ACTION_COMPLETED.value: EvidenceFact.COMPLETED,
+}
+"""The evidence fact of each engagement event a customer's app or the portal reports."""
+
+
 class SkipReason(StrEnum):
     NO_DEVICE = "no_device"
     OPTED_OUT = "opted_out"

@@ -105,7 +105,10 @@ def test_policy_change_audit_has_one_correct_row_per_document(
             )
             == 0
         )
-        assert capsys.readouterr().out.strip() == f"wrote {len(numbers)} row(s) to {tmp_path / f'a.{fmt}'}"
+        out = tmp_path / f"a.{fmt}"
+        assert (
+            capsys.readouterr().out.strip() == f"wrote {len(numbers)} row(s) to {out}, the evidence head to {out}.head"
+        )
     exported_csv, exported_parquet = read_csv(tmp_path / "a.csv"), read_parquet_as_text(tmp_path / "a.parquet")
 
     header = [
@@ -200,7 +203,12 @@ def test_action_required_audit_and_an_unknown_format(
     assert export_audit(ledger, "action-required", "parquet", tmp_path / "out" / "audit.parquet") == len(numbers)
     exported_csv = read_csv(tmp_path / "out" / "audit.csv")
     assert exported_csv == read_parquet_as_text(tmp_path / "out" / "audit.parquet")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["audit.csv", "audit.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "audit.csv",
+        "audit.csv.head",
+        "audit.parquet",
+        "audit.parquet.head",
+    ]
 
     reasons = {7: "missing_key:ActionType", 8: "invalid_date:ActionDeadline", 9: "missing_key:ActionDeadline"}
     closed_at = {
@@ -241,6 +249,6 @@ def test_action_required_audit_and_an_unknown_format(
         }
         assert row["action_deadline"] == DEADLINE
 
-    with pytest.raises(ValueError, match="format must be one of csv, parquet"):
+    with pytest.raises(ValueError, match="format must be one of csv, parquet, jsonl"):
         export_audit(ledger, "action-required", "xlsx", tmp_path / "audit.xlsx")
     assert not (tmp_path / "audit.xlsx").exists()

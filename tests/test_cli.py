@@ -168,7 +168,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 
     commands = [
         [], ["demo"], ["emulate"], ["devices", "import"], ["links", "verify"], ["report"], ["events", "import"],
-        ["audit", "export"], ["exceptions", "list"], ["exceptions", "reissue"], ["serve"], ["up"], ["bench"],
+        ["audit", "export"], ["audit", "verify"], ["audit", "trail"], ["exceptions", "list"], ["exceptions", "reissue"],
+        ["serve"], ["up"], ["bench"],
         ["server"], ["server", "start"], ["server", "status"], ["server", "stop"],
         *(["run", name] for name in USE_CASES),
     ]  # fmt: skip

@@ -19,7 +19,7 @@ from sqlalchemy import Column, Connection, Engine, Integer, Table, inspect, text
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
-from exstream_push.ledger import Ledger, migrations
+from exstream_push.ledger import Ledger, evidence, migrations
 from exstream_push.ledger.migrations import CONTEXT_OPTIONS, LedgerSchemaError, baseline
 from exstream_push.ledger.migrations.__main__ import revision
 from exstream_push.ledger.store import make_engine
@@ -91,6 +91,11 @@ def test_a_ledger_made_before_migrations_is_upgraded_with_every_row_kept(databas
         reached = [(row.pop("provider"), row.pop("webpush_p256dh"), row.pop("webpush_auth")) for row in after["device"]]
         assert reached == [("fcm", None, None)] * ROWS_PER_TABLE
         assert {name: after[name] for name in before} == before
+        # Revision 0006 starts every evidence shard's chain at its genesis head; every other new table is empty.
+        heads = after.pop("evidencehead")
+        assert [(row["shard"], row["seq"], row["hash"]) for row in heads] == [
+            (shard, 0, evidence.GENESIS) for shard in range(evidence.SHARDS)
+        ]
         assert all(after[name] == [] for name in set(after) - set(before))
         assert set(after) >= set(baseline.metadata.tables)
         assert _at_head(ledger.engine)

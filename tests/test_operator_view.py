@@ -76,6 +76,7 @@ def test_a_finished_statement_run_reads_well_through_the_prefect_api(
         assert f"Exstream job `{started}`" in summary.data
         assert "| status | reason or code | count |" in summary.data
         assert "audit export --use-case statement-ready" in summary.data
+        assert "Evidence head after this run: `" in summary.data
         assert JOB_ID in summary.description
 
         # The progress artifact of the run ends at 100 %.

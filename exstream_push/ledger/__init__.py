@@ -1,10 +1,12 @@
-"""The ledger: devices, documents, notifications and rejected input, in any SQLAlchemy database."""
+"""The ledger: devices, documents, notifications, rejected input and the evidence log, in any SQLAlchemy database."""
 
 from exstream_push.ledger.models import (
     DeliveryException,
     Device,
     Document,
     EngagementEvent,
+    Evidence,
+    EvidenceHead,
     FailedJobEnd,
     Notification,
     OpsAlert,
@@ -24,6 +26,8 @@ __all__ = [
     "Device",
     "Document",
     "EngagementEvent",
+    "Evidence",
+    "EvidenceHead",
     "FailedJobEnd",
     "Ledger",
     "Notification",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import Engine, and_, select
@@ -28,9 +29,11 @@ class AuditRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def document_pages(self, use_case: str, batch_size: int) -> Iterator[pd.DataFrame]:
-        """Every document of the use case (DOCUMENT_COLUMNS) with, when registration kept it out, the rejection
-        of its record; in registration order, ``batch_size`` at a time."""
+    def document_pages(
+        self, use_case: str, batch_size: int, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """Every document of the use case (DOCUMENT_COLUMNS) first seen in [since, until) with, when registration
+        kept it out, the rejection of its record; in registration order, ``batch_size`` at a time."""
         document, rejected = Document.__table__, RejectedRecord.__table__
         registration = and_(
             rejected.c.use_case == document.c.use_case,
@@ -54,6 +57,10 @@ class AuditRepository:
             .where(document.c.use_case == use_case)
             .order_by(document.c.id)
         )
+        if since is not None:
+            statement = statement.where(document.c.first_seen_at >= since)
+        if until is not None:
+            statement = statement.where(document.c.first_seen_at < until)
         with self.engine.connect().execution_options(stream_results=True, yield_per=batch_size) as conn:
             for partition in conn.execute(statement).partitions(batch_size):
                 yield pd.DataFrame(partition, columns=DOCUMENT_COLUMNS)

@@ -59,12 +59,14 @@ def copy_into_temp(conn: Connection, table: Table, rows: Sequence[Mapping[str, A
     return temp
 
 
-def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``INSERT … ON CONFLICT DO NOTHING`` by way of COPY."""
+def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """``INSERT … ON CONFLICT DO NOTHING`` by way of COPY; returns how many rows were inserted."""
     columns = copy_columns(table, rows)
     temp = copy_into_temp(conn, table, rows, columns)
     quoted = ", ".join(f'"{name}"' for name in columns)
-    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM "{temp}" ON CONFLICT DO NOTHING')
+    return conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM "{temp}" ON CONFLICT DO NOTHING'
+    ).rowcount
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], key: str) -> None:
@@ -78,6 +80,26 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], ke
         f'INSERT INTO "{table.name}" ({quoted}) SELECT DISTINCT ON ("{key}") {quoted} FROM "{temp}" '
         f'ORDER BY "{key}", ctid DESC ON CONFLICT ("{key}") DO UPDATE SET {updates}'
     )
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """COPY ``rows`` straight into ``table`` (an append-only log: no conflict to handle, nothing to move after)."""
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    raw = conn.connection.driver_connection
+    with driver_errors(conn), raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
+
+
+def driver_rows(conn: Connection, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """A read of plain values (text, numbers) on the driver's own cursor: tuples, without a Row object each."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with driver_errors(conn):
+            cursor.execute(statement, tuple(parameters))
+            return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def pending_among(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], pending: str) -> set[str]:
@@ -142,6 +164,15 @@ def sqlite_insert_ignoring_conflicts(conn: Connection, table: Table, rows: Seque
         bound_tuples(conn.dialect, table, rows, columns),
     )
     return result.rowcount
+
+
+def sqlite_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """A plain ``INSERT`` of every row as one driver-level executemany."""
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', bound_tuples(conn.dialect, table, rows, columns)
+    )
 
 
 def sqlite_keys_with_status(conn: Connection, table: Table, keys: Sequence[str], status: str) -> set[str]:

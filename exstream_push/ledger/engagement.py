@@ -11,12 +11,14 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, bindparam, func, select, update
 
-from exstream_push.ledger import store
+from exstream_push.ledger import evidence, store
 from exstream_push.ledger.models import Document, EngagementEvent, Notification
-from exstream_push.status import Status
+from exstream_push.status import EvidenceFact, Status
 
 ENGAGEMENT_COLUMNS = ["use_case", "document_id", "customer_id", "document_type", "engagement", "engagement_at"]
 UNOPENED_COLUMNS = ["document_id", "customer_id", "use_case", "document_type", "engagement_at"]
+# The hand-back of a document not opened in time, as the evidence log names it.
+FALLBACK_STAGE = "fallback_delivery"
 # Where an engagement event's document is found: (document_id, use_case, customer_id).
 Resolved = tuple[str, str, str]
 
@@ -136,17 +138,37 @@ class EngagementRepository:
             return pd.DataFrame(conn.execute(statement).fetchall(), columns=UNOPENED_COLUMNS)
 
     def mark_fallback_requested(self, documents: Sequence[tuple[str, str]], at: datetime) -> None:
-        """``documents`` as (use_case, document_id): handed back for a fallback at ``at``, never again."""
-        statement = (
-            update(Document.__table__)
-            .where(Document.use_case == bindparam("b_use_case"), Document.document_id == bindparam("b_document_id"))
-            .values(fallback_requested_at=at)
-        )
+        """``documents`` as (use_case, document_id): handed back for a fallback at ``at``, never again; each one
+        marked is evidence, appended in the same transaction."""
+        table = Document.__table__
+        facts = []
         with self.engine.begin() as conn:
-            conn.execute(
-                statement,
-                [{"b_use_case": use_case, "b_document_id": document_id} for use_case, document_id in documents],
-            )
+            for use_case in sorted({use_case for use_case, _ in documents}):
+                ids = sorted({document_id for case, document_id in documents if case == use_case})
+                for chunk in store._chunks(ids):
+                    marked = conn.execute(
+                        update(table)
+                        .where(
+                            table.c.use_case == use_case,
+                            table.c.document_id.in_(chunk),
+                            table.c.fallback_requested_at.is_(None),
+                        )
+                        .values(fallback_requested_at=at)
+                        .returning(table.c.document_id, table.c.customer_id, table.c.job_id)
+                    )
+                    facts += [
+                        evidence.fact(
+                            EvidenceFact.HANDED_BACK,
+                            document_id,
+                            at,
+                            use_case=use_case,
+                            customer_id=customer_id,
+                            job_id=job_id,
+                            stage=FALLBACK_STAGE,
+                        )
+                        for document_id, customer_id, job_id in marked
+                    ]
+            evidence.append(conn, facts)
 
     def step_counts(self) -> pd.DataFrame:
         """Documents per (use_case, job_id, document_type, engagement), in column ``documents``."""

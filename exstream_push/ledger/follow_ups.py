@@ -10,9 +10,10 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, and_, case, distinct, exists, func, select, update
 
-from exstream_push.ledger import store
+from exstream_push.ledger import evidence, store
 from exstream_push.ledger.models import Document, EngagementEvent, Notification, RejectedRecord
-from exstream_push.status import DocumentState, SkipReason, Status
+from exstream_push.ledger.notices import EXSTREAM_DEVICE_PREFIX
+from exstream_push.status import DocumentState, EvidenceFact, SkipReason, Status
 
 UNSENT = (Status.PENDING.value, Status.DEFERRED.value)
 
@@ -153,18 +154,35 @@ class FollowUpRepository:
         from_states: Sequence[str],
         at: datetime,
     ) -> int:
-        """Move documents to ``state`` in bulk, only from ``from_states``, so a closed document is never reopened."""
+        """Move documents to ``state`` in bulk, only from ``from_states``, so a closed document is never reopened;
+        an expiry is evidence, appended in the same transaction."""
         table = Document.__table__
-        changed = 0
+        expiring = state == DocumentState.EXPIRED
+        changed, facts = 0, []
         with self.engine.begin() as conn:
             for chunk in store._chunks(sorted(set(document_ids))):
-                changed += conn.execute(
+                statement = (
                     update(table)
-                    .where(
-                        table.c.use_case == use_case, table.c.document_id.in_(chunk), table.c.state.in_(from_states)
-                    )
+                    .where(table.c.use_case == use_case, table.c.document_id.in_(chunk), table.c.state.in_(from_states))
                     .values(state=state.value, state_changed_at=at)
-                ).rowcount
+                )
+                if not expiring:
+                    changed += conn.execute(statement).rowcount
+                    continue
+                moved = conn.execute(statement.returning(table.c.document_id, table.c.customer_id, table.c.job_id))
+                for document_id, customer_id, job_id in moved:
+                    changed += 1
+                    facts.append(
+                        evidence.fact(
+                            EvidenceFact.EXPIRED,
+                            document_id,
+                            at,
+                            use_case=use_case,
+                            customer_id=customer_id,
+                            job_id=job_id,
+                        )
+                    )
+            evidence.append(conn, facts)
         return changed
 
     def cancel_unsent(self, use_case: str, document_ids: Sequence[str]) -> int:
@@ -204,11 +222,14 @@ class FollowUpRepository:
                 yield pd.DataFrame(partition, columns=HAND_BACK_COLUMNS)
 
     def mark_hand_backs_sent(self, use_case: str, stage: str, document_ids: Sequence[str]) -> None:
-        """Only once Exstream accepted the file: until then the claims stay pending, to be posted again."""
+        """Only once Exstream accepted the file: until then the claims stay pending, to be posted again. Each
+        hand-back marked is evidence (the channel, when it was posted), appended in the same transaction."""
         table = Notification.__table__
+        now = store.utcnow()
+        facts = []
         with self.engine.begin() as conn:
             for chunk in store._chunks(list(document_ids)):
-                conn.execute(
+                marked = conn.execute(
                     update(table)
                     .where(
                         table.c.use_case == use_case,
@@ -216,8 +237,23 @@ class FollowUpRepository:
                         table.c.status == Status.PENDING.value,
                         table.c.document_id.in_(chunk),
                     )
-                    .values(status=Status.SENT.value, attempts=table.c.attempts + 1, updated_at=store.utcnow())
+                    .values(status=Status.SENT.value, attempts=table.c.attempts + 1, updated_at=now)
+                    .returning(table.c.document_id, table.c.customer_id, table.c.job_id, table.c.device_id)
                 )
+                facts += [
+                    evidence.fact(
+                        EvidenceFact.HANDED_BACK,
+                        document_id,
+                        now,
+                        use_case=use_case,
+                        customer_id=customer_id,
+                        job_id=job_id,
+                        stage=stage,
+                        detail=device_id.removeprefix(EXSTREAM_DEVICE_PREFIX),
+                    )
+                    for document_id, customer_id, job_id, device_id in marked
+                ]
+            evidence.append(conn, facts)
 
     def handed_back_but_open(self, use_case: str, stage: str) -> list[str]:
         """Open documents whose hand-back went out: this run's, and any a crash left between post and state."""

@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from exstream_push.status import DocumentState, OpsAlertState, PushProvider, PushStatus, Status
+from exstream_push.status import DocumentState, EvidenceFact, OpsAlertState, PushProvider, PushStatus, Status
 
 
 def one_of(column: str, vocabulary: type[StrEnum]) -> CheckConstraint:
@@ -289,3 +289,40 @@ class WorkBatch(SQLModel, table=True):
     claimed_by: str | None = None
     lease_expires: datetime | None = None
     updated_at: datetime
+
+
+class Evidence(SQLModel, table=True):
+    """One fact about a document, appended in the transaction of the write that caused it and never changed.
+
+    Chained per shard (``ledger/evidence.py``): ``hash`` is SHA-256 over the row's content and ``prev_hash``, the
+    hash of the shard's row before it (``seq`` − 1), so an edited, deleted or reordered row breaks the chain. The
+    device is its ledger id, never its token.
+    """
+
+    __table_args__ = (UniqueConstraint("seq", "shard"), one_of("fact", EvidenceFact))
+
+    id: int | None = Field(default=None, primary_key=True)
+    shard: int
+    seq: int
+    fact: str
+    use_case: str | None = None
+    document_id: str = Field(index=True)
+    customer_id: str | None = None
+    job_id: str | None = None
+    device_id: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    stage: str | None = None
+    detail: str | None = None  # the failure code, the Exstream step, the hand-back channel
+    occurred_at: datetime
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+
+class EvidenceHead(SQLModel, table=True):
+    """The newest record of each evidence shard: locked by an append, so concurrent writers never fork a chain."""
+
+    shard: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int
+    hash: str

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
-from exstream_push.ledger import bulk, store
+from exstream_push.ledger import bulk, evidence, store
 from exstream_push.ledger.base import LedgerBase
 from exstream_push.ledger.models import Notification
-from exstream_push.status import UNSETTLED, Status
+from exstream_push.status import NOTICE_STAGE, UNSETTLED, EvidenceFact, Status
 
 
 class NotificationMixin(LedgerBase):
@@ -54,7 +54,8 @@ class NotificationMixin(LedgerBase):
         return owed
 
     def record_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
-        """Outcomes keyed by ``key`` with status, reason, provider_message_id and attempts (added)."""
+        """Outcomes keyed by ``key`` with status, reason, provider_message_id and attempts (added); a push sent or
+        refused for good is evidence, appended in the same transaction."""
         if not outcomes:
             return
         table = Notification.__table__
@@ -70,6 +71,10 @@ class NotificationMixin(LedgerBase):
             }
             for o in outcomes
         ]
+        # Read and made ready before the write: a notification's document, device and stage never change, and a
+        # SQLite writer holds every other process's writes up for as long as its transaction lasts.
+        with self.engine.connect() as conn:
+            facts = evidence.prepare(_outcome_facts(conn, rows))
         with self.engine.begin() as conn:
             if self._copies(rows):
                 bulk.update_outcomes(conn, table, rows)
@@ -83,6 +88,7 @@ class NotificationMixin(LedgerBase):
                     .values({**values, "attempts": table.c.attempts + values["attempts"]})
                 )
                 conn.execute(statement, [{f"b_{name}": value for name, value in row.items()} for row in rows])
+            evidence.append(conn, facts)
 
     def document_outcomes(self, use_case: str, job_id: str) -> Iterator[tuple[Any, ...]]:
         """Per document of a job: (document_id, customer_id, statuses and reasons of its notifications), streamed.
@@ -118,3 +124,44 @@ class NotificationMixin(LedgerBase):
                 )
                 or 0
             )
+
+
+_SETTLED = (Status.SENT.value, Status.FAILED.value)
+
+
+def _outcome_facts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``notified``, ``reminded`` (a stage's push) or ``failed`` per outcome, with its notification's document and
+    device (its ledger id and provider, never its token)."""
+    settled = {row["key"]: row for row in rows if row["status"] in _SETTLED}
+    if not settled:
+        return []
+    facts = []
+    for chunk in store._chunks(list(settled)):
+        found = bulk.driver_rows(
+            conn,
+            "SELECT n.key, n.use_case, n.document_id, n.customer_id, n.job_id, n.device_id, n.stage, d.provider "
+            "FROM notification n LEFT JOIN device d ON d.device_id = n.device_id "
+            f"WHERE n.key IN ({evidence.marks(conn, len(chunk))})",
+            chunk,
+        )
+        for key, use_case, document_id, customer_id, job_id, device_id, stage, provider in found:
+            row = settled[key]
+            failed = row["status"] == Status.FAILED
+            reminder = stage not in ("", NOTICE_STAGE)
+            kind = EvidenceFact.FAILED if failed else EvidenceFact.REMINDED if reminder else EvidenceFact.NOTIFIED
+            facts.append(
+                evidence.fact(
+                    kind,
+                    document_id,
+                    row["updated_at"],
+                    use_case=use_case,
+                    customer_id=customer_id,
+                    job_id=job_id,
+                    device_id=device_id or None,
+                    provider=provider,
+                    provider_message_id=row["provider_message_id"],
+                    stage=stage,
+                    detail=row["reason"] if failed else None,
+                )
+            )
+    return facts

@@ -61,9 +61,7 @@ class ReminderRepository:
     def open_pages(self, use_case: str, size: int) -> list[CustomerPage]:
         """Pages of customers with open documents."""
         table = Document.__table__
-        customers = select(table.c.customer_id).where(
-            table.c.use_case == use_case, table.c.state == DocumentState.OPEN
-        )
+        customers = select(table.c.customer_id).where(table.c.use_case == use_case, table.c.state == DocumentState.OPEN)
         return self._pages(customers, size)
 
     def forget_documents(self, use_case: str, job_id: str, step_id: str, document_ids: Sequence[str]) -> None:

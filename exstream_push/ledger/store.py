@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from exstream_push.keys import stable_key
-from exstream_push.ledger import migrations
+from exstream_push.ledger import evidence, migrations
 from exstream_push.ledger.alerts import AlertRepository
 from exstream_push.ledger.audit import AuditRepository
 from exstream_push.ledger.counts import CountMixin
@@ -150,6 +150,25 @@ class Ledger(
         self.preferences = PreferenceRepository(self.engine)
         self.alerts = AlertRepository(self.engine)
         self.audit = AuditRepository(self.engine)
+
+    def evidence_head(self) -> str:
+        """The digest over every evidence shard's head: published at the end of a run, so a chain rewritten
+        afterwards no longer leads to a head anyone saw."""
+        return evidence.head_digest(self.engine)
+
+    def verify_evidence(self, since: datetime | None = None) -> evidence.Verdict:
+        """Recompute the evidence chains (from ``since`` when given): the first broken record, if any."""
+        return evidence.verify(self.engine, since)
+
+    def evidence_trail(self, document_id: str) -> list[tuple[Any, ...]]:
+        """One document's facts in order (``evidence.TRAIL_COLUMNS``)."""
+        return evidence.trail(self.engine, document_id)
+
+    def evidence_documents(
+        self, use_case: str | None, since: datetime | None, until: datetime | None, batch_size: int
+    ) -> Iterator[pd.DataFrame]:
+        """One row per document of the evidence log (``evidence.EXPORT_COLUMNS``), streamed."""
+        return evidence.document_pages(self.engine, use_case, since, until, batch_size)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -2,6 +2,7 @@
 
 Published from the flow itself (not from a task), so it hangs off the flow run, and under a key that does not
 change from run to run, so Prefect's artifact page keeps every run's summary as the history of that use case.
+It also publishes the evidence log's head as the run left it, the value ``audit verify`` can later be held to.
 It carries counts, codes and Exstream channel names only: never a customer's data.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
+from exstream_push.ledger.evidence import SHARDS
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import Status
@@ -108,8 +110,12 @@ def publish_summary(
     ]
     if others:
         parts.append(f"#### Counts\n\n{markdown_table(others)}")
+    head = ledger_for(get_settings()).evidence_head()
     parts.append(
         "#### Evidence\n\n"
+        f"Evidence head after this run: `{head}` (SHA-256 over the newest record of each of the evidence log's "
+        f"{SHARDS} chains: published here, outside the ledger, so a later rewrite of the chains cannot match it). "
+        f"`exstream-push audit verify` checks the chains; "
         f"`exstream-push audit export --use-case {use_case} --format csv --out {use_case}.csv` "
         "writes one row per document; `exstream-push audit trail DOCUMENT_ID` shows one document's history."
     )

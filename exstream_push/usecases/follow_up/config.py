@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, NegativeInt, NonNegativeInt, 
 
 from exstream_push.notify.timing import FrequencyCap, QuietHours
 from exstream_push.settings import get_settings
-from exstream_push.status import Category, DocumentState, EngagementType, UseCase
+from exstream_push.status import NOTICE_STAGE, Category, DocumentState, EngagementType, UseCase
 from exstream_push.zones import TimeZoneName
 
-NOTICE = "notice"
+NOTICE = NOTICE_STAGE
 REMINDER = "reminder"
 
 
