@@ -20,6 +20,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ledger_bulk import document_rows  # the sibling script (this one runs as a script, from benchmarks/)
+
 from exstream_push.audit import export_audit
 from exstream_push.ledger import Ledger
 
@@ -28,22 +30,7 @@ def fill(url: str, documents: int) -> None:
     ledger = Ledger(url)
     now = datetime.now(UTC)
     for start in range(0, documents, 10_000):
-        ledger.record_documents(
-            [
-                {
-                    "use_case": "statement-ready",
-                    "document_id": f"D{n:09d}",
-                    "job_id": "BENCH",
-                    "step_id": "manifest",
-                    "position": n,
-                    "customer_id": f"C{n:09d}",
-                    "document_type": "STATEMENT",
-                    "ref": f"ref{n:012d}",
-                    "first_seen_at": now,
-                }
-                for n in range(start, min(start + 10_000, documents))
-            ]
-        )
+        ledger.record_documents(document_rows(range(start, min(start + 10_000, documents)), "statement-ready", now))
     ledger.dispose()
 
 

@@ -30,11 +30,11 @@ from exstream_push.ledger import Ledger, store
 from exstream_push.ledger.store import notification_rows
 
 
-def _rows(count: int) -> dict[str, list[dict]]:
-    now = datetime.now(UTC)
-    documents = [
+def document_rows(numbers: range, use_case: str, first_seen_at: datetime) -> list[dict]:
+    """Ledger documents ``D<n>`` of customers ``C<n>``, one per number, as a statement job's manifest gives them."""
+    return [
         {
-            "use_case": "bench",
+            "use_case": use_case,
             "document_id": f"D{n:09d}",
             "job_id": "BENCH",
             "step_id": "manifest",
@@ -44,10 +44,15 @@ def _rows(count: int) -> dict[str, list[dict]]:
             "locale": "en",
             "ref": f"ref{n:012d}",
             "attributes": None,
-            "first_seen_at": now,
+            "first_seen_at": first_seen_at,
         }
-        for n in range(count)
+        for n in numbers
     ]
+
+
+def _rows(count: int) -> dict[str, list[dict]]:
+    now = datetime.now(UTC)
+    documents = document_rows(range(count), "bench", now)
     devices = [
         {
             "device_id": f"dev-{n:09d}",

@@ -12,7 +12,7 @@ from exstream_push.notify.pipeline import notify, release_deferred
 from exstream_push.tasks.completeness import ensure_complete
 from exstream_push.tasks.extract import extract_manifest
 from exstream_push.tasks.summary import post_back_line, publish_summary
-from exstream_push.usecases.follow_up.config import FollowUpRules, load_rules
+from exstream_push.usecases.follow_up.config import load_rules
 from exstream_push.usecases.follow_up.tasks import (
     claim_hand_backs,
     discard_snapshot,
@@ -81,20 +81,15 @@ def run_follow_up(
             totals.update(reminded)
         totals.update(claim_hand_backs(plan.hand_back, rules, as_of))
     discard_snapshot(snapshot)
-    hand_backs = post_hand_backs(rules, exstream, as_of)
+    hand_backs, hand_back_post = post_hand_backs(rules, exstream, as_of)
     totals.update(hand_backs)
 
     publish_summary(
         use_case,
         f"{use_case} · {job_id or 'documents registered so far'} · as of {as_of.isoformat(timespec='minutes')}",
         totals,
-        lines=[post_back_line(f"Hand-back ({rules.hand_back.stage})", _hand_back_post(rules, hand_backs))],
+        lines=[post_back_line(f"Hand-back ({rules.hand_back.stage})", hand_back_post)],
     )
     result = {"use_case": use_case, "as_of": as_of.isoformat(), "job_id": job_id, **totals}
     ensure_complete(use_case, job_id, result)
     return result
-
-
-def _hand_back_post(rules: FollowUpRules, counts: dict[str, int]) -> dict[str, Any]:
-    rows = counts.get(f"{rules.hand_back.stage}_rows_posted", 0)
-    return {"channel": rules.hand_back.channel, "rows": rows, "posted": rows > 0}

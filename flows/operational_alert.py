@@ -16,6 +16,7 @@ from exstream_push.settings import get_settings
 from exstream_push.status import Category, OpsAlertState
 from exstream_push.tasks.summary import post_back_line, publish_summary
 from exstream_push.usecases.operational_alert.config import USE_CASE
+from exstream_push.usecases.operational_alert.rules import report_rows
 from exstream_push.usecases.operational_alert.tasks import (
     alert_report,
     alert_spool,
@@ -41,7 +42,7 @@ def operational_alert(
     """Push the alert to the affected customers' devices, then ask Exstream for the letter; once per alert.
 
     Args:
-        alert_id: The operational alert received by the ingress (``POST /v1/ops-alerts``) to act on.
+        alert_id: The operational alert received by the ingress (``POST /v1/ops/alerts``) to act on.
         as_of: The moment decisions are taken at, with its zone; empty: now.
         exstream_block: A saved Exstream connection; empty: the worker's EXSTREAM_PUSH_EXSTREAM_* settings.
         fcm_block: A saved FCM connection; empty: the worker's EXSTREAM_PUSH_FCM_* settings.
@@ -54,7 +55,9 @@ def operational_alert(
     alert = read_alert(ledger, alert_id)
     if alert.state == OpsAlertState.FOLLOW_UP_REQUESTED:
         report = alert_report(ledger, alert_id)
-        publish_summary(USE_CASE, f"{USE_CASE} · alert {alert_id} · already done", {}, tables=_report_tables(report))
+        publish_summary(
+            USE_CASE, f"{USE_CASE} · alert {alert_id} · already done", {}, tables={"Alert report": report_rows(report)}
+        )
         return {"alert_id": alert_id, "already_done": True, "report": report}
 
     exstream, push = connections(exstream_block, fcm_block, apns_block, webpush_block)
@@ -71,17 +74,6 @@ def operational_alert(
         f"{USE_CASE} · alert {alert_id}",
         totals,
         lines=[post_back_line("Formal follow-up", follow_up)],
-        tables=_report_tables(report),
+        tables={"Alert report": report_rows(report)},
     )
     return {"alert_id": alert_id, **totals, "follow_up": follow_up, "report": report}
-
-
-def _report_tables(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The alert report as a summary table: its facts, then the push's and the follow-up's, one level deep."""
-    rows = []
-    for name, value in report.items():
-        parts = value.items() if isinstance(value, dict) else [("", value)]
-        for part, item in parts:
-            if isinstance(item, int | str):
-                rows.append({"of the alert": f"{name} {part}".strip(), "value": item})
-    return {"Alert report": rows}

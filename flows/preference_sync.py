@@ -44,7 +44,7 @@ def preference_sync(
         USE_CASE,
         f"{USE_CASE} · changes since {since_value or 'the start'}",
         {"customers": len(rows)},
-        lines=[post_back_line("Channel preferences", posted if posted.get("rows") else None)],
+        lines=[post_back_line("Channel preferences", posted)],
     )
     return {"customers": len(rows), "since": since_value, "until": latest.isoformat() if latest else since_value,
             "post": posted}  # fmt: skip

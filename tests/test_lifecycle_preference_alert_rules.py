@@ -26,6 +26,7 @@ from exstream_push.usecases.operational_alert.rules import (
     customer_lines,
     follow_up_rows,
     report,
+    report_rows,
     unique,
 )
 from exstream_push.usecases.preference_sync.rules import changed_customers, preference_rows
@@ -205,3 +206,11 @@ def test_the_report_groups_outcomes_by_status_and_counts_the_last_post() -> None
     assert result["push"]["by_status"] == {"sent": {"": 4}, "skipped": {"no_device": 1}}
     assert result["follow_up"] == {"channel": "ops-follow-up", "posted_at": None, "posts": 2, "rows": 2}
     assert result["occurred_at"] == "2026-11-05T08:00:00Z"
+
+
+def test_the_report_reads_as_rows_one_level_deep_leaving_out_what_is_not_a_number_or_a_text() -> None:
+    result = report(ALERT_ROW, (3, 2, 4), [3, 2], {("sent", None): 4}, "ops-follow-up")
+    rows = {row["of the alert"]: row["value"] for row in report_rows(result)}
+    assert rows["alert_id"] == result["alert_id"] and rows["push customers_notified"] == 2
+    assert rows["follow_up channel"] == "ops-follow-up" and rows["follow_up rows"] == 2
+    assert "push by_status" not in rows and "follow_up posted_at" not in rows  # a mapping, and no post yet

@@ -65,11 +65,9 @@ def outcome_rows(use_case: str, job_id: str) -> list[dict[str, Any]]:
 
 def post_back_line(name: str, post: Mapping[str, Any] | None) -> str:
     """What went to Exstream: rows and channel, and whether they were posted or had been already."""
-    if not post:
+    if not post or not post.get("rows"):
         return f"- **{name}**: nothing to post"
     posted = "posted" if post.get("posted") else "not posted (nothing new since the same file was posted)"
-    if not post.get("rows"):
-        posted = "nothing to post"
     jobs = post.get("exstream_jobs") or []
     started = f" (Exstream job {', '.join(f'`{job}`' for job in jobs)})" if jobs else ""
     return (

@@ -22,7 +22,6 @@ import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import Event
-from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from exstream_push.blocks.exstream import ExstreamConnection
@@ -60,10 +59,10 @@ class JobRouting(BaseModel):
         return use_case.value if use_case else None
 
 
-def watch_run_name() -> str:
+def watch_run_name(parameters: dict[str, Any]) -> str:
     """``watch-<moment>``: the moment a watcher run reads Exstream at (``as_of``, or now), to the minute in UTC, so
     its runs are told apart in the UI."""
-    as_of = flow_run.parameters.get("as_of")
+    as_of = parameters.get("as_of")
     moment = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of or datetime.now(UTC)
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)

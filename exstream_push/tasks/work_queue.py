@@ -208,7 +208,7 @@ def shared_run(use_case: str, job_id: str, content: str | None = None) -> Iterat
 
 
 @task(name="enqueue-batches", cache_policy=NO_CACHE)
-def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> int:
+def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> None:
     """Queue every spooled batch of the run at once, so nobody reads a spool a takeover could still rewrite."""
     totals: Counter[str] = Counter()
     for each in extracted:
@@ -216,7 +216,6 @@ def enqueue_batches(run: SharedRun, extracted: list[ExtractedManifest]) -> int:
     paths = [str(path) for e in extracted for path in e.batches]
     ledger_for(get_settings()).enqueue_batches(run.run_id, run.worker, paths, json.dumps(totals))
     run_logger().info("run %s #%d: %d batch(es) queued", run.run_key, run.run_id, len(paths))
-    return len(paths)
 
 
 def run_totals(run: SharedRun) -> dict[str, int]:

@@ -175,8 +175,11 @@ def claim_hand_backs(documents: pd.DataFrame, rules: FollowUpRules, as_of: datet
     retry_condition_fn=retry_if_it_can_succeed,
     cache_policy=NO_CACHE,
 )
-def post_hand_backs(rules: FollowUpRules, exstream: ExstreamConnection, as_of: datetime) -> dict[str, int]:
-    """One CSV per run to the hand-back channel with every claimed document, then their state moves.
+def post_hand_backs(
+    rules: FollowUpRules, exstream: ExstreamConnection, as_of: datetime
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """One CSV per run to the hand-back channel with every claimed document, then their state moves; returns the
+    counts and what ``post_driver_file`` says of the post (for the run's summary).
 
     A claim is marked sent only after Exstream accepted the file, and the state moves only after that, so a failed
     post is simply tried again (by the task's retry or the next run) and a closing event that comes first cancels
@@ -202,7 +205,8 @@ def post_hand_backs(rules: FollowUpRules, exstream: ExstreamConnection, as_of: d
     moved = repository.set_state(use_case, moving, hand_back.state, (DocumentState.OPEN.value,), as_of)
     if hand_back.closes:
         repository.cancel_unsent(use_case, moving)
-    return {hand_back.state.value: moved, f"{hand_back.stage}_rows_posted": post["rows"] if post["posted"] else 0}
+    counts = {hand_back.state.value: moved, f"{hand_back.stage}_rows_posted": post["rows"] if post["posted"] else 0}
+    return counts, post
 
 
 @task(name="publish-completion-rates", cache_policy=NO_CACHE)

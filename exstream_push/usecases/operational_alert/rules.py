@@ -137,3 +137,15 @@ def report(
             "rows": posts[-1] if posts else 0,
         },
     }
+
+
+def report_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An alert ``report`` as rows a person reads: its facts, then the push's and the follow-up's, one level deep;
+    what is not a number or a text (a time not yet reached, the counts by status) is left to the report itself."""
+    rows = []
+    for name, value in report.items():
+        parts = value.items() if isinstance(value, Mapping) else [("", value)]
+        for part, item in parts:
+            if isinstance(item, int | str):
+                rows.append({"of the alert": f"{name} {part}".strip(), "value": item})
+    return rows
