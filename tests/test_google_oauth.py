@@ -127,7 +127,8 @@ def test_short_lived_tokens_are_renewed_ahead_with_no_message_failed_or_repeated
     refuse it, so every message goes once, on its first attempt."""
     oauth = oauth_state(google)
     oauth.token_lifetime = 5
-    fcm.app.state.fcm.latency = 0.0005  # spread the sends over several token lifetimes on a fast machine too
+    # 20,000 sends 32 at a time, each answered after 10 ms: at least 6.25 s, over two token lifetimes on any machine.
+    fcm.app.state.fcm.latency = 0.01
     grants_before = oauth.grants
     sender = FcmSender(base_url=fcm.url, project_id=PROJECT, credentials=fcm_google_credentials, concurrency=32)
     started = time.monotonic()

@@ -4,6 +4,7 @@ outcomes as they complete."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -122,32 +123,35 @@ def send_push(
     counts["already_done"] = len(messages) - len(to_send)
     seconds_recording = 0.0
     configuration_errors: Counter[str] = Counter()
+    recording = threading.Lock()
 
     def record(results: Sequence[PushResult]) -> None:
-        """The one way an outcome reaches the ledger, whichever provider sent it (all on the loop's thread)."""
+        """The one way an outcome reaches the ledger, whichever provider sent it: each sender records on a thread
+        of its own, so one write at a time here keeps the counts whole (SQLite takes one writer anyway)."""
         nonlocal seconds_recording
-        started = time.perf_counter()
-        outcomes, dead_devices = [], defaultdict(list)
-        for result in results:
-            status, reason, outcome = _classify(result)
-            outcomes.append(
-                {
-                    "key": result.key,
-                    "status": status,
-                    "reason": reason,
-                    "provider_message_id": result.message_id,
-                    "attempts": result.attempts,
-                }
-            )
-            counts[outcome] += 1
-            if outcome == "configuration_error":
-                configuration_errors[f"{result.provider}:{result.error_code}"] += 1
-            if result.error_class is not None and result.error_class.deactivate_device:
-                dead_devices[f"{result.provider}:{result.error_code}"].append(device_of[result.key])
-        ledger.record_outcomes(outcomes)
-        for reason, devices in dead_devices.items():
-            counts["devices_deactivated"] += ledger.deactivate_devices(devices, reason)
-        seconds_recording += time.perf_counter() - started
+        with recording:
+            started = time.perf_counter()
+            outcomes, dead_devices = [], defaultdict(list)
+            for result in results:
+                status, reason, outcome = _classify(result)
+                outcomes.append(
+                    {
+                        "key": result.key,
+                        "status": status,
+                        "reason": reason,
+                        "provider_message_id": result.message_id,
+                        "attempts": result.attempts,
+                    }
+                )
+                counts[outcome] += 1
+                if outcome == "configuration_error":
+                    configuration_errors[f"{result.provider}:{result.error_code}"] += 1
+                if result.error_class is not None and result.error_class.deactivate_device:
+                    dead_devices[f"{result.provider}:{result.error_code}"].append(device_of[result.key])
+            ledger.record_outcomes(outcomes)
+            for reason, devices in dead_devices.items():
+                counts["devices_deactivated"] += ledger.deactivate_devices(devices, reason)
+            seconds_recording += time.perf_counter() - started
 
     groups: list[tuple[PushSender[Any], list[PushRequest]]] = []
     now = time.time()
@@ -177,7 +181,8 @@ def send_push(
 def _send_all(groups: Sequence[tuple[PushSender[Any], list[PushRequest]]], record: OnResults) -> None:
     """Every provider's group at once on one event loop (uvloop where installed), through one ``record``.
 
-    Recording every ``max_concurrency`` completions of a sender (or every 0.2 s) bounds what a crash can repeat to
+    Handing outcomes over every ``max_concurrency`` completions of a sender (or every 0.2 s), with no new request
+    while those in flight and those not yet recorded would reach twice that, bounds what a crash can repeat to
     twice the most messages in flight, per provider."""
 
     async def send_every_group() -> None:
