@@ -2,7 +2,8 @@
 
 Everything runs against the emulators on this machine, in one command: FCM in worker processes of its own, APNs
 (HTTP/2 over TLS) and Web Push (each message decrypted as a browser would) in threads of the bench's process. The
-device registry mixes the providers as ``MIX`` says, and the figures give each provider's share of the rate.
+device registry mixes the providers as ``--apns-share`` and ``--webpush-share`` say (``MIX`` by default), and the
+figures give each provider's share of the rate.
 
 - the **ceiling**: the fastest a minimal aiohttp client gets pre-encoded messages accepted;
 - the **baseline**: firebase-admin's own ``send_each_async`` (500 per call) for 20,000 messages;
@@ -49,7 +50,8 @@ BASELINE_MESSAGES = 20_000
 CEILING_MESSAGES = 100_000
 CEILING_CONCURRENCY = (16, 32, 64, 128)
 MIX = {"fcm": 0.6, "apns": 0.3, "webpush": 0.1}
-"""Devices per provider in the generated registry."""
+"""Devices per provider in the generated registry, unless the command says otherwise. ``--apns-share 0
+--webpush-share 0`` makes every device FCM's, like the ceiling: CPU per notification compared like with like."""
 PHASES = {
     "extract-manifest": "extract",
     "segment-recipients": "segment",
@@ -152,7 +154,7 @@ def _transport_rates(url: str, project: str, ceiling_messages: int, key_file: Pa
     return rate, best, cpu_us, asyncio.run(_baseline(url, project, BASELINE_MESSAGES, key_file))
 
 
-def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
+def _ensure_data(folder: Path, customers: int, mix: Mapping[str, float]) -> tuple[Path, Path]:
     """The manifest and the device registry, generated once per size; the web devices' endpoints are placeholders
     until ``subscribe_web_devices`` subscribes them at this run's Web Push emulator."""
     from exstream_push_dev.emulators.samples import ProviderMix, write_devices, write_manifest
@@ -161,7 +163,7 @@ def _ensure_data(folder: Path, customers: int) -> tuple[Path, Path]:
     if not (manifest.exists() and devices.exists()):
         folder.mkdir(parents=True, exist_ok=True)
         write_manifest(manifest, customers, seed=101, job_id=BENCH_JOB)
-        write_devices(devices, customers, seed=102, mix=ProviderMix(apns=MIX["apns"], webpush=MIX["webpush"]))
+        write_devices(devices, customers, seed=102, mix=ProviderMix(apns=mix["apns"], webpush=mix["webpush"]))
     return manifest, devices
 
 
@@ -169,7 +171,9 @@ def _per_provider(sent: Mapping[str, int], seconds: float) -> dict[str, dict[str
     """Each provider's messages sent in a run of ``seconds`` and its rate over the whole run: the providers send
     side by side in every batch, so their rates add up to the end-to-end one."""
     return {
-        provider: {"sent": sent.get(provider, 0), "per_s": round(sent.get(provider, 0) / seconds)} for provider in MIX
+        provider: {"sent": sent.get(provider, 0), "per_s": round(sent.get(provider, 0) / seconds)}
+        for provider, count in sent.items()
+        if count
     }
 
 
@@ -301,12 +305,21 @@ def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) ->
     return WorkersRun(time.perf_counter() - started, started_at, totals, peak_rss, cpu_seconds)
 
 
-def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, latency_ms: float) -> dict[str, Any]:
+def run_bench(
+    customers: int,
+    out: Path,
+    emulator_workers: int,
+    workers: int,
+    latency_ms: float,
+    mix: Mapping[str, float] = MIX,
+) -> dict[str, Any]:
     """Statement-ready on ``customers`` at 0 ms (and its re-run), then the same data against providers answering
-    after ``latency_ms``, beside the bare client's ceiling and firebase-admin's baseline (both FCM only)."""
+    after ``latency_ms``, beside the bare client's ceiling and firebase-admin's baseline (both FCM only).
+    ``mix``: each provider's share of the devices (``fcm``, ``apns``, ``webpush``)."""
     base = get_settings()
     work = (base.home / "bench").resolve()
-    manifest, unsubscribed_devices = _ensure_data(work / f"data-{customers}-mix", customers)
+    mix_name = "-".join(f"{provider}{share:g}" for provider, share in mix.items())
+    manifest, unsubscribed_devices = _ensure_data(work / f"data-{customers}-{mix_name}", customers, mix)
     run_home = work / "run"
     shutil.rmtree(run_home, ignore_errors=True)
     logs = run_home / "logs"
@@ -377,9 +390,9 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
         )
         configure_settings(settings)
 
-        mix = ", ".join(f"{share:.0%} {provider}" for provider, share in MIX.items())
+        shares = ", ".join(f"{share:.0%} {provider}" for provider, share in mix.items())
         print(
-            f"bench: {customers:,} customers ({mix} devices), {workers} worker process(es); FCM emulator {fcm_url} "
+            f"bench: {customers:,} customers ({shares} devices), {workers} worker process(es); FCM emulator {fcm_url} "
             f"({emulator_workers} process(es)), APNs {apns.url}, Web Push {webpush.url}"
         )
         ceiling_messages = min(CEILING_MESSAGES, max(customers, 10_000))
@@ -436,6 +449,7 @@ def run_bench(customers: int, out: Path, emulator_workers: int, workers: int, la
     recipients = sent + first.totals["failed"] + first.totals["already_done"]
     figures = {
         "customers": customers,
+        "provider_mix": dict(mix),
         "worker_processes": workers,
         "manifest_parse_customers_per_s": round(parse_rate),
         "end_to_end_notifications_per_s": round(end_to_end),

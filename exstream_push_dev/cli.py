@@ -91,7 +91,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from exstream_push_dev.bench import run_bench
 
-    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers, args.latency)
+    if min(args.apns_share, args.webpush_share) < 0 or args.apns_share + args.webpush_share > 1:
+        raise SystemExit("--apns-share and --webpush-share must each be at least 0 and add up to at most 1")
+    mix = {"fcm": 1 - args.apns_share - args.webpush_share, "apns": args.apns_share, "webpush": args.webpush_share}
+    run_bench(args.customers, Path(args.out), args.emulator_workers, args.workers, args.latency, mix)
     return 0
 
 
@@ -140,5 +143,9 @@ def add_commands(commands: Any) -> None:
     )
     bench.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the run (default: one per core)"
+    )
+    bench.add_argument("--apns-share", type=float, default=0.3, help="share of the devices that are APNs' (0 to 1)")
+    bench.add_argument(
+        "--webpush-share", type=float, default=0.1, help="share of the devices that are Web Push's; FCM has the rest"
     )
     bench.set_defaults(handler=cmd_bench)

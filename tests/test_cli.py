@@ -180,6 +180,11 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert "usage: exstream-push" in capsys.readouterr().out
 
 
+def test_a_bench_mix_that_adds_up_to_more_than_every_device_is_refused_before_anything_starts() -> None:
+    with pytest.raises(SystemExit, match="add up to at most 1"):
+        main(["bench", "--customers", "10", "--apns-share", "0.8", "--webpush-share", "0.5"])
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The real command in its own process, as an operator runs it."""
     return subprocess.run(
