@@ -271,7 +271,7 @@ def test_results_are_flushed_while_the_batch_runs(apns: ApnsEmulator, key: ApnsS
     )
     assert [result.key for result in results] == [request.key for request in requests]
     assert sorted(result.key for group in groups for result in group) == sorted(r.key for r in requests)
-    assert all(len(group) <= 10 + 8 for group in groups)  # what completed since the recorder was last free
+    assert all(len(group) <= 10 for group in groups)
 
 
 # The emulator is as strict as Apple.

@@ -3,15 +3,13 @@
 A provider (FCM, APNs, Web Push) supplies how one request is prepared and posted and how its failures read; the
 driver here keeps requests in flight under an adaptive limit and the send quota, retries what the one error table
 (``exstream_push.connectors.push_errors``) calls transient, honouring ``Retry-After``, renews a credential the
-provider refused once, and hands results back in groups, recorded on a thread of their own while the rest is in
-flight, so a crash repeats only what was on the wire or not yet recorded, and a ledger waiting for its lock does not
-stop the sending. One mechanism, so idempotency and the crash bound hold the same way for every provider.
+provider refused once, and hands results back in groups while the rest is in flight, so a crash repeats only what
+was on the wire. One mechanism, so idempotency and the crash bound hold the same way for every provider.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import gc
 import logging
 import random
@@ -198,13 +196,10 @@ class PushSender(ABC, Generic[Session]):
     ) -> list[PushResult]:
         """Send every request; return one result per request, in request order.
 
-        ``on_results`` receives completed results in groups — handed over every ``flush_size`` completions or
-        0.2 s, all those waiting in one call — on a thread of its own, one call at a time and in order, so the
-        caller records outcomes while the rest is in flight and a write that waits (a database lock) does not
-        hold up the event loop.
-        Requests in flight and results not yet recorded together stay below ``flush_size`` plus the most in
-        flight: a new request waits while they would not, so after a crash only those may be sent again. One
-        batched write per call. If it raises, sending stops and the exception propagates.
+        ``on_results`` receives completed results in groups of at most ``flush_size``, at least every 0.2 s,
+        on the event-loop thread, so the caller can record outcomes while the rest is in flight: after a crash
+        only what was truly in flight (or not yet handed over) may be sent again. Keep it quick (one batched
+        write). If it raises, sending stops and the exception propagates.
         """
         if flush_size < 1:
             raise ValueError("flush_size must be at least 1")
@@ -315,17 +310,6 @@ class _Batch:
         self._results: list[PushResult | None] = [None] * len(requests)
         self._bodies: list[Any] = [None] * len(requests)
         self._unflushed: list[PushResult] = []
-        """Completed, not yet handed to the recorder: handed over at ``flush_size``, or by the periodic flush."""
-        self._handed_over: list[PushResult] = []
-        """Handed over, not yet taken by the recorder, which takes all of it in one call."""
-        self._unrecorded = 0
-        """Completed and not yet recorded (unflushed, handed over, or in the write): what a crash now would lose."""
-        self._in_flight = 0
-        self._unconfirmed_bound = flush_size + sender.max_concurrency
-        """What a crash may repeat at most: requests in flight plus results not yet recorded stay below this."""
-        self._handover = asyncio.Event()
-        self._recorded = asyncio.Event()
-        self._writing: asyncio.Future[None] | None = None
         self._unresolved = len(requests)
         self._finished = asyncio.Event()
         self._failure: BaseException | None = None
@@ -349,26 +333,19 @@ class _Batch:
                 self._resolve(index, self._sender.unsendable(request.key, error))
             else:
                 self._queue.put_nowait((index, 1))
-        background = [self._watched(self._flush_periodically())]
-        if self._on_results is not None:
-            background.append(self._watched(self._record_handed_over()))
+        flusher = self._watched(self._flush_periodically())
         try:
             self._staff()
             if self._unresolved:
                 await self._finished.wait()
-            self._flush()
-            while self._unrecorded and self._failure is None:
-                self._recorded.clear()
-                await self._recorded.wait()
             if self._failure is not None:
-                raise self._failure  # a worker or the recorder stopped by raising (from on_results)
+                raise self._failure  # a worker or the flusher stopped by raising (from on_results)
+            self._flush()
         finally:
-            tasks = [*background, *self._workers, *self._pending_retries]
+            tasks = [flusher, *self._workers, *self._pending_retries]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self._writing is not None:  # a write on the recorder's thread runs on: the batch ends after it
-                await asyncio.gather(self._writing, return_exceptions=True)
             await self._permits.close()
             self._sender.last_limit = self._limit.stats()
         return [result for result in self._results if result is not None]
@@ -384,7 +361,6 @@ class _Batch:
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
             self._finished.set()
-            self._recorded.set()
 
     def _staff(self) -> None:
         """Start workers while the limit has room for more and queued work has no idle worker to take it."""
@@ -407,17 +383,10 @@ class _Batch:
 
     async def _attempt(self, index: int, attempt_number: int) -> None:
         sender = self._sender
-        while self._in_flight + self._unrecorded >= self._unconfirmed_bound:  # the recorder is behind: wait for it
-            self._recorded.clear()
-            await self._recorded.wait()
-        self._in_flight += 1
-        try:
-            await self._limit.acquire()
-            await self._permits.take()
-            started = time.monotonic()
-            attempt = await sender.post(self._session, self._bodies[index])
-        finally:
-            self._in_flight -= 1
+        await self._limit.acquire()
+        await self._permits.take()
+        started = time.monotonic()
+        attempt = await sender.post(self._session, self._bodies[index])
         self._limit.release(time.monotonic() - started, overloaded=attempt.overloaded)
         key = self._requests[index].key
         if attempt.error is None:
@@ -451,35 +420,16 @@ class _Batch:
         self._unresolved -= 1
         if self._on_results is not None:
             self._unflushed.append(result)
-            self._unrecorded += 1
             if len(self._unflushed) >= self._flush_size:
                 self._flush()
         if self._unresolved == 0:
             self._finished.set()
 
     def _flush(self) -> None:
-        """Hand what completed to the recorder (it takes everything handed over when it is next free)."""
-        if not self._unflushed:
+        if self._on_results is None or not self._unflushed:
             return
-        self._handed_over.extend(self._unflushed)
-        self._unflushed = []
-        self._handover.set()
-
-    async def _record_handed_over(self) -> None:
-        """The recorder: one ``on_results`` call at a time on a thread of its own, so the event loop goes on
-        sending while a write waits for the database."""
-        assert self._on_results is not None
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()  # the caller's run context (Prefect's) reaches the write
-        while True:
-            await self._handover.wait()
-            self._handover.clear()
-            group, self._handed_over = self._handed_over, []
-            self._writing = loop.run_in_executor(None, context.run, self._on_results, group)
-            await asyncio.shield(self._writing)  # cancelled, the write still finishes: ``run`` waits for it
-            self._writing = None
-            self._unrecorded -= len(group)
-            self._recorded.set()
+        group, self._unflushed = self._unflushed, []
+        self._on_results(group)
 
     async def _flush_periodically(self) -> None:
         while True:

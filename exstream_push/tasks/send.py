@@ -4,7 +4,6 @@ outcomes as they complete."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -123,35 +122,32 @@ def send_push(
     counts["already_done"] = len(messages) - len(to_send)
     seconds_recording = 0.0
     configuration_errors: Counter[str] = Counter()
-    recording = threading.Lock()
 
     def record(results: Sequence[PushResult]) -> None:
-        """The one way an outcome reaches the ledger, whichever provider sent it: each sender records on a thread
-        of its own, so one write at a time here keeps the counts whole (SQLite takes one writer anyway)."""
+        """The one way an outcome reaches the ledger, whichever provider sent it (all on the loop's thread)."""
         nonlocal seconds_recording
-        with recording:
-            started = time.perf_counter()
-            outcomes, dead_devices = [], defaultdict(list)
-            for result in results:
-                status, reason, outcome = _classify(result)
-                outcomes.append(
-                    {
-                        "key": result.key,
-                        "status": status,
-                        "reason": reason,
-                        "provider_message_id": result.message_id,
-                        "attempts": result.attempts,
-                    }
-                )
-                counts[outcome] += 1
-                if outcome == "configuration_error":
-                    configuration_errors[f"{result.provider}:{result.error_code}"] += 1
-                if result.error_class is not None and result.error_class.deactivate_device:
-                    dead_devices[f"{result.provider}:{result.error_code}"].append(device_of[result.key])
-            ledger.record_outcomes(outcomes)
-            for reason, devices in dead_devices.items():
-                counts["devices_deactivated"] += ledger.deactivate_devices(devices, reason)
-            seconds_recording += time.perf_counter() - started
+        started = time.perf_counter()
+        outcomes, dead_devices = [], defaultdict(list)
+        for result in results:
+            status, reason, outcome = _classify(result)
+            outcomes.append(
+                {
+                    "key": result.key,
+                    "status": status,
+                    "reason": reason,
+                    "provider_message_id": result.message_id,
+                    "attempts": result.attempts,
+                }
+            )
+            counts[outcome] += 1
+            if outcome == "configuration_error":
+                configuration_errors[f"{result.provider}:{result.error_code}"] += 1
+            if result.error_class is not None and result.error_class.deactivate_device:
+                dead_devices[f"{result.provider}:{result.error_code}"].append(device_of[result.key])
+        ledger.record_outcomes(outcomes)
+        for reason, devices in dead_devices.items():
+            counts["devices_deactivated"] += ledger.deactivate_devices(devices, reason)
+        seconds_recording += time.perf_counter() - started
 
     groups: list[tuple[PushSender[Any], list[PushRequest]]] = []
     now = time.time()
@@ -181,8 +177,7 @@ def send_push(
 def _send_all(groups: Sequence[tuple[PushSender[Any], list[PushRequest]]], record: OnResults) -> None:
     """Every provider's group at once on one event loop (uvloop where installed), through one ``record``.
 
-    Handing outcomes over every ``max_concurrency`` completions of a sender (or every 0.2 s), with no new request
-    while those in flight and those not yet recorded would reach twice that, bounds what a crash can repeat to
+    Recording every ``max_concurrency`` completions of a sender (or every 0.2 s) bounds what a crash can repeat to
     twice the most messages in flight, per provider."""
 
     async def send_every_group() -> None:
