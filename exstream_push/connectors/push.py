@@ -10,15 +10,13 @@ was on the wire. One mechanism, so idempotency and the crash bound hold the same
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -189,7 +187,8 @@ class PushSender(ABC, Generic[Session]):
         self, requests: Sequence[PushRequest], on_results: OnResults | None = None, flush_size: int = 100
     ) -> list[PushResult]:
         """``send_async`` for synchronous callers, on an event loop of its own (uvloop where installed)."""
-        return run_sending(self.send_async(requests, on_results, flush_size))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(self.send_async(requests, on_results, flush_size))
 
     async def send_async(
         self, requests: Sequence[PushRequest], on_results: OnResults | None = None, flush_size: int = 100
@@ -226,59 +225,6 @@ class PushSender(ABC, Generic[Session]):
         )
         if any(result.error_class is not None and result.error_class.alert_operator for result in results):
             logger.error("%s refused our configuration (credentials, project or keys): %s", self.label, dict(failures))
-
-
-SENDING_GC_THRESHOLD = 20_000
-"""The young generation's threshold while a batch is on the wire (CPython's default: 700). Every request in flight
-allocates a few hundred objects that live one round trip; at the default, collections ran several hundred times a
-batch and promoted those objects into the older generations, whose collections then walked the whole heap."""
-
-T = TypeVar("T")
-
-
-class _SendingCollector:
-    """Process-wide, counted: batches sent side by side in threads of one process share one tuning, set by the
-    first to start and undone by the last to finish."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._senders = 0
-        self._thresholds = gc.get_threshold()
-
-    @contextmanager
-    def tuned(self) -> Iterator[None]:
-        with self._lock:
-            if self._senders == 0:
-                self._thresholds = gc.get_threshold()
-                gc.collect(1)
-                gc.freeze()
-                gc.set_threshold(SENDING_GC_THRESHOLD, *self._thresholds[1:])
-            self._senders += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._senders -= 1
-                if self._senders == 0:
-                    gc.set_threshold(*self._thresholds)
-                    gc.unfreeze()
-
-
-_SENDING_COLLECTOR = _SendingCollector()
-
-
-def collector_tuned_for_sending() -> AbstractContextManager[None]:
-    """Freeze what the process holds before a batch (imported modules, the batch's own messages: objects that
-    outlive its requests) so that no collection walks them, and raise the young generation's threshold; both are
-    restored when the last batch in flight finishes. Garbage cycles are still collected, only less often."""
-    return _SENDING_COLLECTOR.tuned()
-
-
-def run_sending(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a sending coroutine to the end on an event loop of its own (uvloop where installed), with the garbage
-    collector tuned for requests in flight: the one way every synchronous caller drives a sender."""
-    with collector_tuned_for_sending(), asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(coroutine)
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -18,7 +18,7 @@ from exstream_push.blocks.push import PushConnections
 from exstream_push.connectors.apns import ApnsNotification
 from exstream_push.connectors.collapse import apns_collapse_id, webpush_topic
 from exstream_push.connectors.fcm import MAX_TTL
-from exstream_push.connectors.push import OnResults, PushRequest, PushResult, PushSender, run_sending
+from exstream_push.connectors.push import OnResults, PushRequest, PushResult, PushSender, event_loop_factory
 from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.connectors.webpush import WebPushNotification
 from exstream_push.ledger.store import notification_rows
@@ -188,4 +188,5 @@ def _send_all(groups: Sequence[tuple[PushSender[Any], list[PushRequest]]], recor
             )
         )
 
-    run_sending(send_every_group())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(send_every_group())
