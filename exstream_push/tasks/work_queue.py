@@ -39,6 +39,7 @@ from prefect.states import Crashed
 from exstream_push.keys import run_key
 from exstream_push.ledger import Ledger
 from exstream_push.ledger.store import utcnow
+from exstream_push.memory import return_freed_memory
 from exstream_push.runtime import ledger_for, run_logger
 from exstream_push.settings import get_settings
 from exstream_push.status import BatchState, RunState
@@ -289,6 +290,7 @@ def drain_batches(
                     run_logger().warning("run %s: batch %d was taken over while held here", run.run_key, number)
                 processed += 1
                 progress.batch_done(number, counts)
+                return_freed_memory()  # the batch's frames are gone: its pages need not outlive it
                 yield future
                 continue
             _state, _totals, batches = ledger.run_state(run.run_id)
