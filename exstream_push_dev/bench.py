@@ -171,9 +171,7 @@ def _per_provider(sent: Mapping[str, int], seconds: float) -> dict[str, dict[str
     """Each provider's messages sent in a run of ``seconds`` and its rate over the whole run: the providers send
     side by side in every batch, so their rates add up to the end-to-end one."""
     return {
-        provider: {"sent": sent.get(provider, 0), "per_s": round(sent.get(provider, 0) / seconds)}
-        for provider, count in sent.items()
-        if count
+        provider: {"sent": sent.get(provider, 0), "per_s": round(sent.get(provider, 0) / seconds)} for provider in MIX
     }
 
 
