@@ -8,7 +8,9 @@ figures give each provider's share of the rate.
 - the **ceiling**: the fastest a minimal aiohttp client gets pre-encoded messages accepted;
 - the **baseline**: firebase-admin's own ``send_each_async`` (500 per call) for 20,000 messages;
 - the **product**: ``statement_ready`` on a generated manifest in ``--workers`` processes sharing the run (one per
-  core by default), against one Prefect server, then the same manifest again (must send 0).
+  core by default), against one Prefect server, then the same manifest again (must send 0);
+- the **control**: the first run again on a ledger of its own, by workers that append no evidence
+  (``without_evidence/sitecustomize.py``): the first run's time over its time is what the evidence log costs.
 
 The product's peak RSS is each worker process's own (``wait4``), so the emulators, the Prefect server and the
 transport measurements in their processes do not count against it.
@@ -303,6 +305,27 @@ def _run_workers(count: int, manifest: Path, env: dict[str, str], logs: Path) ->
     return WorkersRun(time.perf_counter() - started, started_at, totals, peak_rss, cpu_seconds)
 
 
+WITHOUT_EVIDENCE = Path(__file__).parent / "without_evidence"
+"""A ``sitecustomize`` that takes the evidence log out of a worker's ledger writes: the control run's."""
+
+
+def _control_run(
+    workers: int, manifest: Path, env: Mapping[str, str], logs: Path, home: Path, devices: Path
+) -> WorkersRun:
+    """The first run again, in a ledger of its own, with worker processes that append no evidence: the same work
+    less the log, so the first run's time over this one's is what the log costs."""
+    from exstream_push.devices import import_devices
+    from exstream_push.runtime import ledger_for
+
+    ledger = ledger_for(Settings(home=home))
+    import_devices(ledger, devices)
+    path = os.pathsep.join(filter(None, [str(WITHOUT_EVIDENCE), env.get("PYTHONPATH")]))
+    run = _run_workers(workers, manifest, {**env, "EXSTREAM_PUSH_HOME": str(home), "PYTHONPATH": path}, logs)
+    if ledger.evidence_records():
+        raise RuntimeError("the control run appended evidence: it would not measure the log's cost")
+    return run
+
+
 def run_bench(
     customers: int,
     out: Path,
@@ -418,6 +441,8 @@ def run_bench(
             first_by_provider = ledger_for(settings).sent_by_provider("statement-ready", BENCH_JOB)
             second = _run_workers(workers, manifest, env, logs)
             phases, task_runs = _task_run_phases(first.started, second.started)
+            evidence_records = ledger_for(settings).evidence_records()
+            without_evidence = _control_run(workers, manifest, env, logs, run_home / "without-evidence", devices)
             # The same data again, in a ledger of its own, against providers that answer after latency_ms.
             latency_home = run_home / "at-latency"
             latency_ledger = ledger_for(Settings(home=latency_home))
@@ -463,6 +488,14 @@ def run_bench(
         "notifications_sent": sent,
         "notifications_failed": first.totals["failed"],
         "first_run_seconds": round(first.seconds, 2),
+        "first_run_seconds_without_evidence": round(without_evidence.seconds, 2),
+        "evidence_cost_ratio": round(first.seconds / without_evidence.seconds - 1, 3),
+        "evidence_records": evidence_records,
+        "cpu_us_per_notification_without_evidence": (
+            round(without_evidence.cpu_seconds / without_evidence.totals["sent"] * 1e6)
+            if without_evidence.totals["sent"]
+            else None
+        ),
         "seconds_per_phase": {name: round(value, 2) for name, value in sorted(phases.items())},
         "peak_rss_mb": max(first.peak_rss_mb + second.peak_rss_mb),
         "peak_rss_mb_per_worker": first.peak_rss_mb,

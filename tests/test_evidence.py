@@ -25,7 +25,7 @@ from exstream_push.cli import main
 from exstream_push.ledger import Ledger, evidence, store
 from exstream_push.ledger.errors import LedgerError
 from exstream_push.ledger.models import Evidence, EvidenceHead, Notification
-from exstream_push.ledger.store import make_engine, notification_rows
+from exstream_push.ledger.store import make_engine, notification_rows, notification_subjects
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState, Status
@@ -179,6 +179,7 @@ EXPECTED = sorted(
 def test_every_fact_is_appended_by_the_write_that_causes_it_once(ledger: Ledger, clock: Clock) -> None:
     every_case(ledger, clock)
     assert facts(ledger) == EXPECTED
+    assert ledger.evidence_records() == len(EXPECTED)
 
     # The same writes again add nothing: the document, the events, the hand-back, the expiry and the fallback
     # are each recorded once, and so is their evidence.
@@ -193,6 +194,38 @@ def test_every_fact_is_appended_by_the_write_that_causes_it_once(ledger: Ledger,
         stored = conn.execute(select(Evidence.__table__)).all()
     assert not any(token in str(row) for row in stored for token in TOKENS.values())
     assert ledger.verify_evidence().broken is None
+
+
+def test_outcomes_given_their_subjects_append_what_a_read_back_would(ledger: Ledger, clock: Clock) -> None:
+    """The sender hands ``record_outcomes`` what it holds about each key instead of the ledger reading it back: the
+    facts are the same ones, and a settled key it does not name is still read back."""
+    every_case(ledger, clock)
+    ledger.record_documents([document(STATEMENT, "S-2", 2), document(STATEMENT, "S-3", 3)])
+    read_back, given = claims(STATEMENT, "S-2", ("dev-1", ""), ("dev-2", "")), claims(STATEMENT, "S-3", ("dev-1", ""))
+    ledger.claim(read_back + given)
+    outcomes = [
+        {"key": read_back[0]["key"], "status": Status.SENT, "provider_message_id": "m-2"},
+        {"key": read_back[1]["key"], "status": Status.FAILED, "reason": "BadDeviceToken"},
+    ]
+    ledger.record_outcomes(outcomes)
+    ledger.record_outcomes(
+        [
+            {"key": given[0]["key"], "status": Status.SENT, "provider_message_id": "m-3"},
+            {"key": read_back[1]["key"], "status": Status.FAILED, "reason": "BadDeviceToken"},
+        ],
+        notification_subjects(given, ["fcm"]),
+    )
+    added = sorted(set(facts(ledger)) - set(EXPECTED))
+    assert added == [
+        ("failed", STATEMENT, "S-2", "dev-2", "apns", "", "", "BadDeviceToken"),
+        ("generated", STATEMENT, "S-2", "", "", "", "", "step-1"),
+        ("generated", STATEMENT, "S-3", "", "", "", "", "step-1"),
+        ("notified", STATEMENT, "S-2", "dev-1", "fcm", "m-2", "", ""),
+        ("notified", STATEMENT, "S-3", "dev-1", "fcm", "m-3", "", ""),
+    ]
+    with ledger.engine.connect() as conn:
+        named = conn.execute(select(Evidence.customer_id, Evidence.job_id).where(Evidence.document_id == "S-3"))
+        assert set(named) == {("C1", f"JOB-{STATEMENT}")}
 
 
 def test_a_write_whose_evidence_cannot_be_appended_does_not_happen(ledger: Ledger) -> None:
@@ -213,6 +246,7 @@ def test_every_shard_head_starts_at_genesis(ledger: Ledger) -> None:
     with ledger.engine.connect() as conn:
         heads = conn.execute(select(EvidenceHead.__table__).order_by(EvidenceHead.shard)).all()
     assert [tuple(head) for head in heads] == [(shard, 0, evidence.GENESIS) for shard in range(evidence.SHARDS)]
+    assert ledger.evidence_records() == 0
 
 
 # -- verify ------------------------------------------------------------------------------------------------------

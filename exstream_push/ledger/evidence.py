@@ -194,6 +194,13 @@ def head_digest(engine: Engine) -> str:
     return hashlib.sha256("".join(f"{shard}:{seq}:{digest}\n" for shard, seq, digest in tips).encode()).hexdigest()
 
 
+def record_count(engine: Engine) -> int:
+    """Records appended so far: the sum of the shards' sequence numbers, read from the heads, not the log."""
+    heads = EvidenceHead.__table__
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.coalesce(func.sum(heads.c.seq), 0))))
+
+
 @dataclass(frozen=True)
 class Break:
     """The first record where the chain no longer holds (``id`` None: the record the shard's head names is gone)."""

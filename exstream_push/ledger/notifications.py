@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -11,6 +11,18 @@ from exstream_push.ledger import bulk, evidence, store
 from exstream_push.ledger.base import LedgerBase
 from exstream_push.ledger.models import Notification
 from exstream_push.status import NOTICE_STAGE, UNSETTLED, EvidenceFact, Status
+
+
+class Subject(NamedTuple):
+    """Whom and what a notification is about: what its evidence names, and never changes after its claim."""
+
+    use_case: str
+    document_id: str
+    customer_id: str
+    job_id: str
+    device_id: str
+    stage: str
+    provider: str | None
 
 
 class NotificationMixin(LedgerBase):
@@ -53,9 +65,14 @@ class NotificationMixin(LedgerBase):
                 )
         return owed
 
-    def record_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
+    def record_outcomes(
+        self, outcomes: Sequence[Mapping[str, Any]], subjects: Mapping[str, Subject] | None = None
+    ) -> None:
         """Outcomes keyed by ``key`` with status, reason, provider_message_id and attempts (added); a push sent or
-        refused for good is evidence, appended in the same transaction."""
+        refused for good is evidence, appended in the same transaction.
+
+        ``subjects``: what the caller already holds about the keys (the sender, its batch), so their evidence
+        needs no read of the ledger; a settled key missing from it is read back."""
         if not outcomes:
             return
         table = Notification.__table__
@@ -74,7 +91,7 @@ class NotificationMixin(LedgerBase):
         # Read and made ready before the write: a notification's document, device and stage never change, and a
         # SQLite writer holds every other process's writes up for as long as its transaction lasts.
         with self.engine.connect() as conn:
-            facts = evidence.prepare(_outcome_facts(conn, rows))
+            facts = evidence.prepare(_outcome_facts(conn, rows, subjects or {}))
         with self.engine.begin() as conn:
             if self._copies(rows):
                 bulk.update_outcomes(conn, table, rows)
@@ -129,14 +146,15 @@ class NotificationMixin(LedgerBase):
 _SETTLED = (Status.SENT.value, Status.FAILED.value)
 
 
-def _outcome_facts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _outcome_facts(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], subjects: Mapping[str, Subject]
+) -> list[dict[str, Any]]:
     """``notified``, ``reminded`` (a stage's push) or ``failed`` per outcome, with its notification's document and
-    device (its ledger id and provider, never its token)."""
-    settled = {row["key"]: row for row in rows if row["status"] in _SETTLED}
-    if not settled:
-        return []
-    facts = []
-    for chunk in store._chunks(list(settled)):
+    device (its ledger id and provider, never its token): from ``subjects``, else read from the ledger."""
+    settled = [row for row in rows if row["status"] in _SETTLED]
+    known = {row["key"]: subjects[row["key"]] for row in settled if row["key"] in subjects}
+    unknown = [row["key"] for row in settled if row["key"] not in known]
+    for chunk in store._chunks(unknown):
         found = bulk.driver_rows(
             conn,
             "SELECT n.key, n.use_case, n.document_id, n.customer_id, n.job_id, n.device_id, n.stage, d.provider "
@@ -144,24 +162,28 @@ def _outcome_facts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[
             f"WHERE n.key IN ({evidence.marks(conn, len(chunk))})",
             chunk,
         )
-        for key, use_case, document_id, customer_id, job_id, device_id, stage, provider in found:
-            row = settled[key]
-            failed = row["status"] == Status.FAILED
-            reminder = stage not in ("", NOTICE_STAGE)
-            kind = EvidenceFact.FAILED if failed else EvidenceFact.REMINDED if reminder else EvidenceFact.NOTIFIED
-            facts.append(
-                evidence.fact(
-                    kind,
-                    document_id,
-                    row["updated_at"],
-                    use_case=use_case,
-                    customer_id=customer_id,
-                    job_id=job_id,
-                    device_id=device_id or None,
-                    provider=provider,
-                    provider_message_id=row["provider_message_id"],
-                    stage=stage,
-                    detail=row["reason"] if failed else None,
-                )
+        known.update((key, Subject(*subject)) for key, *subject in found)
+    facts = []
+    for row in settled:
+        subject = known.get(row["key"])
+        if subject is None:  # not claimed: no notification to record, so no evidence either
+            continue
+        failed = row["status"] == Status.FAILED
+        reminder = subject.stage not in ("", NOTICE_STAGE)
+        kind = EvidenceFact.FAILED if failed else EvidenceFact.REMINDED if reminder else EvidenceFact.NOTIFIED
+        facts.append(
+            evidence.fact(
+                kind,
+                subject.document_id,
+                row["updated_at"],
+                use_case=subject.use_case,
+                customer_id=subject.customer_id,
+                job_id=subject.job_id,
+                device_id=subject.device_id or None,
+                provider=subject.provider,
+                provider_message_id=row["provider_message_id"],
+                stage=subject.stage,
+                detail=row["reason"] if failed else None,
             )
+        )
     return facts

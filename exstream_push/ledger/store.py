@@ -7,7 +7,7 @@ call time (``store.utcnow()``), which is also what lets a test fix the clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from exstream_push.ledger.exceptions import ExceptionRepository
 from exstream_push.ledger.follow_ups import FollowUpRepository
 from exstream_push.ledger.ingress import IngressRepository
 from exstream_push.ledger.notices import NoticeRepository
-from exstream_push.ledger.notifications import NotificationMixin
+from exstream_push.ledger.notifications import NotificationMixin, Subject
 from exstream_push.ledger.outbox import OutboxRepository
 from exstream_push.ledger.post_backs import PostBackMixin
 from exstream_push.ledger.preferences import PreferenceRepository
@@ -34,7 +34,15 @@ from exstream_push.ledger.reminders import ReminderRepository
 from exstream_push.ledger.watermarks import WatermarkMixin
 from exstream_push.ledger.work_queue import WorkQueueMixin
 
-__all__ = ["Ledger", "make_engine", "notification_key", "notification_rows", "utcnow"]
+__all__ = [
+    "Ledger",
+    "Subject",
+    "make_engine",
+    "notification_key",
+    "notification_rows",
+    "notification_subjects",
+    "utcnow",
+]
 
 # Parameters per statement stay well under SQLite's 32,766 and PostgreSQL's 65,535 bind-variable limits.
 _CHUNK = 2_000
@@ -106,6 +114,23 @@ def notification_rows(
     ]
 
 
+def notification_subjects(rows: Sequence[Mapping[str, Any]], providers: Iterable[str | None]) -> dict[str, Subject]:
+    """By key, what the evidence of each of ``notification_rows``' rows names (``record_outcomes``): the row's
+    own columns and the provider its device is sent through."""
+    return {
+        row["key"]: Subject(
+            row["use_case"],
+            row["document_id"],
+            row["customer_id"],
+            row["job_id"],
+            row["device_id"],
+            row["stage"],
+            provider,
+        )
+        for row, provider in zip(rows, providers, strict=True)
+    }
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -155,6 +180,10 @@ class Ledger(
         """The digest over every evidence shard's head: published at the end of a run, so a chain rewritten
         afterwards no longer leads to a head anyone saw."""
         return evidence.head_digest(self.engine)
+
+    def evidence_records(self) -> int:
+        """How many records the evidence log holds, from its shard heads (no walk of the chains)."""
+        return evidence.record_count(self.engine)
 
     def verify_evidence(self, since: datetime | None = None) -> evidence.Verdict:
         """Recompute the evidence chains (from ``since`` when given): the first broken record, if any."""

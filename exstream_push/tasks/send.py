@@ -21,7 +21,7 @@ from exstream_push.connectors.fcm import MAX_TTL
 from exstream_push.connectors.push import OnResults, PushRequest, PushResult, PushSender, event_loop_factory
 from exstream_push.connectors.push_errors import PushConfigurationError
 from exstream_push.connectors.webpush import WebPushNotification
-from exstream_push.ledger.store import notification_rows
+from exstream_push.ledger.store import notification_rows, notification_subjects
 from exstream_push.retrying import retry_if_it_can_succeed
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
@@ -115,9 +115,10 @@ def send_push(
     device still shows one.
     """
     ledger = ledger_for(get_settings())
-    owed = ledger.claim(notification_rows(messages, use_case, Status.PENDING, as_of=as_of))
+    claims = notification_rows(messages, use_case, Status.PENDING, as_of=as_of)
+    owed = ledger.claim(claims)
+    subjects = notification_subjects(claims, messages["provider"])
     to_send = messages[messages["key"].isin(owed)]
-    device_of = dict(zip(to_send["key"], to_send["device_id"], strict=True))
     counts: Counter[str] = Counter(dict.fromkeys(SEND_COUNTS, 0))
     counts["already_done"] = len(messages) - len(to_send)
     seconds_recording = 0.0
@@ -143,8 +144,8 @@ def send_push(
             if outcome == "configuration_error":
                 configuration_errors[f"{result.provider}:{result.error_code}"] += 1
             if result.error_class is not None and result.error_class.deactivate_device:
-                dead_devices[f"{result.provider}:{result.error_code}"].append(device_of[result.key])
-        ledger.record_outcomes(outcomes)
+                dead_devices[f"{result.provider}:{result.error_code}"].append(subjects[result.key].device_id)
+        ledger.record_outcomes(outcomes, subjects)
         for reason, devices in dead_devices.items():
             counts["devices_deactivated"] += ledger.deactivate_devices(devices, reason)
         seconds_recording += time.perf_counter() - started
