@@ -51,7 +51,8 @@ class EvidenceFact(StrEnum):
     GENERATED = "generated"  # registered from an Exstream job's delivery file (job, step)
     NOTIFIED = "notified"  # a push accepted by its provider (device, provider, provider message id)
     REMINDED = "reminded"  # a reminder stage's push accepted by its provider
-    FAILED = "failed"  # a push refused for good (detail: the provider's code)
+    FAILED = "failed"  # a push refused for good, or a delivery exception (provider: the push provider or the
+    # Exstream channel that failed; detail: the provider's code or the failure class)
     DELIVERED = "delivered"
     OPENED = "opened"
     ACCESSED = "accessed"

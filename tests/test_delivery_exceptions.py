@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from exstream_push.cli import main
 from exstream_push.flows.delivery_exceptions import delivery_exceptions
 from exstream_push.flows.exstream_watcher import exstream_watcher
-from exstream_push.ledger import TrackingEvent
+from exstream_push.ledger import Evidence, TrackingEvent
 from exstream_push.message_file import parse_line
 from exstream_push.runtime import _ledger, ledger_for
 from exstream_push.settings import ManifestKeys, get_settings
@@ -43,6 +44,21 @@ MASKED = re.compile(r"\*\*\*\*\d{4}")
 
 def _groups(messages: list[dict]) -> dict[tuple[str, str, str], dict]:
     return {(m["data"]["job_id"], m["data"]["channel"], m["data"]["failure_class"]): m for m in messages}
+
+
+def _failed_facts() -> dict[str, tuple[str, str]]:
+    """The delivery-exception evidence: (channel, failure class) by document, failing if one is recorded twice or
+    carries a customer field."""
+    table = Evidence.__table__
+    statement = select(table.c.document_id, table.c.provider, table.c.detail, table.c.customer_id).where(
+        table.c.use_case == "delivery-exceptions", table.c.fact == "failed"
+    )
+    with ledger_for(get_settings()).engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    assert all(customer is None for *_, customer in rows)
+    facts = {document_id: (channel, code) for document_id, channel, code, _ in rows}
+    assert len(facts) == len(rows)
+    return facts
 
 
 def test_thousands_of_failures_make_one_operations_push_per_group(
@@ -108,10 +124,19 @@ def test_thousands_of_failures_make_one_operations_push_per_group(
     listing = json.dumps(listed, default=str)
     assert not [value for value in scenario.personal_data if value in listing]
 
+    # Each failed document is evidence too: its channel and failure class, once, and nothing that identifies anyone.
+    failed_facts = _failed_facts()
+    assert Counter(failed_facts.values()) == Counter(
+        {(channel, failure_class): len(documents) for (_, channel, failure_class), documents in expected.items()}
+    )
+    assert set(failed_facts) == set(scenario.failed)
+    assert ledger_for(get_settings()).verify_evidence().broken is None
+
     # A re-run (same job, same events, repeated events included) records nothing and alerts nobody.
     again = delivery_exceptions(job_id=JOB_ID, events=str(scenario.events), as_of=AS_OF)
     assert again["exceptions_new"] == 0 and again["alerts"] == 0
     assert len(fcm_messages(fcm)) == len(messages)
+    assert _failed_facts() == failed_facts
 
     # More failures of one group arriving later: one update with the new total that replaces the earlier notice.
     more = {f"{JOB_ID}-D9{n:06d}": f"C9{n:07d}" for n in range(5)}

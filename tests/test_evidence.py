@@ -22,9 +22,9 @@ from sqlalchemy import select, text
 
 from exstream_push.audit import EVIDENCE_SCHEMA, HEAD_METADATA
 from exstream_push.cli import main
-from exstream_push.ledger import Ledger, evidence, store
+from exstream_push.ledger import Ledger, alerts, evidence, store
 from exstream_push.ledger.errors import LedgerError
-from exstream_push.ledger.models import Evidence, EvidenceHead, Notification
+from exstream_push.ledger.models import Evidence, EvidenceHead, Notification, OpsAlert
 from exstream_push.ledger.store import make_engine, notification_rows, notification_subjects
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
@@ -387,6 +387,55 @@ def test_postgresql_refuses_to_change_or_remove_evidence(postgres_url: str) -> N
         assert ledger.verify_evidence() == evidence.Verdict(1, 1, None)
     finally:
         ledger.dispose()
+
+
+def test_an_alerts_follow_up_is_evidence_once_per_affected_customer_however_many(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follow-up's facts stream in pages of one transaction (every shard locked once); marking it again, as a
+    re-run after a crash between the post and the mark does, appends nothing."""
+    monkeypatch.setattr(alerts, "_STREAM", {"stream_results": True, "yield_per": 7})  # pages of 7: many pages
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            OpsAlert.__table__.insert(),
+            [
+                {
+                    "alert_id": "OPS-1",
+                    "kind": "outage",
+                    "severity": "critical",
+                    "audience": "{}",
+                    "message_key": "outage",
+                    "occurred_at": T0,
+                    "received_at": T0,
+                    "state": "pushed",
+                }
+            ],
+        )
+    customers = [f"C{n:03d}" for n in range(50)]
+    frame = pd.DataFrame(
+        {
+            "document_id": [f"alert:OPS-1/{customer}" for customer in customers],
+            "job_id": "OPS-1",
+            "customer_id": customers,
+            "device_id": "",
+        }
+    )
+    ledger.record_final(notification_rows(frame, "operational-alert", Status.SKIPPED, reason="no_device"))
+
+    assert ledger.alerts.mark_follow_up_requested("operational-alert", "OPS-1", "ops-follow-up", T0) == 50
+    assert ledger.alerts.mark_follow_up_requested("operational-alert", "OPS-1", "ops-follow-up", T0) == 0
+    assert ledger.alerts.read("OPS-1")["state"] == "follow_up_requested"
+    with ledger.engine.connect() as conn:
+        handed_back = conn.execute(
+            select(Evidence.document_id, Evidence.customer_id, Evidence.stage, Evidence.detail).where(
+                Evidence.fact == "handed_back"
+            )
+        ).all()
+    assert sorted(handed_back) == [
+        (f"alert:OPS-1/{customer}", customer, "follow_up", "ops-follow-up") for customer in customers
+    ]
+    assert ledger.evidence_records() == 50
+    assert ledger.verify_evidence().broken is None
 
 
 def test_concurrent_appends_to_the_same_shards_keep_one_chain_each(ledger: Ledger) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from prefect.settings import PREFECT_API_URL
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from exstream_push.flows.operational_alert import operational_alert
 from exstream_push.ingress.app import create_app
-from exstream_push.ledger import Device, Ledger, OutboxEvent
+from exstream_push.ledger import Device, Evidence, Ledger, OutboxEvent
 from exstream_push.prefect_events import drain_outbox
 from exstream_push.runtime import ledger_for
 from exstream_push.settings import get_settings
@@ -153,6 +153,16 @@ def test_an_alert_pushes_at_once_with_high_priority_then_asks_exstream_for_the_l
     }
     with ingress.ledger.engine.connect() as conn:
         assert conn.scalar(select(Device.active).where(Device.device_id == "d-6")) is False
+    # And in the evidence log: each affected customer is a document of the alert, its pushes and its follow-up facts.
+    first = [row[1] for row in ingress.ledger.evidence_trail(f"alert:{alert_id}/C0001")]
+    assert first == ["notified", "notified", "handed_back"]
+    with ingress.ledger.engine.connect() as conn:
+        facts = conn.execute(
+            select(Evidence.fact, func.count()).where(Evidence.use_case == "operational-alert").group_by(Evidence.fact)
+        )
+        assert dict(facts.all()) == {"notified": 3, "failed": 1, "handed_back": 7}
+        handed_back = select(Evidence.stage, Evidence.detail).where(Evidence.fact == "handed_back").distinct()
+        assert conn.execute(handed_back).all() == [("follow_up", "ops-follow-up")]
 
     # The same alert again: from ops, acknowledged as a duplicate; as a flow run, nothing happens.
     changed = {"kind": "security", "severity": "info", "segment": "all-app-users", "message_key": "security"}

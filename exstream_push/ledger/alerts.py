@@ -7,10 +7,11 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, select, update
 
+from exstream_push.ledger import evidence, store
 from exstream_push.ledger.models import Device, Notification, OpsAlert, PostBack
-from exstream_push.status import Status
+from exstream_push.status import EvidenceFact, OpsAlertState, Status
 
 _STREAM = {"stream_results": True, "yield_per": 10_000}
 
@@ -31,6 +32,24 @@ class AlertRepository:
         """Move the alert to ``state``, setting the moment columns given with it."""
         with self.engine.begin() as conn:
             conn.execute(update(OpsAlert).where(OpsAlert.alert_id == alert_id).values(state=state, **moments))
+
+    def mark_follow_up_requested(self, use_case: str, alert_id: str, channel: str, posted_at: datetime | None) -> int:
+        """Move the alert to ``follow_up_requested``. The first time its follow-up is marked posted (``posted_at``),
+        each affected customer's document is evidence that the alert went to Exstream's ``channel`` for the formal
+        letter (``handed_back``, at the moment of marking, as the follow-ups' hand-backs are), appended in the same
+        transaction a page at a time, so a segment of millions is never held at once and a re-run appends nothing.
+        Returns how many facts went in."""
+        alerts = OpsAlert.__table__
+        with self.engine.begin() as conn:
+            first = 0
+            if posted_at is not None:
+                unmarked = (alerts.c.alert_id == alert_id) & alerts.c.follow_up_posted_at.is_(None)
+                first = conn.execute(update(alerts).where(unmarked).values(follow_up_posted_at=posted_at)).rowcount
+            state = OpsAlertState.FOLLOW_UP_REQUESTED.value
+            conn.execute(update(alerts).where(alerts.c.alert_id == alert_id).values(state=state))
+            if not first:
+                return 0
+            return evidence.append_all(conn, _follow_up_facts(conn, use_case, alert_id, channel, store.utcnow()))
 
     def device_customers(self, attributes: Mapping[str, str]) -> Iterator[str]:
         """Each customer with an active device matching every attribute (column → value) once, in order."""
@@ -83,3 +102,32 @@ class AlertRepository:
                 .all()
             )
         return dict(alert), (customers, customers_notified, devices_notified), list(posts)
+
+
+def _follow_up_facts(
+    conn: Connection, use_case: str, alert_id: str, channel: str, marked_at: datetime
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of ``handed_back`` facts, one per document of the alert (an affected customer), streamed."""
+    table = Notification.__table__
+    documents = (
+        select(table.c.document_id, table.c.customer_id)
+        .where(table.c.use_case == use_case, table.c.job_id == alert_id)
+        .distinct()
+        .order_by(table.c.document_id)
+        # The statement's own options, not the connection's: the appends in between must not stream.
+        .execution_options(stream_results=True, yield_per=_STREAM["yield_per"])
+    )
+    for page in conn.execute(documents).partitions():
+        yield [
+            evidence.fact(
+                EvidenceFact.HANDED_BACK,
+                document_id,
+                marked_at,
+                use_case=use_case,
+                customer_id=customer_id,
+                job_id=alert_id,
+                stage="follow_up",
+                detail=channel,
+            )
+            for document_id, customer_id in page
+        ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -150,13 +150,39 @@ def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> N
     prepared = facts if isinstance(facts, Prepared) else prepare(facts)
     if not prepared.order:
         return
-    shards = sorted({shard for shard, _ in prepared.order})
+    tips = _lock_heads(conn, sorted({shard for shard, _ in prepared.order}))
+    _insert(conn, _chained(prepared, tips))
+    _store_heads(conn, tips)
+
+
+def append_all(conn: Connection, pages: Iterable[Sequence[Mapping[str, Any]]]) -> int:
+    """Append every page of facts in the caller's transaction, however many: for a write too large to hold its
+    facts at once (an alert's follow-up to a segment of millions). Every shard's head is locked first, in one
+    sweep, so pages may fall in any shard; returns how many records went in."""
+    tips = _lock_heads(conn, list(range(SHARDS)))
+    before = dict(tips)
+    appended = 0
+    for page in pages:
+        prepared = prepare(page)
+        _insert(conn, _chained(prepared, tips))
+        appended += len(prepared.order)
+    _store_heads(conn, {shard: tip for shard, tip in tips.items() if tip != before[shard]})
+    return appended
+
+
+def _lock_heads(conn: Connection, shards: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """The (seq, hash) heads of ``shards`` (ascending), locked on PostgreSQL until the transaction ends."""
     locking = f"SELECT shard, seq, hash FROM evidencehead WHERE shard IN ({marks(conn, len(shards))}) ORDER BY shard"
     if conn.dialect.name == "postgresql":
         locking += " FOR UPDATE"
     tips = {shard: (seq, digest) for shard, seq, digest in conn.exec_driver_sql(locking, tuple(shards))}
     if len(tips) != len(shards):
         raise RuntimeError("the evidence heads are missing: the ledger was not made by its migrations")
+    return tips
+
+
+def _chained(prepared: Prepared, tips: dict[int, tuple[int, str]]) -> list[dict[str, Any]]:
+    """The stored records of ``prepared``, each hashed onto its shard's tip; ``tips`` moves along with them."""
     rows = []
     for (shard, n), body in zip(prepared.order, prepared.bodies, strict=True):
         seq, prev_hash = tips[shard]
@@ -173,6 +199,12 @@ def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> N
                 "hash": digest,
             }
         )
+    return rows
+
+
+def _insert(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
     table = Evidence.__table__
     if conn.dialect.name == "sqlite":
         bulk.sqlite_insert(conn, table, rows, STORED_COLUMNS)
@@ -180,6 +212,11 @@ def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> N
         bulk.copy_rows(conn, table, rows, STORED_COLUMNS)
     else:
         conn.execute(table.insert(), rows)
+
+
+def _store_heads(conn: Connection, tips: Mapping[int, tuple[int, str]]) -> None:
+    if not tips:
+        return
     conn.exec_driver_sql(
         f"UPDATE evidencehead SET seq = {marks(conn, 1)}, hash = {marks(conn, 1)} WHERE shard = {marks(conn, 1)}",
         [(seq, digest, shard) for shard, (seq, digest) in tips.items()],

@@ -10,9 +10,9 @@ import pandas as pd
 from sqlalchemy import Engine, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from exstream_push.ledger import store
+from exstream_push.ledger import evidence, store
 from exstream_push.ledger.models import DeliveryException, Notification
-from exstream_push.status import DocumentState
+from exstream_push.status import DocumentState, EvidenceFact, UseCase
 
 UNALERTED_COLUMNS = [
     "dedup_key",
@@ -37,20 +37,23 @@ class ExceptionRepository:
         return DeliveryException.__table__  # type: ignore[attr-defined,no-any-return]
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert, ignoring keys already recorded; returns how many records are new."""
+        """Insert, ignoring keys already recorded; returns how many records are new. Each new one that names a
+        document is evidence that the document failed on its channel (``failed``: the channel as provider, the
+        failure class as detail), appended in the same transaction."""
         unique = list({row["dedup_key"]: row for row in rows}.values())
         if not unique:
             return 0
         table = self._table()
         dialect: Any = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(table).on_conflict_do_nothing()
-        known = 0
+        statement = dialect.insert(table).on_conflict_do_nothing().returning(table.c.dedup_key)
+        by_key = {row["dedup_key"]: row for row in unique}
+        new: list[Mapping[str, Any]] = []
         with self.engine.begin() as conn:
             for chunk in store._chunks(unique):
-                keys = [row["dedup_key"] for row in chunk]
-                known += conn.scalar(select(func.count()).select_from(table).where(table.c.dedup_key.in_(keys))) or 0
-                conn.execute(statement, list(chunk))
-        return len(unique) - known
+                inserted = conn.execute(statement, list(chunk))
+                new.extend(by_key[key] for key in inserted.scalars())
+            evidence.append(conn, [_failed_fact(row) for row in new if row.get("document_id")])
+        return len(new)
 
     def document_count(self, job_id: str) -> int:
         """How many records of the job name a document (a job with none failed as a whole)."""
@@ -150,3 +153,17 @@ class ExceptionRepository:
                 )
                 marked += result.rowcount
         return marked
+
+
+def _failed_fact(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery exception as evidence: the document, its job, the channel that failed and how (never the
+    masked customer reference, which is operations' and no identifier)."""
+    return evidence.fact(
+        EvidenceFact.FAILED,
+        row["document_id"],
+        row["occurred_at"],
+        use_case=UseCase.DELIVERY_EXCEPTIONS.value,
+        job_id=row["job_id"],
+        provider=row["channel"],
+        detail=row["failure_class"],
+    )

@@ -117,13 +117,9 @@ def request_follow_up(alert: Alert, exstream: ExstreamConnection, as_of: datetim
     """
     ledger = ledger_for(get_settings())
     rows = follow_up_rows(alert, ledger.alerts.customer_outcomes(USE_CASE, alert.alert_id), as_of)
-    summary = post_driver_file(exstream, get_settings().channels.ops_follow_up, alert.alert_id, FOLLOW_UP_HEADER, rows)
-    mark_alert(
-        ledger,
-        alert.alert_id,
-        OpsAlertState.FOLLOW_UP_REQUESTED,
-        follow_up_posted_at=as_of if summary["rows"] else None,
-    )
+    channel = get_settings().channels.ops_follow_up
+    summary = post_driver_file(exstream, channel, alert.alert_id, FOLLOW_UP_HEADER, rows)
+    ledger.alerts.mark_follow_up_requested(USE_CASE, alert.alert_id, channel, as_of if summary["rows"] else None)
     return summary
 
 
