@@ -40,16 +40,15 @@ class ExceptionRepository:
         """Insert, ignoring keys already recorded; returns how many records are new. Each new one that names a
         document is evidence that the document failed on its channel (``failed``: the channel as provider, the
         failure class as detail), appended in the same transaction."""
-        unique = list({row["dedup_key"]: row for row in rows}.values())
-        if not unique:
+        by_key = {row["dedup_key"]: row for row in rows}
+        if not by_key:
             return 0
         table = self._table()
         dialect: Any = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(table).on_conflict_do_nothing().returning(table.c.dedup_key)
-        by_key = {row["dedup_key"]: row for row in unique}
         new: list[Mapping[str, Any]] = []
         with self.engine.begin() as conn:
-            for chunk in store._chunks(unique):
+            for chunk in store._chunks(list(by_key.values())):
                 inserted = conn.execute(statement, list(chunk))
                 new.extend(by_key[key] for key in inserted.scalars())
             evidence.append(conn, [_failed_fact(row) for row in new if row.get("document_id")])

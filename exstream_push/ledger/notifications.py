@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from exstream_push.ledger import bulk, evidence, store
 from exstream_push.ledger.base import LedgerBase
@@ -90,8 +90,7 @@ class NotificationMixin(LedgerBase):
         ]
         # Read and made ready before the write: a notification's document, device and stage never change, and a
         # SQLite writer holds every other process's writes up for as long as its transaction lasts.
-        with self.engine.connect() as conn:
-            facts = evidence.prepare(_outcome_facts(conn, rows, subjects or {}))
+        facts = evidence.prepare(_outcome_facts(self.engine, rows, subjects or {}))
         with self.engine.begin() as conn:
             if self._copies(rows):
                 bulk.update_outcomes(conn, table, rows)
@@ -147,22 +146,25 @@ _SETTLED = (Status.SENT.value, Status.FAILED.value)
 
 
 def _outcome_facts(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], subjects: Mapping[str, Subject]
+    engine: Engine, rows: Sequence[Mapping[str, Any]], subjects: Mapping[str, Subject]
 ) -> list[dict[str, Any]]:
     """``notified``, ``reminded`` (a stage's push) or ``failed`` per outcome, with its notification's document and
-    device (its ledger id and provider, never its token): from ``subjects``, else read from the ledger."""
+    device (its ledger id and provider, never its token): from ``subjects``, else read from the ledger (only then
+    is a connection taken: the sender names every key)."""
     settled = [row for row in rows if row["status"] in _SETTLED]
     known = {row["key"]: subjects[row["key"]] for row in settled if row["key"] in subjects}
     unknown = [row["key"] for row in settled if row["key"] not in known]
-    for chunk in store._chunks(unknown):
-        found = bulk.driver_rows(
-            conn,
-            "SELECT n.key, n.use_case, n.document_id, n.customer_id, n.job_id, n.device_id, n.stage, d.provider "
-            "FROM notification n LEFT JOIN device d ON d.device_id = n.device_id "
-            f"WHERE n.key IN ({evidence.marks(conn, len(chunk))})",
-            chunk,
-        )
-        known.update((key, Subject(*subject)) for key, *subject in found)
+    if unknown:
+        with engine.connect() as conn:
+            for chunk in store._chunks(unknown):
+                found = bulk.driver_rows(
+                    conn,
+                    "SELECT n.key, n.use_case, n.document_id, n.customer_id, n.job_id, n.device_id, n.stage, "
+                    "d.provider FROM notification n LEFT JOIN device d ON d.device_id = n.device_id "
+                    f"WHERE n.key IN ({evidence.marks(conn, len(chunk))})",
+                    chunk,
+                )
+                known.update((key, Subject(*subject)) for key, *subject in found)
     facts = []
     for row in settled:
         subject = known.get(row["key"])
