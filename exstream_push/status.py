@@ -62,6 +62,9 @@ class EvidenceFact(StrEnum):
     EXPIRED = "expired"
 
 
+PAYMENT_DETAIL = "payment"
+"""The ``detail`` of a ``completed`` fact that a payment recorded for a reminder document stands for."""
+
 NOTICE_STAGE = "notice"
 """The stage of a follow-up's first push (``usecases/follow_up``); a push at any other stage is a reminder."""
 

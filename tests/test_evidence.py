@@ -31,7 +31,7 @@ from exstream_push.settings import get_settings
 from exstream_push.status import DocumentState, Status
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-STATEMENT, POLICY, ACTION = "statement-ready", "policy-change", "action-required"
+STATEMENT, POLICY, ACTION, PAYMENT = "statement-ready", "policy-change", "action-required", "payment-reminders"
 TOKENS = {"dev-1": "fcm-registration-token-1", "dev-2": "apns-device-token-2"}
 
 
@@ -108,8 +108,8 @@ def facts(ledger: Ledger) -> list[tuple[Any, ...]]:
 
 def every_case(ledger: Ledger, clock: Clock) -> None:
     """A statement pushed to two devices (one refused), a policy notice, events, a reminder, an escalation and the
-    acknowledgement after it, an action expiring, a statement handed back for a fallback; each write through the
-    ledger's own method, at the moments the clock is set to."""
+    acknowledgement after it, an action expiring, a statement handed back for a fallback, a bill paid twice; each
+    write through the ledger's own method, at the moments the clock is set to."""
     ledger.upsert_devices(
         [
             {
@@ -124,7 +124,12 @@ def every_case(ledger: Ledger, clock: Clock) -> None:
         ]
     )
     ledger.record_documents(
-        [document(STATEMENT, "S-1", 1), document(POLICY, "P-1", 1), document(ACTION, "A-1", 1, customer_id="C2")]
+        [
+            document(STATEMENT, "S-1", 1),
+            document(POLICY, "P-1", 1),
+            document(ACTION, "A-1", 1, customer_id="C2"),
+            document(PAYMENT, "B-1", 1),
+        ]
     )
     clock(T0 + timedelta(minutes=5))
     statement = claims(STATEMENT, "S-1", ("dev-1", ""), ("dev-2", ""))
@@ -154,6 +159,14 @@ def every_case(ledger: Ledger, clock: Clock) -> None:
     ledger.record_events([event("e-4", "acknowledged", POLICY, "P-1", T0 + timedelta(days=15))])
     ledger.follow_ups.set_state(ACTION, ["A-1"], DocumentState.EXPIRED, ["open"], T0 + timedelta(days=30))
     ledger.engagement.mark_fallback_requested([(STATEMENT, "S-1")], T0 + timedelta(days=2))
+    ledger.reminders.mark_paid(PAYMENT, payments(("B-1", PAID_AT + timedelta(hours=1)), ("B-1", PAID_AT)))
+
+
+PAID_AT = T0 + timedelta(days=4)
+
+
+def payments(*rows: tuple[str, datetime]) -> pd.DataFrame:
+    return pd.DataFrame({"document_id": [d for d, _ in rows], "paid_at": pd.to_datetime([at for _, at in rows])})
 
 
 EXPECTED = sorted(
@@ -161,6 +174,7 @@ EXPECTED = sorted(
         ("generated", STATEMENT, "S-1", "", "", "", "", "step-1"),
         ("generated", POLICY, "P-1", "", "", "", "", "step-1"),
         ("generated", ACTION, "A-1", "", "", "", "", "step-1"),
+        ("generated", PAYMENT, "B-1", "", "", "", "", "step-1"),
         ("notified", STATEMENT, "S-1", "dev-1", "fcm", "projects/p/messages/1", "", ""),
         ("failed", STATEMENT, "S-1", "dev-2", "apns", "", "", "BadDeviceToken"),
         ("notified", POLICY, "P-1", "dev-1", "fcm", "m-notice", "notice", ""),
@@ -172,6 +186,7 @@ EXPECTED = sorted(
         ("handed_back", POLICY, "P-1", "", "", "", "escalation", "policy-ack-overdue"),
         ("expired", ACTION, "A-1", "", "", "", "", ""),
         ("handed_back", STATEMENT, "S-1", "", "", "", "fallback_delivery", ""),
+        ("completed", PAYMENT, "B-1", "", "", "", "", "payment"),
     ]
 )
 
@@ -188,7 +203,10 @@ def test_every_fact_is_appended_by_the_write_that_causes_it_once(ledger: Ledger,
     ledger.follow_ups.mark_hand_backs_sent(POLICY, "escalation", ["P-1"])
     ledger.follow_ups.set_state(ACTION, ["A-1"], DocumentState.EXPIRED, ["open"], T0 + timedelta(days=31))
     ledger.engagement.mark_fallback_requested([(STATEMENT, "S-1")], T0 + timedelta(days=3))
+    ledger.reminders.mark_paid(PAYMENT, payments(("B-1", PAID_AT - timedelta(hours=1))))
     assert facts(ledger) == EXPECTED
+    # A bill paid twice was completed by its first payment, and that is when its trail says so.
+    assert [evidence.moment(row[0]) for row in ledger.evidence_trail("B-1") if row[1] == "completed"] == [PAID_AT]
 
     with ledger.engine.connect() as conn:
         stored = conn.execute(select(Evidence.__table__)).all()
@@ -489,7 +507,13 @@ def test_export_all_writes_one_row_per_document_in_each_format(ledger: Ledger, c
     every_case(ledger, clock)
     ledger.record_documents([document("operational-alert", "=HYPERLINK(1)", 1)])
     head = ledger.evidence_head()
-    documents = {(STATEMENT, "S-1"), (POLICY, "P-1"), (ACTION, "A-1"), ("operational-alert", "=HYPERLINK(1)")}
+    documents = {
+        (STATEMENT, "S-1"),
+        (POLICY, "P-1"),
+        (ACTION, "A-1"),
+        (PAYMENT, "B-1"),
+        ("operational-alert", "=HYPERLINK(1)"),
+    }
     read: dict[str, list[dict[str, Any]]] = {}
     for fmt in ("csv", "parquet", "jsonl"):
         out = tmp_path / f"all.{fmt}"
@@ -497,7 +521,7 @@ def test_export_all_writes_one_row_per_document_in_each_format(ledger: Ledger, c
         assert json.loads((tmp_path / f"all.{fmt}.head").read_text()) == {
             "evidence_head": head,
             "use_case": "all",
-            "rows": 4,
+            "rows": 5,
         }
         if fmt == "csv":
             with out.open(newline="", encoding="utf-8") as handle:
@@ -535,6 +559,8 @@ def test_export_all_writes_one_row_per_document_in_each_format(ledger: Ledger, c
     assert (statement["devices_notified"], statement["failures"], statement["expired_at"]) == ("1", "1", "")
     action = next(row for row in read["parquet"] if row["document_id"] == "A-1")
     assert action["expired_at"] == T0 + timedelta(days=30)
+    bill = next(row for row in read["jsonl"] if row["document_id"] == "B-1")
+    assert (bill["completed_at"], bill["evidence_records"]) == ("2026-12-05T09:00:00Z", 2)
 
     out = tmp_path / "one.jsonl"
     assert main(["audit", "export", "--use-case", POLICY, "--format", "jsonl", "--out", str(out)]) == 0

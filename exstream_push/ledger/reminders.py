@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Select, bindparam, delete, func, select, update
+from sqlalchemy import DateTime, Engine, Select, String, column, delete, func, select, update, values
 
-from exstream_push.ledger import store
+from exstream_push.ledger import evidence, store
 from exstream_push.ledger.models import Device, Document, Notification
-from exstream_push.status import DocumentState, Status
+from exstream_push.status import PAYMENT_DETAIL, DocumentState, EvidenceFact, Status
 
 
 @dataclass(frozen=True)
@@ -92,27 +92,47 @@ class ReminderRepository:
         return pd.DataFrame(rows, columns=["document_id", "known_customer", "job_id", "state"])
 
     def mark_paid(self, use_case: str, paid: pd.DataFrame) -> None:
-        """Open documents of ``paid`` (``document_id``, ``paid_at``) become ``paid`` at the moment they were."""
+        """Open documents of ``paid`` (``document_id``, ``paid_at``) become ``paid`` at the moment they were (a
+        document paid twice, at its first payment). Each one marked is evidence that its customer did what its
+        reminders asked: ``completed`` (detail ``payment``) at that moment, appended in the same transaction."""
         if paid.empty:
             return
+        first = paid.sort_values("paid_at", kind="stable").drop_duplicates("document_id")
         document = Document.__table__
-        statement = (
-            update(document)
-            .where(
-                document.c.use_case == use_case,
-                document.c.document_id == bindparam("b_document_id"),
-                document.c.state == DocumentState.OPEN,
-            )
-            .values(state=DocumentState.PAID, state_changed_at=bindparam("b_paid_at"))
-        )
+        facts = []
         with self.engine.begin() as conn:
-            conn.execute(
-                statement,
-                [
-                    {"b_document_id": document_id, "b_paid_at": paid_at.to_pydatetime()}
-                    for document_id, paid_at in zip(paid["document_id"], paid["paid_at"], strict=True)
-                ],
-            )
+            payments = zip(first["document_id"], first["paid_at"], strict=True)
+            for chunk in store._chunks([(document_id, at.to_pydatetime()) for document_id, at in payments]):
+                given = (
+                    values(column("document_id", String), column("paid_at", DateTime(timezone=True)), name="paid")
+                    .data(list(chunk))
+                    .cte("paid")
+                )
+                marked = conn.execute(
+                    update(document)
+                    .where(
+                        document.c.use_case == use_case,
+                        document.c.document_id == given.c.document_id,
+                        document.c.state == DocumentState.OPEN,
+                    )
+                    .values(state=DocumentState.PAID, state_changed_at=given.c.paid_at)
+                    .returning(
+                        document.c.document_id, document.c.customer_id, document.c.job_id, document.c.state_changed_at
+                    )
+                )
+                facts += [
+                    evidence.fact(
+                        EvidenceFact.COMPLETED,
+                        document_id,
+                        paid_at,
+                        use_case=use_case,
+                        customer_id=customer_id,
+                        job_id=job_id,
+                        detail=PAYMENT_DETAIL,
+                    )
+                    for document_id, customer_id, job_id, paid_at in marked
+                ]
+            evidence.append(conn, facts)
 
     def pending_with_consent(self, use_case: str, page: CustomerPage) -> pd.DataFrame:
         """Pending notifications of a page, with their document's state and content and their device's consent."""
