@@ -198,8 +198,7 @@ class DeliveryManifest:
         root: etree._Element | None = None
         stream = self._open(handle)
         # Only elements we read or must release reach Python; a customer's children are read once it has ended.
-        parser = etree.iterparse(
-            stream,
+        parser = etree.XMLPullParser(
             events=("start", "end"),
             tag=("outputList", "customer", "queue", "reportFile"),
             encoding="UTF-8",
@@ -209,7 +208,7 @@ class DeliveryManifest:
             remove_comments=True,
         )
         try:
-            for event, element in parser:
+            for event, element in _events(parser, stream):
                 tag = element.tag
                 if event == "start":
                     if tag == "outputList":
@@ -255,6 +254,24 @@ class DeliveryManifest:
         self.tail.customers_read = position
         if columns["position"]:
             yield pa.RecordBatch.from_pydict(columns, schema=self.schema)
+
+
+def _events(parser: etree.XMLPullParser, stream: _Utf8Stream) -> Iterator[tuple[str, etree._Element]]:
+    """The parser's events as it is fed the stream, then its syntax error, if any.
+
+    The events it produced before an error in the data come first: lxml's ``iterparse`` (from 6.2) raises an
+    entity's amplification error before handing over the customers parsed ahead of it, whose records would be
+    lost. At a premature end of the file, lxml 6.2 closes the elements still open; those events are not handed
+    over, so a customer cut short is unread, not read incomplete."""
+    try:
+        while chunk := stream.read(_CHUNK):
+            parser.feed(chunk)
+            yield from parser.read_events()
+    except etree.XMLSyntaxError:
+        yield from parser.read_events()
+        raise
+    parser.close()
+    yield from parser.read_events()
 
 
 def _broken_at_line(exc: etree.XMLSyntaxError, root: etree._Element | None) -> int | None:
