@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,7 @@ with ledger.engine.connect() as conn:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the loaded SQLite library from /proc")
-def test_a_ledger_connection_keeps_a_bounded_number_of_prepared_statements(tmp_path: object) -> None:
+def test_a_ledger_connection_keeps_a_bounded_number_of_prepared_statements(tmp_path: Path) -> None:
     """200 reads of different lengths leave SQLite holding the last 32 prepared, not 128 (~45 MB) of them."""
     done = subprocess.run([sys.executable, "-c", STATEMENTS, str(tmp_path)], capture_output=True, text=True, check=True)
     if done.stdout.strip() == "static":

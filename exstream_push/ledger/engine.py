@@ -57,8 +57,8 @@ SQLITE_BUSY_SECONDS = 60
 SQLITE_CACHED_STATEMENTS = 32
 """Prepared statements a SQLite connection keeps (the driver's default is 128). A read or claim of 2,000 keys is a
 statement of its own for each list length, a quarter to half a megabyte prepared, and each batch's last chunks bring
-new lengths, so with 128 kept a worker's SQLite memory grows batch by batch (7–9 MB per worker at exit after 50,000
-customers) towards ~45 MB per connection of statements it will not run again; with 32, ~11 MB
+new lengths, so with 128 kept a worker's SQLite memory grows batch by batch (5.6 and 7.0 MB per worker at exit after
+50,000 customers) towards ~45 MB per connection of statements it will not run again; with 32, ~11 MB
 (``tests/test_memory.py``). The statements a send runs over and over stay among the last 32."""
 
 
