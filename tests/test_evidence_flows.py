@@ -5,7 +5,7 @@ or a shortened one."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,21 @@ def test_after_real_runs_the_trail_shows_every_step_and_verify_catches_an_edit_a
     assert main(["devices", "import", str(statement_devices)]) == 0
     assert statement_ready(manifest=str(statement_manifest), job_id=STATEMENT_JOB)["sent"] > 0
 
-    # A policy change: the notice at T0, the first reminder at +3 days, the acknowledgement taken in at +4 days.
-    write_manifest(tmp_path / "policy.xml", [policy_record(number, POLICY_JOB) for number in range(1, 6)])
+    # A policy change: the notice at t0, the first reminder at +3 days, the acknowledgement taken in at +4 days.
+    # The ledger stamps what it does (first sighting, pushes) with the real time, and the customer's acknowledgement
+    # carries its own: the timeline starts tomorrow at T0's hour (outside every device's quiet hours), so the
+    # acknowledgement comes after them whatever the date.
+    t0 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=T0.hour, minute=0, second=0, microsecond=0)
+    acknowledge_by = (t0 + timedelta(days=13)).date().isoformat()
+    policy_records = [policy_record(number, POLICY_JOB, acknowledge_by) for number in range(1, 6)]
+    write_manifest(tmp_path / "policy.xml", policy_records)
     write_devices(tmp_path / "policy-devices.csv", (d for n in range(1, 6) for d in customer_devices(n, "policies")))
     assert main(["devices", "import", str(tmp_path / "policy-devices.csv")]) == 0
-    policy_change(manifest=str(tmp_path / "policy.xml"), job_id=POLICY_JOB, as_of=T0)
-    policy_change(as_of=T0 + timedelta(days=3))
-    write_events(tmp_path / "ack.jsonl", [acknowledgement(NUMBER, POLICY_JOB, T0 + timedelta(days=3, hours=2))])
-    assert policy_change(events=str(tmp_path / "ack.jsonl"), as_of=T0 + timedelta(days=4))["acknowledged"] == 1
-    lifecycle_tracking(as_of=T0 + timedelta(days=4, hours=1))
+    policy_change(manifest=str(tmp_path / "policy.xml"), job_id=POLICY_JOB, as_of=t0)
+    policy_change(as_of=t0 + timedelta(days=3))
+    write_events(tmp_path / "ack.jsonl", [acknowledgement(NUMBER, POLICY_JOB, t0 + timedelta(days=3, hours=2))])
+    assert policy_change(events=str(tmp_path / "ack.jsonl"), as_of=t0 + timedelta(days=4))["acknowledged"] == 1
+    lifecycle_tracking(as_of=t0 + timedelta(days=4, hours=1))
 
     ledger = ledger_for(get_settings())
     policy_document = f"{POLICY_JOB}-P{NUMBER:05d}"
