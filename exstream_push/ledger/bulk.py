@@ -82,13 +82,14 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], ke
     )
 
 
-def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """COPY ``rows`` straight into ``table`` (an append-only log: no conflict to handle, nothing to move after)."""
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    """COPY ``rows`` (values in ``columns`` order) straight into ``table`` (an append-only log: no conflict to
+    handle, nothing to move after)."""
     quoted = ", ".join(f'"{name}"' for name in columns)
     raw = conn.connection.driver_connection
     with driver_errors(conn), raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
         for row in rows:
-            copy.write_row([row[name] for name in columns])
+            copy.write_row(row)
 
 
 def driver_rows(conn: Connection, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -164,15 +165,6 @@ def sqlite_insert_ignoring_conflicts(conn: Connection, table: Table, rows: Seque
         bound_tuples(conn.dialect, table, rows, columns),
     )
     return result.rowcount
-
-
-def sqlite_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """A plain ``INSERT`` of every row as one driver-level executemany."""
-    quoted = ", ".join(f'"{name}"' for name in columns)
-    marks = ", ".join("?" for _ in columns)
-    conn.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', bound_tuples(conn.dialect, table, rows, columns)
-    )
 
 
 def sqlite_keys_with_status(conn: Connection, table: Table, keys: Sequence[str], status: str) -> set[str]:

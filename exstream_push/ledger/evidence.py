@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,14 +116,19 @@ def fact(
     }
 
 
+_FACT_VALUES = operator.itemgetter(*FACT_COLUMNS)
+_DOCUMENT = FACT_COLUMNS.index("document_id")
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Facts made ready to chain outside the write's transaction: all that is left under its lock is one SHA-256
-    per record. ``bodies`` are each fact's canonical content after shard and seq, in shard order."""
+    per record. Each record's ``shards``, ``values`` (FACT_COLUMNS) and ``bodies`` (its canonical content after
+    shard and seq) are in append order: by shard, and in the order given within one."""
 
     recorded_at: datetime
-    order: list[tuple[int, int]]  # (shard, index into facts), sorted
-    facts: Sequence[Mapping[str, Any]]
+    shards: list[int]
+    values: list[tuple[Any, ...]]
     bodies: list[str]
 
 
@@ -130,15 +136,18 @@ def prepare(facts: Sequence[Mapping[str, Any]]) -> Prepared:
     """Shards, order and canonical text of ``facts``, to ``append`` later, inside the transaction."""
     recorded_at = moment(store.utcnow())
     recorded_text = _text(recorded_at)
-    order = sorted((shard_of(f["document_id"]), n) for n, f in enumerate(facts))
+    given = [_FACT_VALUES(f) for f in facts]
+    shard_by_fact = [shard_of(values[_DOCUMENT]) for values in given]
+    order = sorted(range(len(given)), key=shard_by_fact.__getitem__)  # stable: a shard's facts keep their order
     moments: dict[int, str] = {}  # one text per timestamp object: a write's facts mostly share theirs
-    bodies = []
-    for _, n in order:
-        f = facts[n]
-        occurred = f["occurred_at"]
+    values, bodies = [], []
+    for n in order:
+        fact_values = given[n]
+        occurred = fact_values[-1]
         occurred_text = moments.get(id(occurred)) or moments.setdefault(id(occurred), _text(occurred))
-        bodies.append(_CANONICAL.encode([*(f[name] for name in FACT_COLUMNS[:-1]), occurred_text, recorded_text]))
-    return Prepared(recorded_at, order, facts, bodies)
+        values.append(fact_values)
+        bodies.append(_CANONICAL.encode([*fact_values[:-1], occurred_text, recorded_text]))
+    return Prepared(recorded_at, [shard_by_fact[n] for n in order], values, bodies)
 
 
 def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> None:
@@ -148,10 +157,10 @@ def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> N
     Sent past SQLAlchemy as plain tuples (``bulk``): an outcome group of 64 costs one read of the heads, one
     executemany of the records and one of the heads."""
     prepared = facts if isinstance(facts, Prepared) else prepare(facts)
-    if not prepared.order:
+    if not prepared.shards:
         return
-    tips = _lock_heads(conn, sorted({shard for shard, _ in prepared.order}))
-    _insert(conn, _chained(prepared, tips))
+    tips = _lock_heads(conn, sorted(set(prepared.shards)))
+    _insert(conn, _chained(prepared, tips, _stored_moment(conn)))
     _store_heads(conn, tips)
 
 
@@ -162,10 +171,11 @@ def append_all(conn: Connection, pages: Iterable[Sequence[Mapping[str, Any]]]) -
     tips = _lock_heads(conn, list(range(SHARDS)))
     before = dict(tips)
     appended = 0
+    stored_moment = _stored_moment(conn)
     for page in pages:
         prepared = prepare(page)
-        _insert(conn, _chained(prepared, tips))
-        appended += len(prepared.order)
+        _insert(conn, _chained(prepared, tips, stored_moment))
+        appended += len(prepared.shards)
     _store_heads(conn, {shard: tip for shard, tip in tips.items() if tip != before[shard]})
     return appended
 
@@ -181,37 +191,41 @@ def _lock_heads(conn: Connection, shards: Sequence[int]) -> dict[int, tuple[int,
     return tips
 
 
-def _chained(prepared: Prepared, tips: dict[int, tuple[int, str]]) -> list[dict[str, Any]]:
-    """The stored records of ``prepared``, each hashed onto its shard's tip; ``tips`` moves along with them."""
+def _stored_moment(conn: Connection) -> Callable[[datetime], Any]:
+    """What the connection's driver is given for a timestamp of the log: what SQLAlchemy would bind for it."""
+    column_type = Evidence.__table__.c.occurred_at.type
+    return column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda value: value)
+
+
+def _chained(
+    prepared: Prepared, tips: dict[int, tuple[int, str]], stored_moment: Callable[[datetime], Any]
+) -> list[tuple[Any, ...]]:
+    """The stored records of ``prepared`` (STORED_COLUMNS, as the driver binds them), each hashed onto its shard's
+    tip; ``tips`` moves along with them."""
+    recorded_at = stored_moment(prepared.recorded_at)
+    moments: dict[int, Any] = {}  # one conversion per timestamp object, as ``prepare`` makes one text
     rows = []
-    for (shard, n), body in zip(prepared.order, prepared.bodies, strict=True):
+    for shard, values, body in zip(prepared.shards, prepared.values, prepared.bodies, strict=True):
         seq, prev_hash = tips[shard]
         # The JSON array of CONTENT_COLUMNS, as ``record_hash`` writes it: shard and seq, then the body's items.
         digest = hashlib.sha256(f"{prev_hash}\n[{shard},{seq + 1},{body[1:]}".encode()).hexdigest()
         tips[shard] = (seq + 1, digest)
-        rows.append(
-            {
-                **prepared.facts[n],
-                "shard": shard,
-                "seq": seq + 1,
-                "recorded_at": prepared.recorded_at,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            }
-        )
+        occurred = values[-1]
+        occurred_at = moments.get(id(occurred)) or moments.setdefault(id(occurred), stored_moment(occurred))
+        rows.append((shard, seq + 1, *values[:-1], occurred_at, recorded_at, prev_hash, digest))
     return rows
 
 
-def _insert(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+def _insert(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Stored records, sent past SQLAlchemy: COPY on PostgreSQL for many, else one driver-level executemany."""
     if not rows:
         return
     table = Evidence.__table__
-    if conn.dialect.name == "sqlite":
-        bulk.sqlite_insert(conn, table, rows, STORED_COLUMNS)
-    elif conn.dialect.name == "postgresql" and len(rows) >= bulk.COPY_THRESHOLD:
+    if conn.dialect.name == "postgresql" and len(rows) >= bulk.COPY_THRESHOLD:
         bulk.copy_rows(conn, table, rows, STORED_COLUMNS)
-    else:
-        conn.execute(table.insert(), rows)
+        return
+    quoted = ", ".join(f'"{name}"' for name in STORED_COLUMNS)
+    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks(conn, len(STORED_COLUMNS))})', rows)
 
 
 def _store_heads(conn: Connection, tips: Mapping[int, tuple[int, str]]) -> None:
