@@ -154,8 +154,8 @@ def append(conn: Connection, facts: Sequence[Mapping[str, Any]] | Prepared) -> N
     """Append ``facts`` in the caller's transaction, after the write that caused them: at most once per
     transaction, so its shard locks are taken in one ascending sweep.
 
-    Sent past SQLAlchemy as plain tuples (``bulk``): an outcome group of 64 costs one read of the heads, one
-    executemany of the records and one of the heads."""
+    Sent past SQLAlchemy as plain tuples (``_insert``): an outcome group of 64 costs one read of the heads, one
+    executemany of the records (COPY on PostgreSQL for many) and one of the heads."""
     prepared = facts if isinstance(facts, Prepared) else prepare(facts)
     if not prepared.shards:
         return
